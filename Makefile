@@ -1,0 +1,153 @@
+# oneloop developer entry points. `make help` lists them.
+#
+# The Python package is built by pip (setup.py); this Makefile builds the
+# pure-C wire layer on its own for the C tests, fuzzers and benchmarks,
+# which need compiler flags (sanitizers, libFuzzer) a package build must not
+# carry.
+
+SHELL       := bash
+PYTHON      ?= python3
+CC          ?= cc
+CLANG       ?= clang
+BUILD       ?= build
+FUZZ_SECONDS ?= 20
+
+WIRE_SRC    := $(wildcard src/wire/*.c)
+WIRE_HDR    := $(wildcard src/wire/*.h)
+TEST_SRC    := $(wildcard tests/c/*.c)
+TEST_HDR    := $(wildcard tests/c/*.h) $(BUILD)/gen/llhttp_cases.h
+C_FILES     := $(WIRE_SRC) $(WIRE_HDR) $(wildcard tests/c/*.[ch]) $(wildcard tests/fuzz/*.c) \
+               $(wildcard bench/*.c) $(wildcard src/core/*.[ch])
+
+STD         := -std=c11 -D_POSIX_C_SOURCE=200809L
+WARN        := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+               -Wconversion -Wno-sign-conversion
+SANITIZE    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_FLAGS  := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
+
+.PHONY: help all deps test test-c test-c-asan test-c-portable test-c-valgrind fuzz fuzz-smoke fuzz-corpus \
+        bench bench-parser test-py format lint clean
+
+help:
+	@echo "make test         install what is missing, then every test (C, fuzz smoke, lint, Python)"
+	@echo "make deps         install system packages and the package itself (editable)"
+	@echo "make test-c       C tests of the wire layer under ASan+UBSan, then under valgrind"
+	@echo "make fuzz         run each libFuzzer target for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
+	@echo "make bench        parser micro-benchmark (ns per request)"
+	@echo "make test-py      Python tests (real server, real sockets)"
+	@echo "make format       clang-format and ruff format, in place"
+	@echo "make lint         formatting, ruff, and -Werror builds with gcc and clang"
+
+all: $(BUILD)/libolwire.a
+
+deps:
+	PYTHON=$(PYTHON) scripts/install-deps.sh
+
+test: deps
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory test-c
+	$(MAKE) --no-print-directory fuzz
+	$(MAKE) --no-print-directory test-py
+
+# ---------------------------------------------------------------- wire layer
+
+$(BUILD)/wire/%.o: src/wire/%.c $(WIRE_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(STD) $(WARN) -O2 -fPIC -c $< -o $@
+
+$(BUILD)/libolwire.a: $(patsubst src/wire/%.c,$(BUILD)/wire/%.o,$(WIRE_SRC))
+	ar rcs $@ $^
+
+# ---------------------------------------------------------------- C tests
+
+$(BUILD)/gen/llhttp_cases.h: tests/c/gen_llhttp.py tests/data/llhttp-requests.json
+	@mkdir -p $(dir $@)
+	$(PYTHON) tests/c/gen_llhttp.py tests/data/llhttp-requests.json $@
+
+$(BUILD)/test_wire_asan: $(WIRE_SRC) $(TEST_SRC) $(WIRE_HDR) $(TEST_HDR)
+	$(CC) $(STD) $(WARN) -Wno-missing-prototypes $(SANITIZE) -g -O1 -I$(BUILD)/gen \
+		$(WIRE_SRC) $(TEST_SRC) -o $@
+
+$(BUILD)/test_wire: $(WIRE_SRC) $(TEST_SRC) $(WIRE_HDR) $(TEST_HDR)
+	$(CC) $(STD) $(WARN) -Wno-missing-prototypes -g -O1 -I$(BUILD)/gen \
+		$(WIRE_SRC) $(TEST_SRC) -o $@
+
+test-c-asan: $(BUILD)/test_wire_asan
+	$(BUILD)/test_wire_asan
+
+test-c-valgrind: $(BUILD)/test_wire
+	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=all \
+		$(BUILD)/test_wire > /dev/null
+
+# The same tests without SSE2, through the portable 8-byte word scans.
+$(BUILD)/test_wire_portable: $(WIRE_SRC) $(TEST_SRC) $(WIRE_HDR) $(TEST_HDR)
+	$(CC) $(STD) $(WARN) -Wno-missing-prototypes -U__SSE2__ $(SANITIZE) -g -O1 -I$(BUILD)/gen \
+		$(WIRE_SRC) $(TEST_SRC) -o $@
+
+test-c-portable: $(BUILD)/test_wire_portable
+	$(BUILD)/test_wire_portable > /dev/null
+
+test-c: test-c-asan test-c-portable test-c-valgrind
+
+# ---------------------------------------------------------------- fuzzing
+
+FUZZERS := request chunked stream
+
+$(BUILD)/fuzz/%: tests/fuzz/fuzz_%.c tests/c/stream.c tests/c/testlib.c $(WIRE_SRC) $(WIRE_HDR)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(STD) $(WARN) -Wno-missing-prototypes $(FUZZ_FLAGS) $< tests/c/stream.c \
+		tests/c/testlib.c $(WIRE_SRC) -o $@
+
+# Seed corpora come from the test inputs, so fuzzing starts from every rule.
+fuzz-corpus: $(BUILD)/test_wire
+	rm -rf $(BUILD)/fuzz-seeds
+	$(BUILD)/test_wire --seeds $(BUILD)/fuzz-seeds
+
+fuzz: $(addprefix $(BUILD)/fuzz/,$(FUZZERS)) fuzz-corpus
+	@for f in $(FUZZERS); do \
+		mkdir -p $(BUILD)/fuzz-corpus/$$f $(BUILD)/fuzz-artifacts; \
+		echo "fuzzing $$f for $(FUZZ_SECONDS)s"; \
+		$(BUILD)/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-dict=tests/fuzz/http.dict -artifact_prefix=$(BUILD)/fuzz-artifacts/$$f- \
+			$(BUILD)/fuzz-corpus/$$f $(BUILD)/fuzz-seeds/$$f > $(BUILD)/fuzz-$$f.log 2>&1; \
+		status=$$?; \
+		grep -E "^(Done|stat::number_of_executed_units|SUMMARY)" $(BUILD)/fuzz-$$f.log; \
+		if [ $$status -ne 0 ]; then tail -40 $(BUILD)/fuzz-$$f.log; exit 1; fi; \
+	done
+
+# ---------------------------------------------------------------- benchmarks
+
+$(BUILD)/bench_parser: bench/bench_parser.c $(BUILD)/libolwire.a
+	$(CC) $(STD) $(WARN) -Wno-missing-prototypes -O2 $< $(BUILD)/libolwire.a -o $@
+
+bench-parser: $(BUILD)/bench_parser
+	$(BUILD)/bench_parser
+
+bench: bench-parser
+
+# ---------------------------------------------------------------- Python
+
+test-py:
+	$(PYTHON) -m pytest tests/python -q
+
+# ---------------------------------------------------------------- hygiene
+
+format:
+	clang-format -i $(C_FILES)
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .
+
+lint:
+	clang-format --dry-run -Werror $(C_FILES)
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m ruff check .
+	$(MAKE) --no-print-directory clean-wire
+	$(MAKE) --no-print-directory CC=gcc $(BUILD)/libolwire.a
+	$(MAKE) --no-print-directory clean-wire
+	$(MAKE) --no-print-directory CC=clang $(BUILD)/libolwire.a
+
+clean-wire:
+	rm -rf $(BUILD)/wire $(BUILD)/libolwire.a
+
+clean:
+	rm -rf $(BUILD)

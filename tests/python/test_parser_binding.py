@@ -1,0 +1,36 @@
+"""The extension module links the wire layer: its parser answers from Python."""
+
+import pytest
+
+from oneloop import _core
+
+
+def test_parses_a_head():
+    head = b"POST /a?b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+    req = _core.parse_request(head)
+    assert req["method"] == b"POST"
+    assert req["target"] == b"/a?b"
+    assert req["headers"] == [(b"Host", b"x"), (b"Content-Length", b"3")]
+    assert req["framing"] == "length"
+    assert req["content_length"] == 3
+    assert req["head_length"] == len(head) - 3
+
+
+def test_incomplete_head_is_none():
+    assert _core.parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n") is None
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
+        (b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+    ],
+)
+def test_errors_carry_the_status(head, status):
+    with pytest.raises(ValueError, match=rf"^{status} "):
+        _core.parse_request(head)
