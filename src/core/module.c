@@ -3,10 +3,9 @@
  * module state every other file of the binding layer reaches through
  * ol_state_of(), and the module-level functions.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "core.h"
 
-#include "ol_http.h"
+#include <string.h>
 
 /* --------------------------------------------------------------------- */
 /* parse_request(): the wire layer's parser, for tests and debugging.    */
@@ -89,17 +88,339 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* --------------------------------------------------------------------- */
+/* Module state                                                          */
+
+static struct PyModuleDef module_def;
+
+ol_state *ol_state_of_type(PyTypeObject *type)
+{
+    PyObject *module = PyType_GetModuleByDef(type, &module_def);
+    return module ? PyModule_GetState(module) : NULL;
+}
+
+PyObject *PyErr_GetRaisedException_compat(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL)
+        return NULL;
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+void PyErr_SetRaisedException_compat(PyObject *exc)
+{
+    if (exc == NULL)
+        return;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+static const char *const interned_names[] = {
+    "type",
+    "body",
+    "more_body",
+    "status",
+    "headers",
+    "http.request",
+    "http.disconnect",
+    "http.response.start",
+    "http.response.body",
+    "http",
+    "https",
+    "asgi",
+    "http_version",
+    "method",
+    "scheme",
+    "path",
+    "raw_path",
+    "query_string",
+    "root_path",
+    "client",
+    "server",
+    "state",
+    "1.0",
+    "1.1",
+    "",
+};
+
+static PyObject **interned_slots(ol_state *st, size_t i)
+{
+    PyObject **slots[] = {
+        &st->s_type,
+        &st->s_body,
+        &st->s_more_body,
+        &st->s_status,
+        &st->s_headers,
+        &st->s_http_request,
+        &st->s_http_disconnect,
+        &st->s_http_response_start,
+        &st->s_http_response_body,
+        &st->s_http,
+        &st->s_https,
+        &st->s_asgi,
+        &st->s_http_version,
+        &st->s_method,
+        &st->s_scheme,
+        &st->s_path,
+        &st->s_raw_path,
+        &st->s_query_string,
+        &st->s_root_path,
+        &st->s_client,
+        &st->s_server,
+        &st->s_state,
+        &st->s_1_0,
+        &st->s_1_1,
+        &st->s_empty,
+    };
+    return slots[i];
+}
+
+/* Header names common enough to share one bytes object across requests. */
+static const char *const common_headers[] = {
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "connection",
+    "content-type",
+    "content-length",
+    "cookie",
+    "referer",
+    "origin",
+    "authorization",
+    "cache-control",
+    "pragma",
+    "upgrade-insecure-requests",
+    "if-none-match",
+    "if-modified-since",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-requested-with",
+    "sec-fetch-site",
+    "sec-fetch-mode",
+    "sec-fetch-dest",
+    "sec-fetch-user",
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "dnt",
+    "te",
+    "range",
+    "expect",
+    "transfer-encoding",
+    "upgrade",
+    "x-request-id",
+    "traceparent",
+};
+
+static const char *const method_names[] = {
+    [OL_M_GET] = "GET",         [OL_M_HEAD] = "HEAD",       [OL_M_POST] = "POST",
+    [OL_M_PUT] = "PUT",         [OL_M_DELETE] = "DELETE",   [OL_M_PATCH] = "PATCH",
+    [OL_M_OPTIONS] = "OPTIONS", [OL_M_CONNECT] = "CONNECT", [OL_M_TRACE] = "TRACE",
+};
+
+static const char *const env_strings[] = {
+    "REQUEST_METHOD",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "RAW_URI",
+    "SERVER_PROTOCOL",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+    "HTTP_COOKIE",
+    "wsgi.version",
+    "wsgi.url_scheme",
+    "wsgi.input",
+    "wsgi.errors",
+    "wsgi.multithread",
+    "wsgi.multiprocess",
+    "wsgi.run_once",
+    "wsgi.input_terminated",
+    "wsgi.file_wrapper",
+    "HTTP/1.1",
+    "HTTP/1.0",
+    "http",
+    "https",
+    "80",
+    "443",
+    "",
+    "localhost",
+};
+
+/* "HTTP_" + upper-case name with '-' as '_'. */
+static PyObject *env_key_for(const char *name)
+{
+    char key[128];
+    size_t n = strlen(name);
+    memcpy(key, "HTTP_", 5);
+    for (size_t i = 0; i < n; i++)
+        key[5 + i] = name[i] == '-'                       ? '_'
+                     : (name[i] >= 'a' && name[i] <= 'z') ? (char)(name[i] - 32)
+                                                          : name[i];
+    key[5 + n] = '\0';
+    return PyUnicode_InternFromString(key);
+}
+
+static int init_env(ol_state *st)
+{
+    for (size_t i = 0; i < sizeof(env_strings) / sizeof(env_strings[0]); i++)
+        if ((st->env[i] = PyUnicode_InternFromString(env_strings[i])) == NULL)
+            return -1;
+    st->env[E_V_WSGI_VERSION] = Py_BuildValue("(ii)", 1, 0);
+    return st->env[E_V_WSGI_VERSION] ? 0 : -1;
+}
+
+static int init_strings(ol_state *st)
+{
+    for (size_t i = 0; i < sizeof(interned_names) / sizeof(interned_names[0]); i++) {
+        PyObject *s = PyUnicode_InternFromString(interned_names[i]);
+        if (s == NULL)
+            return -1;
+        *interned_slots(st, i) = s;
+    }
+    st->b_empty = PyBytes_FromStringAndSize("", 0);
+    if (st->b_empty == NULL)
+        return -1;
+    for (size_t i = 0; i < sizeof(method_names) / sizeof(method_names[0]); i++)
+        if (method_names[i] != NULL &&
+            (st->methods[i] = PyUnicode_InternFromString(method_names[i])) == NULL)
+            return -1;
+    for (size_t i = 0; i < sizeof(common_headers) / sizeof(common_headers[0]); i++) {
+        PyObject *b = PyBytes_FromString(common_headers[i]);
+        PyObject *key = b ? env_key_for(common_headers[i]) : NULL;
+        if (key == NULL) {
+            Py_XDECREF(b);
+            return -1;
+        }
+        st->header_env[st->n_header_names] = key;
+        st->header_names[st->n_header_names++] = b;
+    }
+    return 0;
+}
+
+static int init_asyncio(ol_state *st)
+{
+    PyObject *tasks = PyImport_ImportModule("asyncio.tasks");
+    PyObject *asyncio = tasks ? PyImport_ImportModule("asyncio") : NULL;
+    if (asyncio == NULL) {
+        Py_XDECREF(tasks);
+        return -1;
+    }
+    st->enter_task = PyObject_GetAttrString(tasks, "_enter_task");
+    st->leave_task = PyObject_GetAttrString(tasks, "_leave_task");
+    st->cancelled_error = PyObject_GetAttrString(asyncio, "CancelledError");
+    Py_DECREF(tasks);
+    Py_DECREF(asyncio);
+    return (st->enter_task && st->leave_task && st->cancelled_error) ? 0 : -1;
+}
+
+static int module_exec(PyObject *module)
+{
+    ol_state *st = PyModule_GetState(module);
+    if (init_strings(st) < 0 || init_env(st) < 0 || init_asyncio(st) < 0)
+        return -1;
+    st->client_disconnected = PyErr_NewExceptionWithDoc(
+        "oneloop._core.ClientDisconnected",
+        "Raised by ASGI send() and by WSGI body reads when the client has gone away.",
+        PyExc_OSError, NULL);
+    if (st->client_disconnected == NULL ||
+        PyModule_AddObjectRef(module, "ClientDisconnected", st->client_disconnected) < 0)
+        return -1;
+    st->server_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ol_server_spec, NULL);
+    st->request_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ol_req_spec, NULL);
+    if (st->server_type == NULL || st->request_type == NULL ||
+        PyModule_AddType(module, st->server_type) < 0 ||
+        PyModule_AddType(module, st->request_type) < 0)
+        return -1;
+    if (ol_asgi_init_types(module, st) < 0 || ol_wsgi_init_types(module, st) < 0)
+        return -1;
+    return PyModule_AddObjectRef(module, "Driver", (PyObject *)st->driver_type);
+}
+
+static int module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    ol_state *st = PyModule_GetState(module);
+    Py_VISIT(st->server_type);
+    Py_VISIT(st->request_type);
+    Py_VISIT(st->driver_type);
+    Py_VISIT(st->ready_type);
+    Py_VISIT(st->input_type);
+    Py_VISIT(st->file_wrapper_type);
+    Py_VISIT(st->done);
+    return 0;
+}
+
+static int module_clear(PyObject *module)
+{
+    ol_state *st = PyModule_GetState(module);
+    Py_CLEAR(st->server_type);
+    Py_CLEAR(st->request_type);
+    Py_CLEAR(st->driver_type);
+    Py_CLEAR(st->ready_type);
+    Py_CLEAR(st->input_type);
+    Py_CLEAR(st->file_wrapper_type);
+    Py_CLEAR(st->done);
+    Py_CLEAR(st->enter_task);
+    Py_CLEAR(st->leave_task);
+    Py_CLEAR(st->cancelled_error);
+    Py_CLEAR(st->client_disconnected);
+    Py_CLEAR(st->ssl_want_read);
+    for (size_t i = 0; i < sizeof(interned_names) / sizeof(interned_names[0]); i++)
+        Py_CLEAR(*interned_slots(st, i));
+    Py_CLEAR(st->b_empty);
+    for (size_t i = 0; i < 16; i++)
+        Py_CLEAR(st->methods[i]);
+    for (int i = 0; i < st->n_header_names; i++) {
+        Py_CLEAR(st->header_names[i]);
+        Py_CLEAR(st->header_env[i]);
+    }
+    for (size_t i = 0; i < OL_ENV_COUNT; i++)
+        Py_CLEAR(st->env[i]);
+    st->n_header_names = 0;
+    return 0;
+}
+
+static void module_free(void *module)
+{
+    module_clear(module);
+}
+
 static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
     {0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "oneloop._core",
-    .m_doc = "oneloop's C core: the binding between the wire layer and Python.",
-    .m_size = 0,
+    .m_doc = "oneloop's C core: connections, ASGI and WSGI adapters, the WSGI thread pool.",
+    .m_size = sizeof(ol_state),
     .m_methods = module_methods,
     .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
 };
 
 PyMODINIT_FUNC PyInit__core(void)

@@ -1,0 +1,1065 @@
+/*
+ * asgi.c -- the ASGI side of a request: the scope, receive() and send(), and
+ * how the app's coroutine is run.
+ *
+ * Running the app without a Task per request
+ * -------------------------------------------
+ * Each connection that has served an ASGI request owns one long-lived
+ * asyncio.Task, the host task, whose coroutine is a Driver (below). For a new
+ * request the server enters the host task (asyncio's _enter_task) and runs
+ * the app coroutine's first step directly, inside a fresh copy of the
+ * context. Most apps answer without ever suspending: then the request is
+ * over with no Task, Future or loop iteration spent on it. If the app does
+ * suspend, the driver wakes its host task and hands it what the app yielded;
+ * from then on the task drives the coroutine exactly as asyncio would, with
+ * asyncio.current_task() the same object throughout, so timeouts, task
+ * groups and anyio cancel scopes behave as under any other server.
+ *
+ * send() returns a shared, already-completed awaitable when the socket takes
+ * the bytes, and a Future only when output backs up past the high-water mark.
+ * receive() returns a completed awaitable holding the message whenever the
+ * body bytes are already here.
+ */
+#include "core.h"
+
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* Ready: an awaitable whose result is known when it is created.            */
+
+typedef struct {
+    PyObject_HEAD PyObject *value;
+} ol_ready;
+
+static PyObject *ready_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static PySendResult ready_send(ol_ready *self, PyObject *arg, PyObject **result)
+{
+    (void)arg;
+    *result = Py_NewRef(self->value);
+    return PYGEN_RETURN;
+}
+
+/* The path taken under a tracer or debugger, where CPython iterates. */
+static PyObject *ready_next(ol_ready *self)
+{
+    /* StopIteration(value) built explicitly: a tuple value must not be
+     * taken for the exception's arguments. */
+    PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, self->value);
+    if (stop != NULL) {
+        PyErr_SetObject(PyExc_StopIteration, stop);
+        Py_DECREF(stop);
+    }
+    return NULL;
+}
+
+static PyObject *ready_send_method(ol_ready *self, PyObject *arg)
+{
+    (void)arg;
+    return ready_next(self);
+}
+
+static PyObject *ready_throw(ol_ready *self, PyObject *args)
+{
+    (void)self;
+    PyObject *typ, *val = NULL, *tb = NULL;
+    if (!PyArg_UnpackTuple(args, "throw", 1, 3, &typ, &val, &tb))
+        return NULL;
+    if (PyExceptionInstance_Check(typ))
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    else
+        PyErr_SetObject(typ, val);
+    return NULL;
+}
+
+static PyObject *ready_close(ol_ready *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    Py_RETURN_NONE;
+}
+
+static int ready_traverse(ol_ready *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->value);
+    return 0;
+}
+
+static int ready_clear(ol_ready *self)
+{
+    Py_CLEAR(self->value);
+    return 0;
+}
+
+static void ready_dealloc(ol_ready *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    ready_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyMethodDef ready_methods[] = {
+    {"send", (PyCFunction)ready_send_method, METH_O, NULL},
+    {"throw", (PyCFunction)ready_throw, METH_VARARGS, NULL},
+    {"close", (PyCFunction)ready_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot ready_slots[] = {
+    {Py_tp_doc, "An awaitable that is already complete."},
+    {Py_am_await, ready_await},
+    {Py_am_send, ready_send},
+    {Py_tp_iter, ready_await},
+    {Py_tp_iternext, ready_next},
+    {Py_tp_methods, ready_methods},
+    {Py_tp_traverse, ready_traverse},
+    {Py_tp_clear, ready_clear},
+    {Py_tp_dealloc, ready_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec ready_spec = {
+    .name = "oneloop._core.Ready",
+    .basicsize = sizeof(ol_ready),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = ready_slots,
+};
+
+static PyObject *ready_new(ol_state *st, PyObject *value /* stolen */)
+{
+    if (value == NULL)
+        return NULL;
+    ol_ready *r = PyObject_GC_New(ol_ready, st->ready_type);
+    if (r == NULL) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    r->value = value;
+    PyObject_GC_Track(r);
+    return (PyObject *)r;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Futures                                                                  */
+
+static PyObject *new_future(ol_server *srv)
+{
+    return PyObject_CallNoArgs(srv->create_future);
+}
+
+/* Resolve a future unless someone (a cancelled awaiter) already did. */
+static void resolve(PyObject *fut, PyObject *value, PyObject *exc)
+{
+    PyObject *done = PyObject_CallMethod(fut, "done", NULL);
+    if (done == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    int is_done = PyObject_IsTrue(done);
+    Py_DECREF(done);
+    if (is_done)
+        return;
+    PyObject *r = exc ? PyObject_CallMethod(fut, "set_exception", "O", exc)
+                      : PyObject_CallMethod(fut, "set_result", "O", value);
+    if (r == NULL)
+        PyErr_Clear();
+    Py_XDECREF(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Messages                                                                 */
+
+static PyObject *disconnect_message(ol_state *st)
+{
+    return Py_BuildValue("{O:O}", st->s_type, st->s_http_disconnect);
+}
+
+static PyObject *request_message(ol_state *st, PyObject *body, int more)
+{
+    return Py_BuildValue("{O:O,O:O,O:O}", st->s_type, st->s_http_request, st->s_body,
+                         body ? body : st->b_empty, st->s_more_body, more ? Py_True : Py_False);
+}
+
+/* Answer a broken or oversized request body, if the response has not begun. */
+static void body_error(ol_req *r, int error)
+{
+    ol_conn *c = r->conn;
+    r->flags |= REQ_DISCONNECTED;
+    if (c == NULL)
+        return;
+    if (!(r->flags & REQ_HEAD_SENT)) {
+        int too_large = error == OL_ETOO_LARGE;
+        r->flags |= REQ_HEAD_SENT | REQ_COMPLETE;
+        c->request = NULL;
+        ol_conn_send_error(c, too_large ? 413 : ol_error_status(error),
+                           too_large ? "request body too large" : ol_strerror(error));
+        ol_req_detach(r);
+        Py_DECREF(r);
+    } else {
+        ol_conn_abort(c);
+    }
+}
+
+/* Take the body bytes at hand as an http.request message; NULL without an
+ * exception when nothing is there yet. */
+static PyObject *take_body_message(ol_req *r)
+{
+    ol_state *st = r->server->state;
+    ol_conn *c = r->conn;
+    PyObject *body = NULL;
+    int done = ol_conn_take_body(c, &body);
+    if (done < 0) {
+        Py_XDECREF(body);
+        if (PyErr_Occurred())
+            return NULL;
+        body_error(r, done);
+        return disconnect_message(st);
+    }
+    /* Input may have been paused for this body; it can flow again. */
+    if (!(c->flags & (CONN_READING | CONN_CLOSED)) && c->rlen < r->server->cfg.read_high_water) {
+        c->flags |= CONN_READING;
+        ol_conn_update_events(c);
+    }
+    if (!done && body == NULL)
+        return NULL;
+    if (done)
+        r->flags |= REQ_BODY_DONE;
+    PyObject *msg = request_message(st, body, !done);
+    Py_XDECREF(body);
+    return msg;
+}
+
+static void send_continue(ol_req *r)
+{
+    ol_conn *c = r->conn;
+    r->flags &= ~REQ_CONTINUE;
+    if (c->rlen == 0 && !c->body_done) {
+        r->flags |= REQ_CONTINUE_SENT;
+        ol_conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* receive() and send()                                                     */
+
+static int gone(ol_req *r)
+{
+    return (r->flags & REQ_DISCONNECTED) || r->conn == NULL || (r->conn->flags & CONN_CLOSED);
+}
+
+/* 1 if the future is done (resolved or cancelled); errors count as done. */
+static int is_done(PyObject *fut)
+{
+    PyObject *done = PyObject_CallMethod(fut, "done", NULL);
+    int result = done == NULL ? 1 : PyObject_IsTrue(done);
+    Py_XDECREF(done);
+    PyErr_Clear();
+    return result != 0;
+}
+
+static PyObject *asgi_receive(ol_req *r, PyObject *unused)
+{
+    (void)unused;
+    ol_server *srv = r->server;
+    ol_state *st = srv->state;
+    /* A receive() whose awaiter was cancelled (a timeout, a cancel scope)
+     * leaves a done future behind; the app may call receive() again. */
+    if (r->receive_waiter != NULL && is_done(r->receive_waiter))
+        Py_CLEAR(r->receive_waiter);
+    if (r->receive_waiter != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "receive() called while another receive() is pending");
+        return NULL;
+    }
+    if (!gone(r) && (r->conn->flags & CONN_PEER_CLOSED) && (r->flags & REQ_BODY_DONE))
+        r->flags |= REQ_DISCONNECTED; /* EOF seen earlier (ol_asgi_on_eof) */
+    if (gone(r) || (r->flags & REQ_COMPLETE))
+        return ready_new(st, disconnect_message(st));
+    if (!(r->flags & REQ_BODY_DONE)) {
+        if (r->flags & REQ_CONTINUE)
+            send_continue(r);
+        PyObject *msg = take_body_message(r);
+        if (msg != NULL)
+            return ready_new(st, msg);
+        if (PyErr_Occurred())
+            return NULL;
+        if (gone(r))
+            return ready_new(st, disconnect_message(st));
+        r->conn->deadline = srv->now + srv->cfg.body_timeout;
+    }
+    /* Wait for more body, or (body over) for the client to go away. */
+    r->receive_waiter = new_future(srv);
+    return Py_XNewRef(r->receive_waiter);
+}
+
+static PyObject *message_get(PyObject *message, PyObject *key, PyObject *fallback)
+{
+    PyObject *v = PyDict_GetItemWithError(message, key);
+    if (v == NULL && !PyErr_Occurred())
+        v = fallback;
+    return v;
+}
+
+static int is_type(PyObject *type, PyObject *interned)
+{
+    return type == interned || (PyUnicode_Check(type) && PyUnicode_Compare(type, interned) == 0);
+}
+
+static PyObject *send_start(ol_req *r, PyObject *message)
+{
+    ol_state *st = r->server->state;
+    if (r->flags & REQ_STARTED) {
+        PyErr_SetString(PyExc_RuntimeError, "Expected ASGI message 'http.response.body', but got "
+                                            "'http.response.start'.");
+        return NULL;
+    }
+    PyObject *status = PyDict_GetItemWithError(message, st->s_status);
+    if (status == NULL || !PyLong_Check(status)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "http.response.start needs an int 'status'");
+        return NULL;
+    }
+    int code = (int)PyLong_AsLong(status);
+    if (code == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *empty = PyTuple_New(0);
+    PyObject *headers = message_get(message, st->s_headers, empty);
+    int e = headers ? ol_response_begin(r, code, NULL, headers) : -1;
+    Py_DECREF(empty);
+    if (e < 0)
+        return NULL;
+    return Py_NewRef(st->done);
+}
+
+static PyObject *send_body(ol_req *r, PyObject *message)
+{
+    ol_server *srv = r->server;
+    ol_state *st = srv->state;
+    if (!(r->flags & REQ_STARTED)) {
+        PyErr_SetString(PyExc_RuntimeError, "Expected ASGI message 'http.response.start', but got "
+                                            "'http.response.body'.");
+        return NULL;
+    }
+    if (r->flags & REQ_COMPLETE) {
+        PyErr_SetString(PyExc_RuntimeError, "Unexpected ASGI message 'http.response.body' sent, "
+                                            "after response already completed.");
+        return NULL;
+    }
+    PyObject *body = message_get(message, st->s_body, st->b_empty);
+    PyObject *more = body ? message_get(message, st->s_more_body, Py_False) : NULL;
+    if (more == NULL)
+        return NULL;
+    int more_body = PyObject_IsTrue(more);
+    Py_buffer view;
+    if (more_body < 0 || PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (gone(r)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(st->client_disconnected, "the client disconnected");
+        return NULL;
+    }
+    int e = ol_response_body(r, view.buf, (size_t)view.len, more_body);
+    PyBuffer_Release(&view);
+    if (e < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(st->client_disconnected, "the client disconnected");
+        return NULL;
+    }
+    ol_conn *c = r->conn;
+    if (more_body && c != NULL && ol_conn_pending(c) > srv->cfg.write_high_water) {
+        Py_XSETREF(r->send_waiter, new_future(srv));
+        return Py_XNewRef(r->send_waiter);
+    }
+    return Py_NewRef(st->done);
+}
+
+static PyObject *asgi_send(ol_req *r, PyObject *message)
+{
+    ol_state *st = r->server->state;
+    if (!PyDict_Check(message)) {
+        PyErr_Format(PyExc_TypeError, "ASGI messages are dicts, not %.100s",
+                     Py_TYPE(message)->tp_name);
+        return NULL;
+    }
+    PyObject *type = PyDict_GetItemWithError(message, st->s_type);
+    if (type == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_KeyError, "ASGI message without 'type'");
+        return NULL;
+    }
+    if (is_type(type, st->s_http_response_body))
+        return send_body(r, message);
+    if (is_type(type, st->s_http_response_start))
+        return send_start(r, message);
+    PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message type %R", type);
+    return NULL;
+}
+
+static PyMethodDef receive_def = {"receive", (PyCFunction)asgi_receive, METH_NOARGS,
+                                  "Await the next ASGI message from the client."};
+static PyMethodDef send_def = {"send", (PyCFunction)asgi_send, METH_O,
+                               "Send an ASGI message to the client."};
+
+/* ------------------------------------------------------------------------ */
+/* Events from the connection                                               */
+
+static void take_waiter(PyObject **slot, PyObject *value, PyObject *exc)
+{
+    PyObject *fut = *slot;
+    *slot = NULL;
+    resolve(fut, value, exc);
+    Py_DECREF(fut);
+}
+
+void ol_asgi_on_body(ol_req *r)
+{
+    if (r->receive_waiter == NULL || (r->flags & REQ_BODY_DONE))
+        return;
+    if (is_done(r->receive_waiter)) { /* cancelled: keep the bytes for the next receive() */
+        Py_CLEAR(r->receive_waiter);
+        return;
+    }
+    PyObject *msg = take_body_message(r);
+    if (msg == NULL) {
+        if (PyErr_Occurred())
+            ol_server_log_error(r->server, "cannot read a request body");
+        return;
+    }
+    take_waiter(&r->receive_waiter, msg, NULL);
+    Py_DECREF(msg);
+}
+
+void ol_asgi_on_disconnect(ol_req *r)
+{
+    ol_state *st = r->server->state;
+    r->flags |= REQ_DISCONNECTED;
+    if (r->receive_waiter != NULL) {
+        PyObject *msg = disconnect_message(st);
+        if (msg != NULL) {
+            take_waiter(&r->receive_waiter, msg, NULL);
+            Py_DECREF(msg);
+        } else {
+            PyErr_Clear();
+        }
+    }
+    if (r->send_waiter != NULL) {
+        PyObject *exc =
+            PyObject_CallFunction(st->client_disconnected, "s", "the client disconnected");
+        if (exc != NULL) {
+            take_waiter(&r->send_waiter, NULL, exc);
+            Py_DECREF(exc);
+        } else {
+            PyErr_Clear();
+        }
+    }
+}
+
+/* EOF after a complete request: a half-close (the client still reads our
+ * answer) or a disconnect -- the two look the same. An app that listens
+ * with receive() is told http.disconnect, and from then on send() raises,
+ * as after any disconnect; an app that only sends goes on until the socket
+ * itself refuses, which serves half-closing clients. */
+void ol_asgi_on_eof(ol_req *r)
+{
+    if (r->receive_waiter != NULL && (r->flags & REQ_BODY_DONE))
+        ol_asgi_on_disconnect(r);
+}
+
+void ol_asgi_on_drain(ol_req *r)
+{
+    if (r->send_waiter != NULL && r->conn != NULL &&
+        ol_conn_pending(r->conn) <= r->server->cfg.write_low_water)
+        take_waiter(&r->send_waiter, Py_None, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The scope                                                                */
+
+/* Lower-cased header name, shared for the common ones. */
+static PyObject *header_name(ol_state *st, ol_span name)
+{
+    for (int i = 0; i < st->n_header_names; i++) {
+        PyObject *known = st->header_names[i];
+        if ((size_t)PyBytes_GET_SIZE(known) == name.len &&
+            strncasecmp(PyBytes_AS_STRING(known), name.base, name.len) == 0)
+            return Py_NewRef(known);
+    }
+    PyObject *b = PyBytes_FromStringAndSize(name.base, (Py_ssize_t)name.len);
+    if (b != NULL) {
+        char *p = PyBytes_AS_STRING(b);
+        for (size_t i = 0; i < name.len; i++)
+            if (p[i] >= 'A' && p[i] <= 'Z')
+                p[i] = (char)(p[i] | 0x20);
+    }
+    return b;
+}
+
+static PyObject *scope_headers(ol_state *st, const ol_request *h)
+{
+    PyObject *list = PyList_New((Py_ssize_t)h->num_headers);
+    if (list == NULL)
+        return NULL;
+    for (size_t i = 0; i < h->num_headers; i++) {
+        PyObject *name = header_name(st, h->headers[i].name);
+        PyObject *value = name ? PyBytes_FromStringAndSize(h->headers[i].value.base,
+                                                           (Py_ssize_t)h->headers[i].value.len)
+                               : NULL;
+        PyObject *pair = value ? PyTuple_Pack(2, name, value) : NULL;
+        Py_XDECREF(name);
+        Py_XDECREF(value);
+        if (pair == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, pair);
+    }
+    return list;
+}
+
+PyObject *ol_method_str(ol_state *st, const ol_request *h)
+{
+    if (h->method_id > 0 && h->method_id < 16 && st->methods[h->method_id] != NULL)
+        return Py_NewRef(st->methods[h->method_id]);
+    return PyUnicode_DecodeLatin1(h->method.base, (Py_ssize_t)h->method.len, NULL);
+}
+
+static int put(PyObject *d, PyObject *key, PyObject *value /* stolen */)
+{
+    if (value == NULL)
+        return -1;
+    int e = PyDict_SetItem(d, key, value);
+    Py_DECREF(value);
+    return e;
+}
+
+static PyObject *build_scope(ol_conn *c, const ol_request *h, ol_req *r)
+{
+    ol_server *srv = c->server;
+    ol_state *st = srv->state;
+    ol_target t;
+    ol_split_target(h->target, &t);
+    PyObject *scope = PyDict_New();
+    if (scope == NULL)
+        return NULL;
+    PyObject *raw_path = ol_raw_path(srv, t.path);
+    int e =
+        put(scope, st->s_type, Py_NewRef(st->s_http)) ||
+        put(scope, st->s_asgi, Py_NewRef(srv->asgi_info)) ||
+        put(scope, st->s_http_version, Py_NewRef(h->version_minor ? st->s_1_1 : st->s_1_0)) ||
+        put(scope, st->s_method, Py_NewRef(r->method)) ||
+        put(scope, st->s_scheme, Py_NewRef(c->listener->ssl_context ? st->s_https : st->s_http)) ||
+        put(scope, st->s_path, ol_decode_path(srv, t.path)) ||
+        put(scope, st->s_raw_path, raw_path) ||
+        put(scope, st->s_query_string,
+            PyBytes_FromStringAndSize(t.query.base, (Py_ssize_t)t.query.len)) ||
+        put(scope, st->s_root_path, Py_NewRef(srv->root_path)) ||
+        put(scope, st->s_headers, Py_XNewRef(r->req_headers)) ||
+        put(scope, st->s_client, Py_XNewRef(r->client)) ||
+        put(scope, st->s_server, Py_NewRef(c->listener->server_addr));
+    if (e == 0)
+        e = put(scope, st->s_state,
+                srv->lifespan_state ? PyDict_Copy(srv->lifespan_state) : PyDict_New());
+    if (e == 0 && srv->proxy_trusted != NULL)
+        e = ol_apply_proxy_headers(srv, r, scope, st->s_client, st->s_scheme);
+    if (e != 0) {
+        Py_DECREF(scope);
+        return NULL;
+    }
+    return scope;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The host task driver                                                     */
+
+typedef struct ol_driver {
+    PyObject_HEAD ol_server *server; /* strong */
+    ol_conn *conn;                   /* counted; NULL once detached from its connection */
+    PyObject *task;                  /* the host task */
+    PyObject *coro;                  /* the app's coroutine (or awaitable's iterator) */
+    PyObject *yielded;               /* what it yielded outside the task, for the task */
+    PyObject *idle;                  /* future the task waits on between requests */
+    PyObject *context;               /* the request's contextvars.Context */
+    ol_req *request;
+    int ended;     /* the task has finished */
+    int suspended; /* the current coroutine has been stepped by the task */
+} ol_driver;
+
+static void app_finished(ol_req *r, PyObject *exc);
+
+/* Between requests the task waits on a fresh future. A detached driver has
+ * nothing to wait for and lets its task end. */
+static PySendResult driver_park(ol_driver *d, PyObject **result)
+{
+    Py_CLEAR(d->idle);
+    if (d->conn == NULL) {
+        d->ended = 1;
+        *result = Py_NewRef(Py_None);
+        return PYGEN_RETURN;
+    }
+    d->idle = new_future(d->server);
+    if (d->idle == NULL ||
+        PyObject_SetAttrString(d->idle, "_asyncio_future_blocking", Py_True) < 0) {
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
+    *result = Py_NewRef(d->idle);
+    return PYGEN_NEXT;
+}
+
+static PyObject *fetch_exception(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL)
+        return NULL;
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+/* Between requests the host task's cancellation count is back to zero:
+ * what one request cancelled (and swallowed, or left to a TaskGroup that
+ * does not uncancel) must not be seen by the next. */
+static void reset_cancel_count(ol_driver *d)
+{
+    for (int i = 0; i < 64; i++) {
+        PyObject *n = PyObject_CallMethod(d->task, "cancelling", NULL);
+        long count = n ? PyLong_AsLong(n) : 0;
+        Py_XDECREF(n);
+        if (count <= 0)
+            break;
+        PyObject *u = PyObject_CallMethod(d->task, "uncancel", NULL);
+        if (u == NULL)
+            break;
+        Py_DECREF(u);
+    }
+    PyErr_Clear();
+}
+
+/* The coroutine returned or raised: settle the request. */
+static void driver_finish(ol_driver *d, PyObject *exc)
+{
+    ol_req *r = d->request;
+    d->request = NULL;
+    Py_CLEAR(d->coro);
+    Py_CLEAR(d->context);
+    if (r != NULL) {
+        app_finished(r, exc);
+        Py_DECREF(r);
+    }
+    if (d->task != NULL && (d->suspended || exc != NULL))
+        reset_cancel_count(d);
+    d->suspended = 0;
+}
+
+/*
+ * One step of the app's coroutine, inside the request's context. Returns
+ * PYGEN_NEXT with what it yielded, or PYGEN_RETURN once it is over, however
+ * it ended: its result or exception has then been handed to the request
+ * (app_finished), never to the host task.
+ */
+static PySendResult driver_run(ol_driver *d, PyObject *value, PyObject *exc, PyObject **result)
+{
+    PySendResult st;
+    *result = NULL;
+    if (PyContext_Enter(d->context) < 0) {
+        st = PYGEN_ERROR;
+    } else {
+        if (exc == NULL) {
+            st = PyIter_Send(d->coro, value, result);
+        } else {
+            *result = PyObject_CallMethod(d->coro, "throw", "O", exc);
+            st = *result != NULL ? PYGEN_NEXT : PYGEN_ERROR;
+            if (st == PYGEN_ERROR && PyErr_ExceptionMatches(PyExc_StopIteration)) {
+                PyErr_Clear();
+                st = PYGEN_RETURN;
+            }
+        }
+        PyContext_Exit(d->context);
+    }
+    if (st == PYGEN_NEXT)
+        return st;
+    PyObject *error = st == PYGEN_ERROR ? fetch_exception() : NULL;
+    Py_CLEAR(*result);
+    driver_finish(d, error);
+    Py_XDECREF(error);
+    return PYGEN_RETURN;
+}
+
+/* A step taken by the host task: when the coroutine is over, park. */
+static PySendResult driver_task_step(ol_driver *d, PyObject *value, PyObject *exc,
+                                     PyObject **result)
+{
+    if (driver_run(d, value, exc, result) == PYGEN_NEXT)
+        return PYGEN_NEXT;
+    return driver_park(d, result);
+}
+
+static PySendResult driver_am_send(ol_driver *d, PyObject *arg, PyObject **result)
+{
+    d->suspended = d->coro != NULL;
+    if (d->yielded != NULL) {
+        *result = d->yielded;
+        d->yielded = NULL;
+        return PYGEN_NEXT;
+    }
+    if (d->coro != NULL)
+        return driver_task_step(d, arg, NULL, result);
+    return driver_park(d, result);
+}
+
+/* The generator-style result of a send/throw for callers that use methods. */
+static PyObject *as_method_result(PySendResult st, PyObject *result)
+{
+    if (st == PYGEN_NEXT)
+        return result;
+    if (st == PYGEN_RETURN) {
+        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, result);
+        Py_DECREF(result);
+        if (stop != NULL) {
+            PyErr_SetObject(PyExc_StopIteration, stop);
+            Py_DECREF(stop);
+        }
+    }
+    return NULL;
+}
+
+static PyObject *driver_send(ol_driver *d, PyObject *arg)
+{
+    PyObject *result;
+    PySendResult st = driver_am_send(d, arg, &result);
+    return as_method_result(st, result);
+}
+
+static PyObject *driver_throw(ol_driver *d, PyObject *args)
+{
+    PyObject *typ, *val = NULL, *tb = NULL;
+    if (!PyArg_UnpackTuple(args, "throw", 1, 3, &typ, &val, &tb))
+        return NULL;
+    PyObject *exc = PyExceptionInstance_Check(typ)    ? Py_NewRef(typ)
+                    : (val != NULL && val != Py_None) ? Py_NewRef(val)
+                                                      : PyObject_CallNoArgs(typ);
+    if (exc == NULL)
+        return NULL;
+    if (d->coro == NULL) { /* nothing to cancel: the task itself ends */
+        d->ended = 1;
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+        return NULL;
+    }
+    if (d->yielded != NULL) { /* the future the app awaits, not yet the task's */
+        PyObject *r = PyObject_CallMethod(d->yielded, "cancel", NULL);
+        if (r == NULL)
+            PyErr_Clear();
+        Py_XDECREF(r);
+        Py_CLEAR(d->yielded);
+    }
+    PyObject *result;
+    PySendResult st = driver_task_step(d, NULL, exc, &result);
+    Py_DECREF(exc);
+    return as_method_result(st, result);
+}
+
+static PyObject *driver_close(ol_driver *d, PyObject *unused)
+{
+    (void)unused;
+    Py_CLEAR(d->yielded);
+    if (d->coro != NULL) {
+        PyObject *r = PyObject_CallMethod(d->coro, "close", NULL);
+        if (r == NULL)
+            PyErr_Clear();
+        Py_XDECREF(r);
+        driver_finish(d, NULL);
+    }
+    d->ended = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *driver_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static int driver_traverse(ol_driver *d, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(d));
+    Py_VISIT((PyObject *)d->server);
+    Py_VISIT(d->task);
+    Py_VISIT(d->coro);
+    Py_VISIT(d->yielded);
+    Py_VISIT(d->idle);
+    Py_VISIT(d->context);
+    Py_VISIT((PyObject *)d->request);
+    return 0;
+}
+
+static int driver_clear(ol_driver *d)
+{
+    Py_CLEAR(d->task);
+    Py_CLEAR(d->coro);
+    Py_CLEAR(d->yielded);
+    Py_CLEAR(d->idle);
+    Py_CLEAR(d->context);
+    Py_CLEAR(d->request);
+    return 0;
+}
+
+static void driver_dealloc(ol_driver *d)
+{
+    PyTypeObject *type = Py_TYPE(d);
+    PyObject_GC_UnTrack(d);
+    if (d->conn != NULL)
+        ol_conn_decref(d->conn);
+    driver_clear(d);
+    Py_XDECREF(d->server);
+    type->tp_free((PyObject *)d);
+    Py_DECREF(type);
+}
+
+static PyMethodDef driver_methods[] = {
+    {"send", (PyCFunction)driver_send, METH_O, NULL},
+    {"throw", (PyCFunction)driver_throw, METH_VARARGS, NULL},
+    {"close", (PyCFunction)driver_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot driver_slots[] = {
+    {Py_tp_doc, "Coroutine of a connection's host task: runs the app's coroutines."},
+    {Py_am_await, driver_await},
+    {Py_am_send, driver_am_send},
+    {Py_tp_methods, driver_methods},
+    {Py_tp_traverse, driver_traverse},
+    {Py_tp_clear, driver_clear},
+    {Py_tp_dealloc, driver_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec driver_spec = {
+    .name = "oneloop._core.Driver",
+    .basicsize = sizeof(ol_driver),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = driver_slots,
+};
+
+static ol_driver *driver_new(ol_conn *c)
+{
+    ol_server *srv = c->server;
+    ol_driver *d = PyObject_GC_New(ol_driver, srv->state->driver_type);
+    if (d == NULL)
+        return NULL;
+    memset((char *)d + sizeof(PyObject), 0, sizeof(ol_driver) - sizeof(PyObject));
+    d->server = (ol_server *)Py_NewRef(srv);
+    d->conn = c;
+    ol_conn_incref(c);
+    PyObject_GC_Track(d);
+    d->task = PyObject_CallMethod(srv->loop, "create_task", "O", d);
+    if (d->task == NULL) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* The connection closes or moves on: the driver finishes what it runs and
+ * then lets its task end. */
+void ol_driver_detach(PyObject *driver)
+{
+    ol_driver *d = (ol_driver *)driver;
+    if (d->conn != NULL) {
+        ol_conn *c = d->conn;
+        d->conn = NULL;
+        ol_conn_decref(c);
+    }
+    if (d->idle != NULL && d->coro == NULL) {
+        PyObject *idle = d->idle;
+        d->idle = NULL;
+        resolve(idle, Py_None, NULL);
+        Py_DECREF(idle);
+    }
+}
+
+/* The driver of connection c, ready for a new coroutine. */
+static ol_driver *driver_for(ol_conn *c)
+{
+    ol_driver *d = (ol_driver *)c->driver;
+    if (d != NULL && d->coro == NULL && !d->ended)
+        return d;
+    if (d != NULL) { /* still running the previous app, or its task died */
+        ol_driver_detach(c->driver);
+        Py_CLEAR(c->driver);
+    }
+    d = driver_new(c);
+    c->driver = (PyObject *)d;
+    return d;
+}
+
+static int call_task_hook(ol_server *srv, PyObject *hook, PyObject *task)
+{
+    PyObject *args[2] = {srv->loop, task};
+    PyObject *r = PyObject_Vectorcall(hook, args, 2, NULL);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* Run the first step of the app's coroutine inside the host task. */
+static int driver_start(ol_conn *c, ol_req *r, PyObject *coro)
+{
+    ol_server *srv = c->server;
+    ol_state *st = srv->state;
+    ol_driver *d = driver_for(c);
+    if (d == NULL)
+        return -1;
+    PyObject *context = PyContext_Copy(srv->base_context);
+    if (context == NULL || call_task_hook(srv, st->enter_task, d->task) < 0) {
+        Py_XDECREF(context);
+        return -1;
+    }
+    d->context = context;
+    d->request = (ol_req *)Py_NewRef(r);
+    d->coro = Py_NewRef(coro);
+    PyObject *result;
+    PySendResult status = driver_run(d, Py_None, NULL, &result);
+    if (call_task_hook(srv, st->leave_task, d->task) < 0)
+        ol_server_log_error(srv, "cannot leave the host task");
+    if (status == PYGEN_NEXT) {
+        /* Suspended: the host task takes over from here. */
+        d->yielded = result;
+        if (d->idle != NULL) {
+            PyObject *idle = d->idle;
+            d->idle = NULL;
+            resolve(idle, Py_None, NULL);
+            Py_DECREF(idle);
+        }
+        return 0;
+    }
+    return 0; /* finished in one step: no task, no future */
+}
+
+/* ------------------------------------------------------------------------ */
+/* Dispatch and completion                                                  */
+
+static void app_finished(ol_req *r, PyObject *exc)
+{
+    ol_server *srv = r->server;
+    ol_state *st = srv->state;
+    srv->active--;
+    Py_CLEAR(r->receive_waiter);
+    Py_CLEAR(r->send_waiter);
+    /* The server never cancels an app, so a CancelledError is the app's own
+     * failure, like any other exception -- unless the client is gone, in
+     * which case there is nobody to tell. */
+    int quiet = exc != NULL && (r->flags & REQ_DISCONNECTED) &&
+                PyErr_GivenExceptionMatches(exc, st->cancelled_error);
+    if (exc != NULL && !quiet) {
+        PyErr_SetRaisedException_compat(Py_NewRef(exc));
+        ol_server_log_error(srv, "Exception in ASGI application");
+    }
+    if (r->flags & REQ_COMPLETE)
+        return;
+    if (exc == NULL)
+        ol_server_log_error(srv, (r->flags & REQ_STARTED)
+                                     ? "ASGI callable returned without completing the response"
+                                     : "ASGI callable returned without starting a response");
+    ol_req_fail(r, quiet ? 0 : 500);
+}
+
+static PyObject *call_app(ol_server *srv, PyObject *scope, PyObject *receive, PyObject *send)
+{
+    if (srv->interface == OL_ASGI2) {
+        PyObject *instance = PyObject_CallOneArg(srv->app, scope);
+        if (instance == NULL)
+            return NULL;
+        PyObject *coro = PyObject_CallFunctionObjArgs(instance, receive, send, NULL);
+        Py_DECREF(instance);
+        return coro;
+    }
+    PyObject *args[3] = {scope, receive, send};
+    return PyObject_Vectorcall(srv->app, args, 3, NULL);
+}
+
+/* A coroutine to step: coroutines as they are, other awaitables through
+ * their __await__ iterator. */
+static PyObject *as_steppable(PyObject *awaitable)
+{
+    if (PyCoro_CheckExact(awaitable))
+        return awaitable;
+    unaryfunc am_await =
+        Py_TYPE(awaitable)->tp_as_async ? Py_TYPE(awaitable)->tp_as_async->am_await : NULL;
+    if (am_await == NULL) {
+        PyErr_Format(PyExc_TypeError, "the ASGI app returned %.100s, not an awaitable",
+                     Py_TYPE(awaitable)->tp_name);
+        Py_DECREF(awaitable);
+        return NULL;
+    }
+    PyObject *it = am_await(awaitable);
+    Py_DECREF(awaitable);
+    return it;
+}
+
+static int start_app(ol_conn *c, ol_req *r, PyObject *scope)
+{
+    ol_server *srv = c->server;
+    PyObject *receive = PyCFunction_New(&receive_def, (PyObject *)r);
+    PyObject *send = PyCFunction_New(&send_def, (PyObject *)r);
+    PyObject *coro = (receive && send) ? call_app(srv, scope, receive, send) : NULL;
+    Py_XDECREF(receive);
+    Py_XDECREF(send);
+    if (coro != NULL)
+        coro = as_steppable(coro);
+    int e = coro != NULL ? driver_start(c, r, coro) : -1;
+    Py_XDECREF(coro);
+    if (e < 0 && !(r->flags & REQ_COMPLETE)) {
+        PyObject *exc = fetch_exception();
+        app_finished(r, exc);
+        Py_XDECREF(exc);
+    }
+    return 0;
+}
+
+int ol_asgi_dispatch(ol_conn *c, const ol_request *h, size_t head_len)
+{
+    ol_server *srv = c->server;
+    ol_state *st = srv->state;
+    ol_req *r = ol_req_new(c);
+    if (r == NULL)
+        return -1;
+    ol_req_set_head(r, h);
+    r->req_headers = scope_headers(st, h);
+    PyObject *scope = r->req_headers ? build_scope(c, h, r) : NULL;
+    if (scope == NULL) {
+        Py_DECREF(r);
+        return -1;
+    }
+    ol_conn_consume(c, head_len);
+    ol_conn_begin_body(c, h);
+    if ((h->flags & OL_REQ_EXPECT_CONTINUE) && !c->body_done && h->version_minor >= 1)
+        r->flags |= REQ_CONTINUE;
+    c->request = (ol_req *)Py_NewRef(r);
+    srv->active++;
+    start_app(c, r, scope);
+    Py_DECREF(scope);
+    Py_DECREF(r);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+
+int ol_asgi_init_types(PyObject *module, ol_state *st)
+{
+    st->ready_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ready_spec, NULL);
+    st->driver_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &driver_spec, NULL);
+    if (st->ready_type == NULL || st->driver_type == NULL)
+        return -1;
+    st->done = ready_new(st, Py_NewRef(Py_None));
+    return st->done == NULL ? -1 : 0;
+}

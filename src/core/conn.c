@@ -1,0 +1,875 @@
+/*
+ * conn.c -- one client connection: its buffers, socket and TLS I/O, request
+ * bodies, and (in ASGI mode, on the event loop) the read-parse-dispatch
+ * cycle with keep-alive and pipelining.
+ *
+ * Input lands in c->rbuf and stays there until consumed, so a request head
+ * that spans reads, pipelined requests and body bytes the app has not asked
+ * for yet all live in one place. Output goes straight to the socket and only
+ * what the socket refuses is copied to c->wbuf.
+ *
+ * GIL: the plain-socket functions (recv, send, buffers, body framing) touch
+ * no Python object and may run without it; anything involving TLS, requests
+ * or the client address needs it.
+ */
+#include "core.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define RBUF_INITIAL   8192
+#define RECV_CHUNK     16384
+#define LINGER_SECONDS 2.0
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle                                                               */
+
+ol_conn *ol_conn_new(ol_server *srv, ol_listener *lst, int fd, const struct sockaddr *peer,
+                     socklen_t peerlen)
+{
+    ol_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->tag = OL_TAG_CONN;
+    c->fd = fd;
+    c->refs = 1;
+    c->server = srv;
+    c->listener = lst;
+    c->flags = CONN_IDLE;
+    c->body_done = 1;
+    ol_parser_init(&c->parser);
+    c->peer_family = (uint8_t)peer->sa_family;
+    if (peer->sa_family == AF_INET && peerlen >= (socklen_t)sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+        memcpy(c->peer_addr, &in->sin_addr, 4);
+        c->peer_port = ntohs(in->sin_port);
+    } else if (peer->sa_family == AF_INET6 && peerlen >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+        memcpy(c->peer_addr, &in6->sin6_addr, 16);
+        c->peer_port = ntohs(in6->sin6_port);
+    }
+    return c;
+}
+
+/* Atomic: in WSGI mode a pool thread may take a reference under the pool
+ * lock while another drops one under the GIL. */
+void ol_conn_incref(ol_conn *c)
+{
+    __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+}
+
+/* The last reference frees the struct; by then ol_conn_abort() has released
+ * every Python object the connection held. */
+void ol_conn_decref(ol_conn *c)
+{
+    if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    free(c->rbuf);
+    free(c->wbuf);
+    free(c);
+}
+
+/* The client's address as scope["client"] wants it: (host, port), or None
+ * for UNIX sockets. Cached on the connection. Needs the GIL. */
+PyObject *ol_conn_client(ol_conn *c)
+{
+    if (c->client != NULL)
+        return c->client;
+    char host[INET6_ADDRSTRLEN];
+    if (c->peer_family == AF_INET || c->peer_family == AF_INET6) {
+        /* An IPv4 client of a dual-stack socket arrives as ::ffff:a.b.c.d;
+         * report (and trust-check) it as the IPv4 address it is. */
+        int mapped = c->peer_family == AF_INET6 &&
+                     IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)c->peer_addr);
+        const void *addr = mapped ? c->peer_addr + 12 : c->peer_addr;
+        if (inet_ntop(mapped ? AF_INET : c->peer_family, addr, host, sizeof(host)) == NULL)
+            strcpy(host, "?");
+        c->client = Py_BuildValue("(si)", host, (int)c->peer_port);
+    } else {
+        c->client = Py_NewRef(Py_None);
+    }
+    return c->client;
+}
+
+static void release_python(ol_conn *c)
+{
+    if (c->driver != NULL) {
+        ol_driver_detach(c->driver);
+        Py_CLEAR(c->driver);
+    }
+    Py_CLEAR(c->client);
+    Py_CLEAR(c->tls);
+    Py_CLEAR(c->tls_in);
+    Py_CLEAR(c->tls_out);
+    Py_CLEAR(c->driver);
+}
+
+/* Close the socket at once. The connection leaves the server's list and the
+ * reference the list held is dropped. Needs the GIL. */
+void ol_conn_abort(ol_conn *c)
+{
+    if (c->flags & CONN_CLOSED)
+        return;
+    c->flags |= CONN_CLOSED | CONN_CLOSING;
+    ol_server *srv = c->server;
+    /* close() also removes the fd from every epoll set it is in. */
+    close(c->fd);
+    c->fd = -1;
+    if (c->request != NULL) {
+        ol_req *r = c->request;
+        r->flags |= REQ_DISCONNECTED;
+        if (srv->interface != OL_WSGI)
+            ol_asgi_on_disconnect(r);
+        c->request = NULL;
+        ol_req_detach(r);
+        Py_DECREF(r);
+    }
+    release_python(c);
+    free(c->wbuf);
+    c->wbuf = NULL;
+    c->woff = c->wlen = c->wcap = 0;
+    ol_server_unregister(srv, c);
+    ol_conn_decref(c);
+}
+
+/* Stop reading requests; once output drains, shut the write side and keep
+ * reading (and dropping) for a moment so the client sees our response
+ * rather than a reset caused by its own unread bytes. */
+void ol_conn_close_gracefully(ol_conn *c)
+{
+    if (c->flags & CONN_CLOSED)
+        return;
+    c->flags |= CONN_CLOSING;
+    if (ol_conn_pending(c) > 0) {
+        ol_conn_update_events(c);
+        return; /* ol_conn_on_event() comes back here when drained */
+    }
+    if (c->flags & (CONN_PEER_CLOSED | CONN_LINGER)) {
+        ol_conn_abort(c);
+        return;
+    }
+    if (c->tls != NULL) {
+        /* A close_notify alert is polite but optional; skip it. */
+        ol_conn_abort(c);
+        return;
+    }
+    shutdown(c->fd, SHUT_WR);
+    c->flags |= CONN_LINGER | CONN_READING;
+    c->rlen = 0;
+    c->deadline = c->server->now + LINGER_SECONDS;
+    ol_conn_update_events(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Buffers                                                                  */
+
+int ol_conn_reserve(ol_conn *c, size_t n)
+{
+    if (c->rcap - c->rlen >= n)
+        return 0;
+    size_t cap = c->rcap ? c->rcap : RBUF_INITIAL;
+    while (cap - c->rlen < n)
+        cap *= 2;
+    char *p = realloc(c->rbuf, cap);
+    if (p == NULL)
+        return -1;
+    c->rbuf = p;
+    c->rcap = cap;
+    return 0;
+}
+
+void ol_conn_consume(ol_conn *c, size_t n)
+{
+    if (n >= c->rlen) {
+        c->rlen = 0;
+        return;
+    }
+    memmove(c->rbuf, c->rbuf + n, c->rlen - n);
+    c->rlen -= n;
+}
+
+/* Between requests an empty input buffer is returned to the allocator, so an
+ * idle keep-alive connection costs its struct and nothing else. */
+void ol_conn_release_idle_buffers(ol_conn *c)
+{
+    if (c->rlen == 0 && c->rbuf != NULL) {
+        free(c->rbuf);
+        c->rbuf = NULL;
+        c->rcap = 0;
+    }
+    if (ol_conn_pending(c) == 0 && c->wbuf != NULL) {
+        free(c->wbuf);
+        c->wbuf = NULL;
+        c->woff = c->wlen = c->wcap = 0;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* TLS through ssl.SSLObject and two memory BIOs: the socket stays ours.    */
+
+static int tls_setup(ol_conn *c)
+{
+    PyObject *ssl = PyImport_ImportModule("ssl");
+    if (ssl == NULL)
+        return -1;
+    c->tls_in = PyObject_CallMethod(ssl, "MemoryBIO", NULL);
+    c->tls_out = c->tls_in ? PyObject_CallMethod(ssl, "MemoryBIO", NULL) : NULL;
+    Py_DECREF(ssl);
+    if (c->tls_out == NULL)
+        return -1;
+    c->tls = PyObject_CallMethod(c->listener->ssl_context, "wrap_bio", "OOO", c->tls_in, c->tls_out,
+                                 Py_True);
+    if (c->tls == NULL)
+        return -1;
+    c->flags |= CONN_HANDSHAKE;
+    return 0;
+}
+
+/* Move what the TLS engine produced to the socket (or the output buffer). */
+static int tls_flush_out(ol_conn *c)
+{
+    PyObject *data = PyObject_CallMethod(c->tls_out, "read", NULL);
+    if (data == NULL)
+        return -1;
+    int r = 0;
+    if (PyBytes_GET_SIZE(data) > 0) {
+        struct iovec iov = {PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data)};
+        r = ol_conn_raw_writev(c, &iov, 1);
+    }
+    Py_DECREF(data);
+    return r;
+}
+
+/* Clear the pending exception; 1 if it was ssl.SSLWantReadError (the TLS
+ * engine needs more bytes from the client), 0 for a real TLS error. */
+static int clear_want_read(ol_conn *c)
+{
+    PyObject *exc = PyErr_GetRaisedException_compat();
+    ol_state *st = c->server->state;
+    if (st->ssl_want_read == NULL) {
+        PyObject *ssl = PyImport_ImportModule("ssl");
+        st->ssl_want_read = ssl ? PyObject_GetAttrString(ssl, "SSLWantReadError") : NULL;
+        Py_XDECREF(ssl);
+        PyErr_Clear();
+    }
+    int want = exc != NULL && st->ssl_want_read != NULL &&
+               PyErr_GivenExceptionMatches(exc, st->ssl_want_read);
+    if (exc != NULL && !want)
+        ol_server_log_debug_exc(c->server, "TLS error", exc);
+    Py_XDECREF(exc);
+    return want;
+}
+
+/* Decrypt what is available into the input buffer. Returns bytes of
+ * plaintext added, -1 when more ciphertext is needed, -2 on error. */
+static Py_ssize_t tls_read_plain(ol_conn *c)
+{
+    Py_ssize_t added = 0;
+    if (c->flags & CONN_HANDSHAKE) {
+        PyObject *r = PyObject_CallMethod(c->tls, "do_handshake", NULL);
+        if (r == NULL) {
+            int want = clear_want_read(c);
+            if (tls_flush_out(c) < 0 || !want)
+                return -2;
+            return -1;
+        }
+        Py_DECREF(r);
+        c->flags &= ~CONN_HANDSHAKE;
+        if (tls_flush_out(c) < 0)
+            return -2;
+    }
+    for (;;) {
+        if (ol_conn_reserve(c, RECV_CHUNK) < 0)
+            return -2;
+        PyObject *data = PyObject_CallMethod(c->tls, "read", "n", (Py_ssize_t)(c->rcap - c->rlen));
+        if (data == NULL) {
+            if (!clear_want_read(c))
+                return added > 0 ? added : -2;
+            break;
+        }
+        Py_ssize_t n = PyBytes_GET_SIZE(data);
+        memcpy(c->rbuf + c->rlen, PyBytes_AS_STRING(data), (size_t)n);
+        Py_DECREF(data);
+        if (n == 0) /* close_notify from the client */
+            return added > 0 ? added : 0;
+        c->rlen += (size_t)n;
+        added += n;
+    }
+    return added > 0 ? added : -1;
+}
+
+/* Feed ciphertext from the socket to the TLS engine, then decrypt. */
+static Py_ssize_t tls_recv(ol_conn *c)
+{
+    if (c->tls == NULL && tls_setup(c) < 0) {
+        ol_server_log_error(c->server, "cannot set up TLS for a connection");
+        return -2;
+    }
+    char raw[RECV_CHUNK];
+    Py_ssize_t n;
+    do
+        n = recv(c->fd, raw, sizeof(raw), 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return (errno == EAGAIN || errno == EWOULDBLOCK) ? -1 : -2;
+    if (n == 0)
+        return 0;
+    PyObject *r = PyObject_CallMethod(c->tls_in, "write", "y#", raw, n);
+    if (r == NULL)
+        return -2;
+    Py_DECREF(r);
+    return tls_read_plain(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Socket I/O                                                               */
+
+Py_ssize_t ol_conn_recv(ol_conn *c)
+{
+    if (c->listener->ssl_context != NULL)
+        return tls_recv(c);
+    if (ol_conn_reserve(c, RECV_CHUNK) < 0)
+        return -2;
+    Py_ssize_t n;
+    do
+        n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        c->rlen += (size_t)n;
+        return n;
+    }
+    if (n == 0)
+        return 0;
+    return (errno == EAGAIN || errno == EWOULDBLOCK) ? -1 : -2;
+}
+
+static int append_output(ol_conn *c, const struct iovec *iov, int n, size_t skip)
+{
+    size_t need = 0;
+    for (int i = 0; i < n; i++)
+        need += iov[i].iov_len;
+    need -= skip;
+    if (c->woff > 0 && c->woff == c->wlen)
+        c->woff = c->wlen = 0;
+    if (c->wcap - c->wlen < need) {
+        if (c->woff > 0) { /* slide pending bytes to the front first */
+            memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+            c->wlen -= c->woff;
+            c->woff = 0;
+        }
+        size_t cap = c->wcap ? c->wcap : 4096;
+        while (cap - c->wlen < need)
+            cap *= 2;
+        char *p = realloc(c->wbuf, cap);
+        if (p == NULL)
+            return -1;
+        c->wbuf = p;
+        c->wcap = cap;
+    }
+    for (int i = 0; i < n; i++) {
+        size_t len = iov[i].iov_len;
+        const char *base = iov[i].iov_base;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        memcpy(c->wbuf + c->wlen, base + skip, len - skip);
+        c->wlen += len - skip;
+        skip = 0;
+    }
+    return 0;
+}
+
+/* Wait (GIL released) until the socket is writable or the send timeout
+ * expires. WSGI threads only. */
+static int wait_writable(ol_conn *c)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+    int timeout = (int)(c->server->cfg.send_timeout * 1000);
+    int r;
+    Py_BEGIN_ALLOW_THREADS do r = poll(&p, 1, timeout > 0 ? timeout : -1);
+    while (r < 0 && errno == EINTR)
+        ;
+    Py_END_ALLOW_THREADS return r > 0 && !(p.revents & (POLLERR | POLLNVAL)) ? 0 : -1;
+}
+
+/* Blocking send of every byte, GIL released around the system calls; for
+ * WSGI threads, which own their connection and may wait for a slow client. */
+static int writev_blocking(ol_conn *c, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w;
+        int err;
+        Py_BEGIN_ALLOW_THREADS do w = writev(c->fd, iov, n);
+        while (w < 0 && errno == EINTR)
+            ;
+        err = errno;
+        Py_END_ALLOW_THREADS if (w < 0)
+        {
+            if ((err == EAGAIN || err == EWOULDBLOCK) && wait_writable(c) == 0)
+                continue;
+            return -1;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Write bytes that are already on the wire format (TLS records or plain). */
+int ol_conn_raw_writev(ol_conn *c, const struct iovec *iov, int n)
+{
+    if (c->flags & CONN_CLOSED)
+        return -1;
+    if (c->server->interface == OL_WSGI) {
+        struct iovec copy[8];
+        if (n > 8)
+            n = 8;
+        memcpy(copy, iov, (size_t)n * sizeof(*iov));
+        return writev_blocking(c, copy, n);
+    }
+    size_t written = 0;
+    if (ol_conn_pending(c) == 0) {
+        ssize_t w;
+        do
+            w = writev(c->fd, iov, n);
+        while (w < 0 && errno == EINTR);
+        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            c->flags |= CONN_PEER_CLOSED;
+            return -1;
+        }
+        written = w > 0 ? (size_t)w : 0;
+    }
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    if (written == total)
+        return 0;
+    if (written > 0 || ol_conn_pending(c) == 0)
+        c->send_deadline = c->server->now + c->server->cfg.send_timeout;
+    if (append_output(c, iov, n, written) < 0)
+        return -1;
+    ol_conn_update_events(c);
+    return 0;
+}
+
+int ol_conn_writev(ol_conn *c, const struct iovec *iov, int n)
+{
+    if (c->tls == NULL)
+        return ol_conn_raw_writev(c, iov, n);
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len == 0)
+            continue;
+        PyObject *r =
+            PyObject_CallMethod(c->tls, "write", "y#", iov[i].iov_base, (Py_ssize_t)iov[i].iov_len);
+        if (r == NULL) {
+            PyErr_Clear();
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    return tls_flush_out(c);
+}
+
+int ol_conn_write(ol_conn *c, const char *data, size_t len)
+{
+    struct iovec iov = {(void *)data, len};
+    return ol_conn_writev(c, &iov, 1);
+}
+
+int ol_conn_flush(ol_conn *c)
+{
+    while (ol_conn_pending(c) > 0) {
+        ssize_t w;
+        do
+            w = send(c->fd, c->wbuf + c->woff, ol_conn_pending(c), MSG_NOSIGNAL);
+        while (w < 0 && errno == EINTR);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            c->flags |= CONN_PEER_CLOSED;
+            return -1;
+        }
+        c->woff += (size_t)w;
+        c->send_deadline = c->server->now + c->server->cfg.send_timeout; /* progress */
+    }
+    c->woff = c->wlen = 0;
+    return 1;
+}
+
+void ol_conn_update_events(ol_conn *c)
+{
+    /* In WSGI mode the pool thread owning the connection re-arms it when it
+     * is done (ol_pool_arm); nothing to do here. */
+    if (c->flags & (CONN_CLOSED | CONN_IN_POOL) || c->server->pool != NULL)
+        return;
+    /* Once the client has shut its side, EPOLLRDHUP stays raised (epoll is
+     * level-triggered here): drop it with EPOLLIN or the loop would spin. */
+    uint32_t want = (c->flags & CONN_PEER_CLOSED) ? 0 : EPOLLRDHUP;
+    if ((c->flags & CONN_READING) && !(c->flags & CONN_PEER_CLOSED))
+        want |= EPOLLIN;
+    if (ol_conn_pending(c) > 0)
+        want |= EPOLLOUT;
+    if (want == c->events)
+        return;
+    struct epoll_event ev = {.events = want, .data.ptr = c};
+    if (epoll_ctl(c->server->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+        c->events = want;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Error responses written by the server itself                             */
+
+void ol_conn_send_error(ol_conn *c, int status, const char *text)
+{
+    ol_server *srv = c->server;
+    char head[512], date[64] = "";
+    size_t len = strlen(text);
+    if (srv->cfg.date_header)
+        snprintf(date, sizeof(date), "Date: %s\r\n", ol_date_cache_get(&srv->date, time(NULL)));
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n%s%s\r\n",
+                     status, ol_reason_phrase(status), len + 1, date,
+                     srv->cfg.server_header ? "Server: oneloop\r\n" : "");
+    struct iovec iov[3] = {{head, (size_t)n}, {(void *)text, len}, {"\n", 1}};
+    if (n > 0 && (size_t)n < sizeof(head))
+        ol_conn_writev(c, iov, 3);
+    ol_conn_close_gracefully(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Request bodies                                                           */
+
+/* Set up body framing for a request whose head was just parsed. */
+void ol_conn_begin_body(ol_conn *c, const ol_request *head)
+{
+    c->body_framing = head->framing;
+    c->body_total = 0;
+    c->body_left = head->framing == OL_BODY_LENGTH ? head->content_length : 0;
+    c->body_done =
+        head->framing == OL_BODY_NONE || (head->framing == OL_BODY_LENGTH && c->body_left == 0);
+    if (c->body_done)
+        c->body_framing = OL_BODY_NONE;
+    if (head->framing == OL_BODY_CHUNKED)
+        ol_chunked_init(&c->chunked, &c->server->cfg.limits);
+}
+
+/* At most this many chunks are gathered into one body message. */
+#define MAX_SPANS 64
+
+static int count_body(ol_conn *c, size_t len)
+{
+    uint64_t max = c->server->cfg.max_body;
+    c->body_total += len;
+    return (max && c->body_total > max) ? OL_ETOO_LARGE : 0;
+}
+
+/* One bytes object from the spans (GIL held), or none if out is NULL. */
+static int gather(PyObject **out, const ol_span *spans, int n)
+{
+    if (out == NULL || n == 0)
+        return 0;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += spans[i].len;
+    if (total == 0)
+        return 0;
+    *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (*out == NULL)
+        return -1;
+    char *p = PyBytes_AS_STRING(*out);
+    for (int i = 0; i < n; i++) {
+        memcpy(p, spans[i].base, spans[i].len);
+        p += spans[i].len;
+    }
+    return 0;
+}
+
+/* Decode what the buffer holds of a chunked body into spans. */
+static int decode_chunks(ol_conn *c, ol_span *spans, int *nspans, size_t *used_total)
+{
+    *nspans = 0;
+    *used_total = 0;
+    while (*nspans < MAX_SPANS) {
+        size_t used;
+        ol_span data;
+        int r = ol_chunked_decode(&c->chunked, c->rbuf + *used_total, c->rlen - *used_total, &used,
+                                  &data);
+        *used_total += used;
+        if (r != OL_CHUNK_DATA)
+            return r;
+        if (count_body(c, data.len) < 0)
+            return OL_ETOO_LARGE;
+        spans[(*nspans)++] = data;
+    }
+    return OL_CHUNK_DATA;
+}
+
+/*
+ * Take the body bytes the input buffer holds, as one new bytes object in
+ * *out (left NULL when there are none, or when out is NULL: then the bytes
+ * are only dropped, and no GIL is needed). Returns 1 when the body is
+ * complete, 0 when more is to come, or a negative OL_E* / OL_ETOO_LARGE.
+ */
+int ol_conn_take_body(ol_conn *c, PyObject **out)
+{
+    if (c->body_done)
+        return 1;
+    if (c->body_framing == OL_BODY_LENGTH) {
+        size_t n = c->rlen < c->body_left ? c->rlen : (size_t)c->body_left;
+        if (count_body(c, n) < 0)
+            return OL_ETOO_LARGE;
+        ol_span span = {c->rbuf, n};
+        if (gather(out, &span, 1) < 0)
+            return -1;
+        ol_conn_consume(c, n);
+        c->body_left -= n;
+        c->body_done = c->body_left == 0;
+        return c->body_done;
+    }
+    ol_span spans[MAX_SPANS];
+    int n;
+    size_t used;
+    int r = decode_chunks(c, spans, &n, &used);
+    if (r < 0 && r != OL_INCOMPLETE)
+        return r;
+    if (gather(out, spans, n) < 0)
+        return -1;
+    ol_conn_consume(c, used);
+    if (r == OL_CHUNK_DONE)
+        c->body_done = 1;
+    return c->body_done;
+}
+
+/* Drop the rest of a body nobody read, within the discard allowance. 1 when
+ * the body is over, 0 if more must be read, -1 to give up and close. */
+int ol_conn_discard_body(ol_conn *c)
+{
+    uint64_t before = c->body_total;
+    int r = ol_conn_take_body(c, NULL);
+    uint64_t dropped = c->body_total - before;
+    if (r < 0 || dropped > c->discard_left)
+        return -1;
+    c->discard_left -= dropped;
+    return r;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The read-parse-dispatch cycle on the event loop (ASGI)                  */
+
+static int answer_parse_error(ol_conn *c, int error)
+{
+    int status = ol_error_status(error);
+    if (error == OL_EURI_TOO_LONG || error == OL_EHEADERS_TOO_LARGE ||
+        error == OL_ETOO_MANY_HEADERS || status >= 500)
+        ol_server_log_debug(c->server, ol_strerror(error));
+    ol_conn_send_error(c, status, ol_strerror(error));
+    return -1;
+}
+
+/*
+ * A parsed head that oneloop answers itself instead of the app: protocols
+ * and versions it does not serve, codings it cannot decode, WebSocket (not
+ * yet), CONNECT, bodies over the limit. Returns 1 if answered.
+ */
+int ol_conn_refuse(ol_conn *c, const ol_request *h)
+{
+    ol_server *srv = c->server;
+    if (h->protocol != OL_PROTO_HTTP || h->version_major != 1) {
+        ol_conn_send_error(c, 505, "HTTP version not supported");
+        return 1;
+    }
+    if (h->flags & OL_REQ_TE_OTHER) {
+        ol_conn_send_error(c, 501, "transfer coding not implemented");
+        return 1;
+    }
+    if (h->flags & OL_REQ_CONNECT) {
+        ol_conn_send_error(c, 501, "CONNECT is not supported");
+        return 1;
+    }
+    if ((h->flags & OL_REQ_UPGRADE) && h->upgrade.len == 9 &&
+        strncasecmp(h->upgrade.base, "websocket", 9) == 0) {
+        ol_conn_send_error(c, 400, "WebSocket upgrades are not supported");
+        return 1;
+    }
+    if (srv->cfg.max_body && h->framing == OL_BODY_LENGTH &&
+        h->content_length > srv->cfg.max_body) {
+        ol_conn_send_error(c, 413, "request body too large");
+        return 1;
+    }
+    return 0;
+}
+
+/* Parse the next head and hand it to the app. 1 if a request was
+ * dispatched, 0 if more input is needed, -1 if the connection is done. */
+static int next_request(ol_conn *c)
+{
+    ol_server *srv = c->server;
+    ol_request head = {.headers = srv->fields};
+    if (c->flags & CONN_IDLE) {
+        /* First byte of a new head: the header deadline starts now and
+         * does not move however slowly the rest trickles in. */
+        c->flags &= ~CONN_IDLE;
+        c->deadline = srv->now + srv->cfg.header_timeout;
+    }
+    int r = ol_parse_request(&c->parser, c->rbuf, c->rlen, &head, &srv->cfg.limits);
+    if (r == OL_INCOMPLETE)
+        return 0;
+    ol_parser_init(&c->parser);
+    if (r < 0)
+        return answer_parse_error(c, r);
+    if (ol_conn_refuse(c, &head))
+        return -1;
+    if (ol_asgi_dispatch(c, &head, (size_t)r) < 0) {
+        ol_server_log_error(srv, "cannot start a request");
+        ol_conn_send_error(c, 500, "Internal Server Error");
+        return -1;
+    }
+    return 1;
+}
+
+/* Feed body bytes to the request in flight, or drop those of a finished one. */
+static int feed_body(ol_conn *c)
+{
+    if (c->request != NULL) {
+        ol_asgi_on_body(c->request);
+        return 0;
+    }
+    int r = ol_conn_discard_body(c);
+    if (r < 0) {
+        ol_conn_close_gracefully(c);
+        return -1;
+    }
+    return r; /* 1: the body is over, go on with the next request */
+}
+
+void ol_conn_process(ol_conn *c)
+{
+    ol_server *srv = c->server;
+    c->flags |= CONN_PROCESSING;
+    while (!(c->flags & CONN_CLOSING)) {
+        if (!c->body_done || c->request != NULL) {
+            if (feed_body(c) <= 0)
+                break;
+            continue;
+        }
+        if (c->rlen == 0) {
+            ol_conn_release_idle_buffers(c);
+            break;
+        }
+        if (srv->draining) {
+            ol_conn_close_gracefully(c);
+            break;
+        }
+        if (next_request(c) <= 0)
+            break;
+    }
+    c->flags &= ~CONN_PROCESSING;
+    /* Read on while a head is incomplete or a body is wanted; stop while a
+     * request is in flight and enough of its input is buffered. */
+    if (!(c->flags & CONN_CLOSED)) {
+        int wanted = c->rlen < srv->cfg.read_high_water || c->request == NULL;
+        c->flags = wanted ? (c->flags | CONN_READING) : (c->flags & ~CONN_READING);
+        ol_conn_update_events(c);
+    }
+}
+
+/* The response is complete; the app may still be running (background work
+ * after the response), which does not hold up the connection. */
+void ol_conn_request_done(ol_conn *c, int keep_alive)
+{
+    ol_server *srv = c->server;
+    c->requests++;
+    if (srv->cfg.max_keep_alive_requests && c->requests >= srv->cfg.max_keep_alive_requests)
+        keep_alive = 0;
+    if (!keep_alive || srv->draining) {
+        ol_conn_close_gracefully(c);
+        return;
+    }
+    c->flags |= CONN_IDLE;
+    c->deadline = srv->now + srv->cfg.keep_alive;
+    c->discard_left = 65536; /* an unread body up to this size is skipped, not fatal */
+    /* A response finished by the app after it suspended: pipelined input
+     * already buffered will not be announced by epoll again. */
+    if (srv->pool == NULL && !(c->flags & CONN_PROCESSING) && (c->rlen > 0 || !c->body_done))
+        ol_server_schedule(srv, c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Readiness (loop mode)                                                    */
+
+static void on_readable(ol_conn *c)
+{
+    ol_server *srv = c->server;
+    Py_ssize_t n = ol_conn_recv(c);
+    if (n == -1)
+        return;
+    if (c->flags & CONN_LINGER) {
+        c->rlen = 0;
+        if (n <= 0)
+            ol_conn_abort(c);
+        return;
+    }
+    if (n <= 0) { /* EOF or error: the client is gone or half-closed */
+        c->flags |= CONN_PEER_CLOSED;
+        if (c->request == NULL) {
+            ol_conn_abort(c);
+            return;
+        }
+        /* A clean EOF after a complete request may be a half-close: the
+         * client still reads our answer. Tell a listening receive(), but
+         * let send() go on until the socket itself refuses. */
+        if (n == 0 && c->body_done)
+            ol_asgi_on_eof(c->request);
+        else
+            ol_asgi_on_disconnect(c->request);
+        ol_conn_update_events(c);
+        return;
+    }
+    (void)srv;
+    ol_conn_process(c);
+}
+
+void ol_conn_on_event(ol_conn *c, uint32_t events)
+{
+    ol_conn_incref(c); /* keep it alive across the callbacks below */
+    if (events & (EPOLLERR | EPOLLHUP)) {
+        c->flags |= CONN_PEER_CLOSED;
+        if (c->request != NULL)
+            ol_asgi_on_disconnect(c->request);
+        ol_conn_abort(c);
+    } else {
+        if (events & EPOLLOUT) {
+            int r = ol_conn_flush(c);
+            if (r < 0) {
+                ol_conn_abort(c);
+            } else if (r == 1) {
+                ol_conn_update_events(c);
+                if (c->request != NULL)
+                    ol_asgi_on_drain(c->request);
+                if ((c->flags & CONN_CLOSING) && !(c->flags & CONN_CLOSED))
+                    ol_conn_close_gracefully(c);
+            }
+        }
+        if ((events & (EPOLLIN | EPOLLRDHUP)) && !(c->flags & CONN_CLOSED))
+            on_readable(c);
+    }
+    ol_conn_decref(c);
+}

@@ -1,0 +1,398 @@
+/*
+ * core.h -- what the files of the binding layer share.
+ *
+ * Objects and who owns what:
+ *
+ *   Server      a Python object (oneloop._core.Server). Owns the epoll set,
+ *               the listening sockets, every connection, the app and the
+ *               configuration. Lives for the whole worker.
+ *   ol_conn     a plain C struct per TCP/UNIX connection. Reference counted
+ *               by hand: one reference while the socket is open (held by
+ *               the server's list), one per request object that points to
+ *               it. Freed when the count drops to zero; every Python object
+ *               it holds is released when it closes.
+ *   Request     a Python object per HTTP request (oneloop._core.Request):
+ *               the ASGI receive/send pair or the WSGI start_response and
+ *               wsgi.input. Holds one reference to its connection.
+ *
+ * Threads: in ASGI mode everything runs on the event loop's thread. In WSGI
+ * mode a pool of threads serves connections directly (pool.c); a connection
+ * belongs to exactly one thread at a time, so its fields need no lock. The
+ * GIL guards every Python object and the Date cache; the pool's mutex guards
+ * the connection list and the hand-over of connections between threads.
+ */
+#ifndef OL_CORE_H
+#define OL_CORE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "ol_http.h"
+
+/* ------------------------------------------------------------------------ */
+/* Module state                                                             */
+
+/* Interned WSGI environ keys and constant values (ol_state.env). */
+enum ol_env {
+    E_REQUEST_METHOD,
+    E_SCRIPT_NAME,
+    E_PATH_INFO,
+    E_QUERY_STRING,
+    E_RAW_URI,
+    E_SERVER_PROTOCOL,
+    E_SERVER_NAME,
+    E_SERVER_PORT,
+    E_REMOTE_ADDR,
+    E_REMOTE_PORT,
+    E_CONTENT_TYPE,
+    E_CONTENT_LENGTH,
+    E_HTTP_COOKIE,
+    E_WSGI_VERSION,
+    E_WSGI_URL_SCHEME,
+    E_WSGI_INPUT,
+    E_WSGI_ERRORS,
+    E_WSGI_MULTITHREAD,
+    E_WSGI_MULTIPROCESS,
+    E_WSGI_RUN_ONCE,
+    E_WSGI_INPUT_TERMINATED,
+    E_WSGI_FILE_WRAPPER,
+    /* values */
+    E_HTTP_1_1,
+    E_HTTP_1_0,
+    E_V_HTTP,
+    E_V_HTTPS,
+    E_V_80,
+    E_V_443,
+    E_V_EMPTY,
+    E_V_LOCALHOST,
+    E_V_WSGI_VERSION,
+    OL_ENV_COUNT
+};
+
+typedef struct ol_state {
+    PyTypeObject *server_type;
+    PyTypeObject *request_type;
+    PyTypeObject *driver_type;
+    PyTypeObject *ready_type;
+    PyTypeObject *input_type;
+    PyTypeObject *file_wrapper_type;
+    PyObject *done;                /* awaitable that completes at once with None */
+    PyObject *enter_task;          /* asyncio.tasks._enter_task */
+    PyObject *leave_task;          /* asyncio.tasks._leave_task */
+    PyObject *cancelled_error;     /* asyncio.CancelledError */
+    PyObject *client_disconnected; /* oneloop._core.ClientDisconnected (an OSError) */
+    PyObject *ssl_want_read;       /* ssl.SSLWantReadError, looked up at the first TLS read */
+
+    /* Interned keys and values of ASGI messages and scopes. */
+    PyObject *s_type, *s_body, *s_more_body, *s_status, *s_headers;
+    PyObject *s_http_request, *s_http_disconnect, *s_http_response_start, *s_http_response_body;
+    PyObject *s_http, *s_https, *s_asgi, *s_http_version, *s_method, *s_scheme, *s_path,
+        *s_raw_path, *s_query_string, *s_root_path, *s_client, *s_server, *s_state;
+    PyObject *s_1_0, *s_1_1, *s_empty, *b_empty;
+    PyObject *methods[16];      /* the common methods as str, by enum ol_method */
+    PyObject *header_names[48]; /* lower-cased bytes of common header names */
+    PyObject *header_env[48];   /* ... and their environ keys (HTTP_HOST, ...) */
+    int n_header_names;
+    PyObject *env[OL_ENV_COUNT]; /* interned environ keys and constant values */
+} ol_state;
+
+ol_state *ol_state_of_type(PyTypeObject *type);
+
+/* 3.11 has no PyErr_GetRaisedException; these two stand in for the pair. */
+PyObject *PyErr_GetRaisedException_compat(void);
+void PyErr_SetRaisedException_compat(PyObject *exc);
+
+/* ------------------------------------------------------------------------ */
+/* epoll tags: every epoll_event.data.ptr points at a struct that starts with
+ * one of these, so the dispatcher knows what became ready. */
+
+enum ol_tag { OL_TAG_LISTENER = 1, OL_TAG_CONN, OL_TAG_TIMER, OL_TAG_WAKE };
+
+typedef struct ol_listener {
+    int tag;
+    int fd;
+    int is_unix;
+    PyObject *server_addr; /* scope["server"]: (host, port), or None */
+    PyObject *ssl_context; /* ssl.SSLContext or NULL */
+    PyObject *sock;        /* the Python socket object, kept alive */
+} ol_listener;
+
+typedef struct ol_server ol_server;
+typedef struct ol_req ol_req;
+typedef struct ol_pool ol_pool;
+
+/* Internal outcomes beside the wire layer's OL_E* codes. */
+#define OL_ETOO_LARGE    (-1000) /* body beyond --limit-request-body */
+#define OL_ETIMEOUT      (-1001) /* the client stopped sending the body */
+#define OL_EDISCONNECTED (-1002) /* the client went away */
+
+/* ------------------------------------------------------------------------ */
+/* Connections                                                              */
+
+/* ol_conn.flags */
+#define CONN_READING     0x0001u /* wants input */
+#define CONN_PEER_CLOSED 0x0004u /* the client shut down its side or vanished */
+#define CONN_CLOSING     0x0008u /* no further request will be read */
+#define CONN_CLOSED      0x0010u /* socket closed, awaiting the last reference */
+#define CONN_HANDSHAKE   0x0020u /* TLS handshake not finished */
+#define CONN_IN_POOL     0x0040u /* WSGI: a thread (or the timer) owns it right now */
+#define CONN_LINGER      0x0080u /* write side shut: draining input before close */
+#define CONN_IDLE        0x0100u /* between requests; no byte of the next head yet */
+#define CONN_PROCESSING  0x0200u /* ASGI: inside ol_conn_process() */
+#define CONN_PENDING     0x0400u /* ASGI: queued for ol_conn_process() on the next loop turn */
+
+typedef struct ol_conn {
+    int tag; /* OL_TAG_CONN */
+    int fd;
+    int refs; /* atomic */
+    unsigned flags;
+    uint32_t events; /* the epoll interest set as last registered */
+    ol_server *server;
+    ol_listener *listener;
+    struct ol_conn *prev, *next;  /* the server's list of open connections */
+    struct ol_conn *pending_next; /* the server's queue of connections to process */
+
+    /* Input received and not consumed. Allocated on demand and released when
+     * empty between requests, so an idle connection holds no buffer. */
+    char *rbuf;
+    size_t rlen, rcap;
+    ol_parser parser;
+
+    /* Output the socket has not taken yet (ASGI; WSGI threads block instead). */
+    char *wbuf;
+    size_t woff, wlen, wcap;
+
+    /* Request body as framed on the wire. The connection reads it whether a
+     * request consumes it or, after the response, discards it. */
+    int body_framing;      /* enum ol_framing */
+    int body_done;         /* the whole body has been received (1 when none) */
+    uint64_t body_left;    /* Content-Length bytes still to come */
+    uint64_t body_total;   /* body bytes received for the current request */
+    uint64_t discard_left; /* unread body bytes we still skip rather than close */
+    ol_chunked chunked;
+
+    double deadline;      /* monotonic time the current wait for the client expires */
+    double send_deadline; /* ... and the wait for it to take pending output */
+    unsigned requests;    /* requests served */
+    uint16_t peer_port;
+    uint8_t peer_family; /* AF_INET, AF_INET6 or AF_UNIX */
+    uint8_t peer_addr[16];
+
+    ol_req *request;   /* the request being answered (a strong reference) */
+    PyObject *client;  /* (host, port) or None, made at the first request */
+    PyObject *tls;     /* ssl.SSLObject, for TLS listeners */
+    PyObject *tls_in;  /* ssl.MemoryBIO: bytes from the socket */
+    PyObject *tls_out; /* ssl.MemoryBIO: bytes to the socket */
+    PyObject *driver;  /* ASGI: the host task driver (asgi.c) */
+} ol_conn;
+
+ol_conn *ol_conn_new(ol_server *srv, ol_listener *lst, int fd, const struct sockaddr *peer,
+                     socklen_t peerlen);
+void ol_conn_incref(ol_conn *c);
+void ol_conn_decref(ol_conn *c);
+PyObject *ol_conn_client(ol_conn *c);
+void ol_conn_abort(ol_conn *c);
+void ol_conn_close_gracefully(ol_conn *c);
+int ol_conn_reserve(ol_conn *c, size_t n);
+void ol_conn_consume(ol_conn *c, size_t n);
+void ol_conn_release_idle_buffers(ol_conn *c);
+/* Receive into rbuf: bytes added, 0 at EOF, -1 for "try later", -2 on error.
+ * Needs the GIL for TLS connections only. */
+Py_ssize_t ol_conn_recv(ol_conn *c);
+/* Write: 0, or -1 when the connection is gone. ASGI mode sends what the
+ * socket takes and buffers the rest; WSGI mode blocks (GIL released). */
+int ol_conn_raw_writev(ol_conn *c, const struct iovec *iov, int n);
+int ol_conn_writev(ol_conn *c, const struct iovec *iov, int n);
+int ol_conn_write(ol_conn *c, const char *data, size_t len);
+int ol_conn_flush(ol_conn *c);
+static inline size_t ol_conn_pending(const ol_conn *c)
+{
+    return c->wlen - c->woff;
+}
+void ol_conn_update_events(ol_conn *c);
+void ol_conn_send_error(ol_conn *c, int status, const char *text);
+void ol_conn_begin_body(ol_conn *c, const ol_request *head);
+int ol_conn_take_body(ol_conn *c, PyObject **out);
+int ol_conn_discard_body(ol_conn *c);
+int ol_conn_refuse(ol_conn *c, const ol_request *head);
+void ol_conn_process(ol_conn *c);
+void ol_conn_request_done(ol_conn *c, int keep_alive);
+void ol_conn_on_event(ol_conn *c, uint32_t events);
+
+/* ------------------------------------------------------------------------ */
+/* Server                                                                   */
+
+enum ol_interface { OL_WSGI = 1, OL_ASGI2 = 2, OL_ASGI3 = 3 };
+
+typedef struct ol_config {
+    ol_limits limits;
+    uint64_t max_body;                /* --limit-request-body, 0 = unlimited */
+    double keep_alive;                /* --timeout-keep-alive */
+    double header_timeout;            /* total time allowed to receive a head */
+    double body_timeout;              /* longest wait for more body bytes */
+    double send_timeout;              /* longest wait for the client to take output */
+    unsigned max_keep_alive_requests; /* 0 = unlimited */
+    int server_header;
+    int date_header;
+    int threads;             /* WSGI pool size */
+    int multiprocess;        /* wsgi.multiprocess */
+    size_t write_high_water; /* ASGI send() waits above this many pending bytes */
+    size_t write_low_water;  /* ... until they drop below this */
+    size_t read_high_water;  /* stop reading input the app does not consume */
+} ol_config;
+
+struct ol_server {
+    PyObject_HEAD ol_state *state;
+    ol_config cfg;
+    int interface;
+    int epfd, timerfd, wakefd;
+    int timer_tag, wake_tag; /* epoll tags of the two fds above */
+    int draining;            /* no new connections or requests */
+    int closed;
+
+    ol_listener *listeners;
+    int nlisteners;
+    ol_conn *conns; /* open connections */
+    size_t nconns;
+    size_t active; /* requests in flight */
+    unsigned long long total_requests;
+    ol_header *fields;     /* header array for parsing on the loop thread */
+    ol_conn *pending;      /* connections to process on the next loop turn */
+    PyObject *run_pending; /* bound _run_pending, handed to loop.call_soon */
+    int pending_scheduled;
+
+    PyObject *app;
+    PyObject *loop;
+    PyObject *create_future; /* loop.create_future */
+    PyObject *base_context;  /* contextvars context at start(); each request gets a copy */
+    PyObject *root_path;     /* str */
+    PyObject *root_path_bytes;
+    PyObject *asgi_info;      /* scope["asgi"] */
+    PyObject *lifespan_state; /* dict copied into each scope, or NULL */
+    PyObject *on_error;       /* on_error(level, message, exc) */
+    PyObject *on_access;      /* on_access(request), or NULL */
+    PyObject *errors_stream;  /* wsgi.errors */
+    PyObject *proxy_trusted;  /* proxy(client, xff, xfp) -> (client, scheme) | None, or NULL */
+
+    ol_date_cache date;
+    double now;    /* monotonic seconds, refreshed per wake-up */
+    ol_pool *pool; /* WSGI threads */
+};
+
+double ol_now(void);
+/* Log through the on_error hook; consumes the current exception, if any. */
+void ol_server_log_error(ol_server *srv, const char *message);
+void ol_server_log_debug(ol_server *srv, const char *message);
+void ol_server_log_info(ol_server *srv, const char *message);
+/* Log at debug level with an exception object (borrowed), which stays set nowhere. */
+void ol_server_log_debug_exc(ol_server *srv, const char *message, PyObject *exc);
+void ol_server_register(ol_server *srv, ol_conn *c);
+void ol_server_unregister(ol_server *srv, ol_conn *c);
+int ol_server_accept(ol_server *srv, ol_listener *lst);
+void ol_server_tick(ol_server *srv);
+/* Process c on the next turn of the loop (ASGI): for input that is already
+ * buffered when a response completes outside ol_conn_process(). */
+void ol_server_schedule(ol_server *srv, ol_conn *c);
+extern PyType_Spec ol_server_spec;
+
+/* ------------------------------------------------------------------------ */
+/* Requests and responses (request.c)                                       */
+
+/* ol_req.flags */
+#define REQ_HEAD          0x00001u /* HEAD: the response has no body on the wire */
+#define REQ_KEEP_ALIVE    0x00002u /* the connection may persist after it */
+#define REQ_STARTED       0x00004u /* status and headers taken from the app */
+#define REQ_HEAD_SENT     0x00008u /* response head written */
+#define REQ_COMPLETE      0x00010u /* response complete */
+#define REQ_CHUNKED       0x00020u /* the response body is chunked */
+#define REQ_BODY_DONE     0x00040u /* the last body message went to the app */
+#define REQ_CONTINUE      0x00080u /* 100 Continue owed on the first body read */
+#define REQ_DISCONNECTED  0x00100u /* the client went away */
+#define REQ_HAS_LENGTH    0x00200u /* Content-Length known */
+#define REQ_HTTP10        0x00400u
+#define REQ_CONTINUE_SENT 0x00800u
+#define REQ_ERROR         0x01000u /* the app failed */
+#define REQ_APP_CHUNKED   0x02000u /* the app asked for chunked coding */
+#define REQ_APP_DATE      0x04000u /* the app set Date */
+#define REQ_APP_SERVER    0x08000u /* the app set Server */
+#define REQ_NO_BODY       0x10000u /* nothing of the body goes on the wire */
+#define REQ_ADDED_LENGTH  0x20000u /* the server writes Content-Length */
+#define REQ_OVERRUN       0x40000u /* the app wrote past its Content-Length */
+
+struct ol_req {
+    PyObject_HEAD ol_conn *conn; /* counted reference; NULL once detached */
+    ol_server *server;           /* strong */
+    unsigned flags;
+    int status;
+    int error_status;         /* status for a failed request, when not 500 */
+    PyObject *reason;         /* WSGI: the app's reason phrase (bytes) */
+    PyObject *headers;        /* response headers: list of (bytes, bytes) */
+    uint64_t content_length;  /* when REQ_HAS_LENGTH */
+    uint64_t sent;            /* body bytes written */
+    double started;           /* monotonic time the head was complete */
+    PyObject *method;         /* str */
+    PyObject *target;         /* bytes, as received */
+    PyObject *client;         /* (host, port) or None */
+    PyObject *req_headers;    /* ASGI: scope["headers"] */
+    PyObject *receive_waiter; /* ASGI: Future of a pending receive() */
+    PyObject *send_waiter;    /* ASGI: Future of a send() held by flow control */
+    PyObject *environ;        /* WSGI */
+    PyObject *input;          /* WSGI: wsgi.input */
+};
+
+extern PyType_Spec ol_req_spec;
+ol_req *ol_req_new(ol_conn *c);
+int ol_req_set_head(ol_req *r, const ol_request *head);
+void ol_req_detach(ol_req *r);
+void ol_req_fail(ol_req *r, int status);
+void ol_req_response_complete(ol_req *r);
+int ol_response_begin(ol_req *r, int status, PyObject *reason, PyObject *headers);
+int ol_response_body(ol_req *r, const char *data, size_t len, int more);
+
+/* ------------------------------------------------------------------------ */
+/* Targets (target.c)                                                       */
+
+typedef struct ol_target {
+    ol_span path;  /* never empty: "/" for an absolute-form target without one */
+    ol_span query; /* after '?', before '#' */
+} ol_target;
+
+void ol_split_target(ol_span target, ol_target *out);
+PyObject *ol_decode_path(ol_server *srv, ol_span path);        /* ASGI path, with root path */
+PyObject *ol_decode_path_latin1(ol_server *srv, ol_span path); /* WSGI PATH_INFO */
+PyObject *ol_raw_path(ol_server *srv, ol_span path);
+int ol_apply_proxy_headers(ol_server *srv, ol_req *r, PyObject *scope, PyObject *client_key,
+                           PyObject *scheme_key);
+int ol_wsgi_proxy_headers(ol_server *srv, ol_req *r, PyObject *environ);
+
+/* ------------------------------------------------------------------------ */
+/* ASGI (asgi.c), WSGI (wsgi.c) and the WSGI pool (pool.c)                  */
+
+int ol_asgi_init_types(PyObject *module, ol_state *st);
+int ol_asgi_dispatch(ol_conn *c, const ol_request *head, size_t head_len);
+void ol_asgi_on_body(ol_req *r);
+void ol_asgi_on_disconnect(ol_req *r);
+void ol_asgi_on_eof(ol_req *r);
+void ol_asgi_on_drain(ol_req *r);
+void ol_driver_detach(PyObject *driver);
+PyObject *ol_method_str(ol_state *st, const ol_request *head);
+
+int ol_wsgi_init_types(PyObject *module, ol_state *st);
+int ol_wsgi_serve(ol_conn *c, PyThreadState **ts);
+
+void ol_pool_lock(ol_server *srv);
+void ol_pool_unlock(ol_server *srv);
+void ol_pool_wake(ol_server *srv);
+void ol_pool_forget_locked(ol_server *srv, ol_conn *c);
+void ol_pool_arm(ol_conn *c);
+int ol_pool_start(ol_server *srv);
+int ol_pool_stop(ol_server *srv);
+void ol_pool_free(ol_server *srv);
+PyObject *ol_pool_thread(ol_server *srv, PyObject *unused);
+ol_header *ol_pool_fields(ol_server *srv);
+
+#endif /* OL_CORE_H */

@@ -1,0 +1,407 @@
+/*
+ * pool.c -- WSGI: a pool of threads that serve connections themselves.
+ *
+ * There is no hand-off between an I/O thread and app threads: the thread
+ * that learns a connection is readable reads it, parses the head (both
+ * without the GIL), calls the app, and writes the response.
+ *
+ * Which thread polls? One at a time: the holder of the *token*. The holder
+ * takes the next ready event (from epoll_wait, GIL released) and serves it
+ * while still holding the token, then takes the next. Under load one thread
+ * therefore serves request after request with no thread switch and no GIL
+ * hand-over, which is what makes fast views fast. If a view runs long (it
+ * blocks on a database, sleeps, ...), a monitor thread notices that the
+ * holder has been busy for more than STEAL_AFTER and passes the token to an
+ * idle thread, which goes on serving other connections. So a blocking view
+ * stalls nobody but its own client, for at most that long, and the pool
+ * grows its concurrency only when views actually block.
+ *
+ * Connections are armed with EPOLLONESHOT: an event goes to exactly one
+ * thread, and the connection is re-armed when that thread is done with it.
+ *
+ * Locking: the pool mutex guards the token, the event batch, the busy state
+ * and (via ol_server_register/unregister) the connection list. Code holding
+ * it never takes the GIL, never blocks, and never calls back into Python.
+ */
+#include "core.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BATCH       64
+#define STEAL_AFTER 0.001 /* seconds a view may block before another thread polls */
+
+struct ol_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t token_cv;   /* threads waiting for the token */
+    pthread_cond_t monitor_cv; /* the monitor's sleep */
+    int token_free;
+    int holder;  /* id of the thread with the token, -1 if none */
+    int waiting; /* threads waiting for the token */
+    int stopping;
+    int busy; /* the holder is serving a connection */
+    double busy_since;
+    unsigned long served; /* events served, for the monitor's idle test */
+    int monitor_asleep;   /* the monitor waits to be signalled */
+    int next_id;
+    struct epoll_event batch[BATCH];
+    int nbatch, next;
+    pthread_t monitor;
+    int monitor_started;
+};
+
+void ol_pool_lock(ol_server *srv)
+{
+    if (srv->pool != NULL)
+        pthread_mutex_lock(&srv->pool->lock);
+}
+
+void ol_pool_unlock(ol_server *srv)
+{
+    if (srv->pool != NULL)
+        pthread_mutex_unlock(&srv->pool->lock);
+}
+
+/* Interrupt the poller (epoll_wait) and every waiting thread. */
+void ol_pool_wake(ol_server *srv)
+{
+    if (srv->wakefd >= 0) {
+        uint64_t one = 1;
+        ssize_t ignored = write(srv->wakefd, &one, sizeof(one));
+        (void)ignored;
+    }
+    if (srv->pool != NULL) {
+        pthread_mutex_lock(&srv->pool->lock);
+        pthread_cond_broadcast(&srv->pool->token_cv);
+        pthread_cond_signal(&srv->pool->monitor_cv);
+        pthread_mutex_unlock(&srv->pool->lock);
+    }
+}
+
+/* A connection is going away: drop its events from the batch (called with
+ * the lock held), so no thread takes an event for freed memory. */
+void ol_pool_forget_locked(ol_server *srv, ol_conn *c)
+{
+    ol_pool *p = srv->pool;
+    if (p == NULL)
+        return;
+    for (int i = p->next; i < p->nbatch; i++)
+        if (p->batch[i].data.ptr == c)
+            p->batch[i].data.ptr = NULL;
+}
+
+/* Arm a connection for its next event (pool mode). */
+void ol_pool_arm(ol_conn *c)
+{
+    if (c->flags & CONN_CLOSED)
+        return;
+    uint32_t events = EPOLLRDHUP | EPOLLONESHOT;
+    if ((c->flags & CONN_READING) && !(c->flags & CONN_PEER_CLOSED))
+        events |= EPOLLIN;
+    if (ol_conn_pending(c) > 0)
+        events |= EPOLLOUT;
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    epoll_ctl(c->server->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    c->events = events;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The monitor                                                              */
+
+static struct timespec abs_time(double seconds_from_now)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + seconds_from_now;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    return ts;
+}
+
+/*
+ * The monitor looks every STEAL_AFTER while the pool is serving; after a
+ * stretch with nothing served it sleeps until a thread signals it, so an
+ * idle server does not wake up a thousand times a second and a busy one
+ * never signals it at all.
+ */
+static void *monitor_main(void *arg)
+{
+    ol_pool *p = arg;
+    unsigned long last_served = 0;
+    int idle_checks = 0;
+    pthread_mutex_lock(&p->lock);
+    while (!p->stopping) {
+        if (idle_checks > 100) {
+            p->monitor_asleep = 1;
+            pthread_cond_wait(&p->monitor_cv, &p->lock);
+            p->monitor_asleep = 0;
+            idle_checks = 0;
+            continue;
+        }
+        struct timespec until = abs_time(STEAL_AFTER);
+        pthread_cond_timedwait(&p->monitor_cv, &p->lock, &until);
+        if (p->busy && p->waiting > 0 && ol_now() - p->busy_since >= STEAL_AFTER) {
+            /* The holder is stuck in a view: an idle thread takes over polling. */
+            p->holder = -1;
+            p->busy = 0;
+            p->token_free = 1;
+            pthread_cond_signal(&p->token_cv);
+        }
+        idle_checks = (p->served == last_served && !p->busy) ? idle_checks + 1 : 0;
+        last_served = p->served;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+static int init_cond_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0)
+        return -1;
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    int e = pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
+    return e;
+}
+
+int ol_pool_start(ol_server *srv)
+{
+    ol_pool *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (pthread_mutex_init(&p->lock, NULL) != 0 || pthread_cond_init(&p->token_cv, NULL) != 0 ||
+        init_cond_monotonic(&p->monitor_cv) != 0) {
+        free(p);
+        PyErr_SetString(PyExc_OSError, "cannot initialise the thread pool");
+        return -1;
+    }
+    p->token_free = 1;
+    p->holder = -1;
+    if (pthread_create(&p->monitor, NULL, monitor_main, p) != 0) {
+        free(p);
+        PyErr_SetString(PyExc_OSError, "cannot start the pool monitor thread");
+        return -1;
+    }
+    p->monitor_started = 1;
+    srv->pool = p;
+    return 0;
+}
+
+/* Ask every pool thread to return; they finish the request they serve. */
+int ol_pool_stop(ol_server *srv)
+{
+    ol_pool *p = srv->pool;
+    if (p == NULL)
+        return 0;
+    pthread_mutex_lock(&p->lock);
+    p->stopping = 1;
+    pthread_mutex_unlock(&p->lock);
+    ol_pool_wake(srv);
+    return 0;
+}
+
+void ol_pool_free(ol_server *srv)
+{
+    ol_pool *p = srv->pool;
+    if (p == NULL)
+        return;
+    ol_pool_stop(srv);
+    if (p->monitor_started) {
+        Py_BEGIN_ALLOW_THREADS pthread_join(p->monitor, NULL);
+        Py_END_ALLOW_THREADS
+    }
+    srv->pool = NULL;
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->token_cv);
+    pthread_cond_destroy(&p->monitor_cv);
+    free(p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Serving                                                                  */
+
+/* Close a connection from a pool thread (GIL not held on entry). */
+static void abort_conn(ol_conn *c, PyThreadState **ts)
+{
+    PyEval_RestoreThread(*ts);
+    ol_conn_abort(c);
+    *ts = PyEval_SaveThread();
+}
+
+/* Lingering close: drop what still comes, close at EOF or on the timer. */
+static void serve_linger(ol_conn *c, PyThreadState **ts)
+{
+    Py_ssize_t n = ol_conn_recv(c);
+    c->rlen = 0;
+    if (n == 0 || n == -2) /* EOF or error: done; data is dropped and we wait on */
+        abort_conn(c, ts);
+}
+
+/*
+ * Serve a readable connection: read once, then answer every complete
+ * request in the buffer. Entered and left without the GIL.
+ */
+static void serve_conn(ol_conn *c, uint32_t events, PyThreadState **ts)
+{
+    if (events & (EPOLLERR | EPOLLHUP)) {
+        abort_conn(c, ts);
+        return;
+    }
+    if (c->flags & CONN_LINGER) {
+        serve_linger(c, ts);
+        return;
+    }
+    Py_ssize_t n;
+    if (c->listener->ssl_context != NULL) {
+        PyEval_RestoreThread(*ts);
+        n = ol_conn_recv(c);
+        *ts = PyEval_SaveThread();
+    } else {
+        n = ol_conn_recv(c);
+    }
+    if (n == 0 || n == -2) {
+        abort_conn(c, ts);
+        return;
+    }
+    ol_wsgi_serve(c, ts);
+}
+
+static void serve_event(ol_server *srv, struct epoll_event *ev, PyThreadState **ts)
+{
+    if (ev->data.ptr == NULL) /* a connection closed after the batch was taken */
+        return;
+    switch (*(int *)ev->data.ptr) {
+    case OL_TAG_CONN:
+        serve_conn(ev->data.ptr, ev->events, ts);
+        break;
+    case OL_TAG_LISTENER:
+        srv->now = ol_now();
+        ol_server_accept(srv, ev->data.ptr);
+        break;
+    case OL_TAG_TIMER: {
+        uint64_t v;
+        while (read(srv->timerfd, &v, sizeof(v)) > 0)
+            ;
+        PyEval_RestoreThread(*ts);
+        ol_server_tick(srv);
+        *ts = PyEval_SaveThread();
+        break;
+    }
+    default: { /* wake-up */
+        uint64_t v;
+        while (read(srv->wakefd, &v, sizeof(v)) > 0)
+            ;
+        break;
+    }
+    }
+}
+
+/* Fill the batch; called by the holder with the lock held, which it drops
+ * around epoll_wait. */
+static void poll_batch(ol_server *srv, ol_pool *p)
+{
+    struct epoll_event local[BATCH];
+    pthread_mutex_unlock(&p->lock);
+    int n;
+    do
+        n = epoll_wait(srv->epfd, local, BATCH, -1);
+    while (n < 0 && errno == EINTR);
+    pthread_mutex_lock(&p->lock);
+    p->nbatch = n > 0 ? n : 0;
+    p->next = 0;
+    if (n > 0)
+        memcpy(p->batch, local, (size_t)n * sizeof(local[0]));
+}
+
+/* Each pool thread parses into its own header array. */
+static __thread ol_header *thread_fields;
+
+ol_header *ol_pool_fields(ol_server *srv)
+{
+    (void)srv;
+    return thread_fields;
+}
+
+/* The body of each pool thread; returns when the server stops. */
+static void run(ol_server *srv, PyThreadState **ts)
+{
+    ol_pool *p = srv->pool;
+    pthread_mutex_lock(&p->lock);
+    int id = p->next_id++;
+    while (!p->stopping) {
+        if (!p->token_free) {
+            p->waiting++;
+            pthread_cond_wait(&p->token_cv, &p->lock);
+            p->waiting--;
+            continue;
+        }
+        p->token_free = 0;
+        p->holder = id;
+        while (p->holder == id && !p->stopping) {
+            if (p->next == p->nbatch) {
+                poll_batch(srv, p);
+                continue;
+            }
+            struct epoll_event ev = p->batch[p->next++];
+            ol_conn *c = NULL;
+            if (ev.data.ptr != NULL && *(int *)ev.data.ptr == OL_TAG_CONN) {
+                c = ev.data.ptr;
+                if (c->flags & CONN_IN_POOL) /* the timer claimed it meanwhile */
+                    continue;
+                c->flags |= CONN_IN_POOL; /* ours until we give it back below */
+                ol_conn_incref(c);
+                p->busy = 1;
+                p->busy_since = ol_now();
+                p->served++;
+                if (p->monitor_asleep)
+                    pthread_cond_signal(&p->monitor_cv);
+            }
+            pthread_mutex_unlock(&p->lock);
+            serve_event(srv, &ev, ts);
+            pthread_mutex_lock(&p->lock);
+            if (c != NULL) {
+                /* Give the connection back, then re-arm it: the other way
+                 * round, a thread that took over polling could get its next
+                 * event while it still looks taken, and drop it. */
+                c->flags &= ~CONN_IN_POOL;
+                if (!(c->flags & CONN_CLOSED))
+                    ol_pool_arm(c);
+                ol_conn_decref(c); /* frees only C memory: no GIL needed */
+            }
+            if (p->holder == id)
+                p->busy = 0;
+        }
+        if (p->holder == id) { /* stopping: hand the token back */
+            p->holder = -1;
+            p->token_free = 1;
+        }
+    }
+    pthread_cond_broadcast(&p->token_cv);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Server._serve_thread(): run by each WSGI thread of the pool. */
+PyObject *ol_pool_thread(ol_server *srv, PyObject *unused)
+{
+    (void)unused;
+    if (srv->pool == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the WSGI pool is not started");
+        return NULL;
+    }
+    thread_fields = PyMem_RawCalloc(srv->cfg.limits.max_fields + 1, sizeof(ol_header));
+    if (thread_fields == NULL)
+        return PyErr_NoMemory();
+    PyThreadState *ts = PyEval_SaveThread();
+    run(srv, &ts);
+    PyEval_RestoreThread(ts);
+    PyMem_RawFree(thread_fields);
+    thread_fields = NULL;
+    Py_RETURN_NONE;
+}

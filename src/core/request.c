@@ -1,0 +1,613 @@
+/*
+ * request.c -- the Request object shared by both interfaces, and responses:
+ * taking the status and headers from the app, choosing the framing
+ * (Content-Length, chunked, or close-delimited), and writing head and body.
+ *
+ * Framing rules, in order:
+ *   - 1xx, 204 and 304 responses, and responses to HEAD, carry no body;
+ *   - a Content-Length from the app is honoured: a body longer than it is
+ *     cut (and logged), a shorter one closes the connection;
+ *   - otherwise, when the whole body is known at the first body message,
+ *     Content-Length is added;
+ *   - otherwise HTTP/1.1 gets chunked coding and HTTP/1.0 a body delimited
+ *     by closing the connection.
+ */
+#include "core.h"
+
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+
+/* ------------------------------------------------------------------------ */
+/* Headers from the app                                                     */
+
+/* Bytes of a header name or value: bytes for ASGI, str (latin-1) for WSGI.
+ * Returns a new bytes object or NULL with an exception. */
+static PyObject *header_bytes(PyObject *v, const char *what)
+{
+    if (PyBytes_Check(v))
+        return Py_NewRef(v);
+    if (PyUnicode_Check(v))
+        return PyUnicode_AsEncodedString(v, "latin-1", "strict");
+    if (PyByteArray_Check(v) || PyMemoryView_Check(v))
+        return PyBytes_FromObject(v);
+    PyErr_Format(PyExc_TypeError, "response header %s must be bytes, not %.100s", what,
+                 Py_TYPE(v)->tp_name);
+    return NULL;
+}
+
+static int is_name(PyObject *b, const char *lower)
+{
+    size_t n = strlen(lower);
+    if ((size_t)PyBytes_GET_SIZE(b) != n)
+        return 0;
+    return strncasecmp(PyBytes_AS_STRING(b), lower, n) == 0;
+}
+
+/* Content-Length from the app: digits only, or the app is wrong. */
+static int parse_length(PyObject *value, uint64_t *out)
+{
+    const char *p = PyBytes_AS_STRING(value);
+    Py_ssize_t n = PyBytes_GET_SIZE(value);
+    uint64_t v = 0;
+    if (n == 0 || n > 18)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Check one (name, value) pair and append it to out, or apply it (framing
+ * fields the server owns). */
+static int take_header(ol_req *r, PyObject *name, PyObject *value, PyObject *out)
+{
+    if (!ol_valid_field_name(PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name))) {
+        PyErr_Format(PyExc_ValueError, "invalid response header name %R", name);
+        return -1;
+    }
+    if (!ol_valid_field_value(PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value))) {
+        PyErr_Format(PyExc_ValueError, "invalid response header value %R for %R", value, name);
+        return -1;
+    }
+    if (is_name(name, "content-length")) {
+        uint64_t n;
+        if (parse_length(value, &n) < 0) {
+            PyErr_Format(PyExc_ValueError, "invalid Content-Length %R", value);
+            return -1;
+        }
+        if ((r->flags & REQ_HAS_LENGTH) && n != r->content_length) {
+            PyErr_SetString(PyExc_ValueError, "conflicting Content-Length headers");
+            return -1;
+        }
+        r->flags |= REQ_HAS_LENGTH;
+        r->content_length = n;
+    } else if (is_name(name, "transfer-encoding")) {
+        /* The server frames the body; a chunked request from the app is
+         * honoured by chunking, anything else is not ours to apply. */
+        if (!is_name(value, "chunked")) {
+            PyErr_Format(PyExc_ValueError, "unsupported Transfer-Encoding %R", value);
+            return -1;
+        }
+        r->flags |= REQ_APP_CHUNKED;
+        return 0;
+    } else if (r->server->interface == OL_WSGI &&
+               (is_name(name, "keep-alive") || is_name(name, "te") || is_name(name, "trailer") ||
+                is_name(name, "trailers") || is_name(name, "upgrade") ||
+                is_name(name, "proxy-authenticate") || is_name(name, "proxy-authorization"))) {
+        return 0; /* hop-by-hop: PEP 3333 forbids them from apps; dropped, as gunicorn does */
+    } else if (is_name(name, "connection")) {
+        if (strcasestr(PyBytes_AS_STRING(value), "close") != NULL)
+            r->flags &= ~REQ_KEEP_ALIVE;
+        return 0; /* the server writes its own Connection field */
+    } else if (r->server->cfg.date_header && is_name(name, "date")) {
+        r->flags |= REQ_APP_DATE;
+    } else if (r->server->cfg.server_header && is_name(name, "server")) {
+        r->flags |= REQ_APP_SERVER;
+    }
+    PyObject *pair = PyTuple_Pack(2, name, value);
+    if (pair == NULL)
+        return -1;
+    int e = PyList_Append(out, pair);
+    Py_DECREF(pair);
+    return e;
+}
+
+int ol_response_begin(ol_req *r, int status, PyObject *reason, PyObject *headers)
+{
+    if (status < 100 || status > 999) {
+        PyErr_Format(PyExc_ValueError, "invalid response status %d", status);
+        return -1;
+    }
+    PyObject *list = PyList_New(0);
+    PyObject *it = list ? PyObject_GetIter(headers) : NULL;
+    if (it == NULL) {
+        Py_XDECREF(list);
+        return -1;
+    }
+    unsigned saved = r->flags;
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        PyObject *pair = PySequence_Fast(item, "a response header must be a (name, value) pair");
+        Py_DECREF(item);
+        if (pair == NULL || PySequence_Fast_GET_SIZE(pair) != 2) {
+            if (pair != NULL)
+                PyErr_SetString(PyExc_ValueError, "a response header must be a (name, value) pair");
+            Py_XDECREF(pair);
+            goto fail;
+        }
+        PyObject *name = header_bytes(PySequence_Fast_GET_ITEM(pair, 0), "name");
+        PyObject *value = name ? header_bytes(PySequence_Fast_GET_ITEM(pair, 1), "value") : NULL;
+        Py_DECREF(pair);
+        int e = value ? take_header(r, name, value, list) : -1;
+        Py_XDECREF(name);
+        Py_XDECREF(value);
+        if (e < 0)
+            goto fail;
+    }
+    if (PyErr_Occurred())
+        goto fail;
+    Py_DECREF(it);
+    r->status = status;
+    Py_XSETREF(r->reason, Py_XNewRef(reason));
+    Py_XSETREF(r->headers, list);
+    r->flags |= REQ_STARTED;
+    return 0;
+fail:
+    r->flags = saved;
+    Py_DECREF(it);
+    Py_DECREF(list);
+    return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The head on the wire                                                     */
+
+static int status_has_body(int status)
+{
+    return status >= 200 && status != 204 && status != 304;
+}
+
+/* Decide the framing now that the first body piece is known, and whether
+ * the connection stays open, so that the head can say so. */
+static void choose_framing(ol_req *r, size_t first_len, int more)
+{
+    ol_conn *c = r->conn;
+    unsigned max = r->server->cfg.max_keep_alive_requests;
+    if (c != NULL && max && c->requests + 1 >= max)
+        r->flags &= ~REQ_KEEP_ALIVE;
+    /* 100 Continue owed and the body never read: the client may be holding
+     * the body back, so this connection cannot carry another request. */
+    if (c != NULL && (r->flags & REQ_CONTINUE) && !c->body_done)
+        r->flags &= ~REQ_KEEP_ALIVE;
+    if (!status_has_body(r->status)) {
+        r->flags |= REQ_NO_BODY;
+        return;
+    }
+    if (r->flags & REQ_HEAD)
+        r->flags |= REQ_NO_BODY;
+    if (r->flags & REQ_HAS_LENGTH)
+        return;
+    if (!more && !(r->flags & REQ_APP_CHUNKED)) {
+        r->flags |= REQ_HAS_LENGTH | REQ_ADDED_LENGTH;
+        r->content_length = first_len;
+    } else if (r->flags & REQ_HEAD) {
+        /* Length unknown and no body to send: neither field. */
+    } else if (!(r->flags & REQ_HTTP10)) {
+        r->flags |= REQ_CHUNKED;
+    } else {
+        r->flags &= ~REQ_KEEP_ALIVE; /* HTTP/1.0: the end of the body is the close */
+    }
+}
+
+static char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static size_t head_size(ol_req *r)
+{
+    size_t n = 64 + 24 + 64 + 64; /* status line, Content-Length, Date, Server, Connection */
+    n += r->reason ? (size_t)PyBytes_GET_SIZE(r->reason) : 40;
+    Py_ssize_t count = PyList_GET_SIZE(r->headers);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pair = PyList_GET_ITEM(r->headers, i);
+        n += (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) +
+             (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 1)) + 4;
+    }
+    return n;
+}
+
+static char *put_status_line(ol_req *r, char *p)
+{
+    p = put(p, "HTTP/1.1 ", 9);
+    *p++ = (char)('0' + r->status / 100);
+    *p++ = (char)('0' + r->status / 10 % 10);
+    *p++ = (char)('0' + r->status % 10);
+    *p++ = ' ';
+    if (r->reason != NULL) {
+        p = put(p, PyBytes_AS_STRING(r->reason), (size_t)PyBytes_GET_SIZE(r->reason));
+    } else {
+        const char *reason = ol_reason_phrase(r->status);
+        p = put(p, reason, strlen(reason));
+    }
+    return put(p, "\r\n", 2);
+}
+
+static char *put_server_fields(ol_req *r, char *p)
+{
+    ol_server *srv = r->server;
+    if ((r->flags & REQ_HAS_LENGTH) && (r->flags & REQ_ADDED_LENGTH))
+        p += sprintf(p, "Content-Length: %llu\r\n", (unsigned long long)r->content_length);
+    else if (r->flags & REQ_CHUNKED)
+        p = put(p, "Transfer-Encoding: chunked\r\n", 28);
+    if (!(r->flags & REQ_KEEP_ALIVE))
+        p = put(p, "Connection: close\r\n", 19);
+    else if (r->flags & REQ_HTTP10)
+        p = put(p, "Connection: keep-alive\r\n", 24);
+    if (srv->cfg.date_header && !(r->flags & REQ_APP_DATE)) {
+        p = put(p, "Date: ", 6);
+        p = put(p, ol_date_cache_get(&srv->date, time(NULL)), OL_HTTP_DATE_LEN);
+        p = put(p, "\r\n", 2);
+    }
+    if (srv->cfg.server_header && !(r->flags & REQ_APP_SERVER))
+        p = put(p, "Server: oneloop\r\n", 17);
+    return p;
+}
+
+/* Serialize the head into buf (at least head_size(r) bytes). */
+static size_t build_head(ol_req *r, char *buf)
+{
+    char *p = put_status_line(r, buf);
+    Py_ssize_t count = PyList_GET_SIZE(r->headers);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pair = PyList_GET_ITEM(r->headers, i);
+        PyObject *name = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        p = put(p, PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name));
+        p = put(p, ": ", 2);
+        p = put(p, PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value));
+        p = put(p, "\r\n", 2);
+    }
+    p = put_server_fields(r, p);
+    return (size_t)(put(p, "\r\n", 2) - buf);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Body                                                                     */
+
+/* A body that disagrees with its Content-Length: an ASGI app gets a
+ * RuntimeError from send() (as from uvicorn); for WSGI, where the body is
+ * an iterable the server drains, it is logged. Either way the connection
+ * closes after the response. Returns -1 if an exception was raised. */
+static int length_mismatch(ol_req *r, const char *what)
+{
+    r->flags &= ~REQ_KEEP_ALIVE;
+    char message[128];
+    snprintf(message, sizeof(message), "Response content %s than Content-Length (%llu bytes)", what,
+             (unsigned long long)r->content_length);
+    ol_server_log_error(r->server, message);
+    if (r->server->interface == OL_WSGI)
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, message);
+    return -1;
+}
+
+/* Cut what a declared Content-Length does not allow. */
+static size_t allowed_length(ol_req *r, size_t len, int *overrun)
+{
+    *overrun = 0;
+    if (!(r->flags & REQ_HAS_LENGTH) || (r->flags & REQ_NO_BODY))
+        return len;
+    uint64_t room = r->content_length - r->sent;
+    if (len <= room)
+        return len;
+    *overrun = !(r->flags & REQ_OVERRUN);
+    r->flags |= REQ_OVERRUN;
+    return (size_t)room;
+}
+
+/* Called once the last body byte is out (or nothing more will be).
+ * Returns -1 if an exception was raised for the app. */
+static int complete(ol_req *r)
+{
+    int e = 0;
+    if ((r->flags & REQ_HAS_LENGTH) && !(r->flags & (REQ_NO_BODY | REQ_OVERRUN)) &&
+        r->sent < r->content_length)
+        e = length_mismatch(r, "shorter");
+    r->flags |= REQ_COMPLETE;
+    PyObject *exc = e < 0 ? PyErr_GetRaisedException_compat() : NULL;
+    ol_req_response_complete(r);
+    PyErr_SetRaisedException_compat(exc);
+    return e;
+}
+
+int ol_response_body(ol_req *r, const char *data, size_t len, int more)
+{
+    ol_conn *c = r->conn;
+    char small[4096];
+    char *head = NULL;
+    size_t head_len = 0;
+    struct iovec iov[5];
+    int n = 0;
+    char chunk_line[24];
+
+    if (!(r->flags & REQ_HEAD_SENT)) {
+        choose_framing(r, len, more);
+        size_t need = head_size(r);
+        head = need <= sizeof(small) ? small : PyMem_Malloc(need);
+        if (head == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        head_len = build_head(r, head);
+        iov[n++] = (struct iovec){head, head_len};
+        r->flags |= REQ_HEAD_SENT;
+    }
+    if (r->flags & REQ_NO_BODY)
+        len = 0;
+    int overrun;
+    len = allowed_length(r, len, &overrun);
+    if (len > 0 && (r->flags & REQ_CHUNKED)) {
+        int k = snprintf(chunk_line, sizeof(chunk_line), "%zx\r\n", len);
+        iov[n++] = (struct iovec){chunk_line, (size_t)k};
+        iov[n++] = (struct iovec){(void *)data, len};
+        iov[n++] = (struct iovec){"\r\n", 2};
+    } else if (len > 0) {
+        iov[n++] = (struct iovec){(void *)data, len};
+    }
+    if (!more && (r->flags & REQ_CHUNKED))
+        iov[n++] = (struct iovec){"0\r\n\r\n", 5};
+    r->sent += len;
+    int e = 0;
+    if (n > 0 && c != NULL && !(c->flags & CONN_CLOSED))
+        e = ol_conn_writev(c, iov, n);
+    else if (n > 0)
+        e = -1;
+    if (head != small && head != NULL)
+        PyMem_Free(head);
+    if (overrun && length_mismatch(r, "longer") < 0)
+        e = -1;
+    if (!more && complete(r) < 0)
+        e = -1;
+    return e;
+}
+
+/* The response is over: count it, log it, free the connection for the
+ * next request. */
+void ol_req_response_complete(ol_req *r)
+{
+    ol_server *srv = r->server;
+    srv->total_requests++;
+    if (r->receive_waiter != NULL) /* a disconnect listener: the exchange is over */
+        ol_asgi_on_disconnect(r);
+    if (srv->on_access != NULL) {
+        PyObject *res = PyObject_CallOneArg(srv->on_access, (PyObject *)r);
+        if (res == NULL)
+            ol_server_log_error(srv, "access log failed");
+        Py_XDECREF(res);
+    }
+    ol_conn *c = r->conn;
+    if (c == NULL || c->request != r)
+        return;
+    int keep_alive = (r->flags & REQ_KEEP_ALIVE) && !(c->flags & (CONN_PEER_CLOSED | CONN_CLOSED));
+    /* 100 Continue was owed but never sent: the client may be holding the
+     * body back, so the connection cannot be reused. */
+    if ((r->flags & REQ_CONTINUE) && !c->body_done)
+        keep_alive = 0;
+    c->request = NULL;
+    ol_conn_request_done(c, keep_alive);
+    ol_req_detach(r);
+    Py_DECREF(r); /* the connection's reference */
+}
+
+/* Drop the request's hold on its connection. */
+void ol_req_detach(ol_req *r)
+{
+    ol_conn *c = r->conn;
+    if (c == NULL)
+        return;
+    r->conn = NULL;
+    ol_conn_decref(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The type: attributes the access log reads                                */
+
+static PyObject *get_status(ol_req *r, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLong(r->status);
+}
+
+static PyObject *get_sent(ol_req *r, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(r->sent);
+}
+
+static PyObject *get_duration(ol_req *r, void *closure)
+{
+    (void)closure;
+    return PyFloat_FromDouble(ol_now() - r->started);
+}
+
+static PyObject *get_obj(PyObject *v)
+{
+    return Py_NewRef(v != NULL ? v : Py_None);
+}
+
+static PyObject *get_method(ol_req *r, void *closure)
+{
+    (void)closure;
+    return get_obj(r->method);
+}
+
+static PyObject *get_target(ol_req *r, void *closure)
+{
+    (void)closure;
+    return get_obj(r->target);
+}
+
+static PyObject *get_client(ol_req *r, void *closure)
+{
+    (void)closure;
+    return get_obj(r->client);
+}
+
+static PyObject *get_version(ol_req *r, void *closure)
+{
+    (void)closure;
+    return PyUnicode_FromString(r->flags & REQ_HTTP10 ? "1.0" : "1.1");
+}
+
+static PyObject *get_request_headers(ol_req *r, void *closure)
+{
+    (void)closure;
+    return get_obj(r->req_headers);
+}
+
+static PyObject *get_response_headers(ol_req *r, void *closure)
+{
+    (void)closure;
+    return get_obj(r->headers);
+}
+
+static PyGetSetDef req_getset[] = {
+    {"status", (getter)get_status, NULL, "Response status.", NULL},
+    {"sent", (getter)get_sent, NULL, "Response body bytes sent.", NULL},
+    {"duration", (getter)get_duration, NULL, "Seconds since the head arrived.", NULL},
+    {"method", (getter)get_method, NULL, "Request method.", NULL},
+    {"target", (getter)get_target, NULL, "Request target as received (bytes).", NULL},
+    {"client", (getter)get_client, NULL, "(host, port) of the client, or None.", NULL},
+    {"http_version", (getter)get_version, NULL, "'1.0' or '1.1'.", NULL},
+    {"request_headers", (getter)get_request_headers, NULL, "Request header pairs.", NULL},
+    {"response_headers", (getter)get_response_headers, NULL, "Response header pairs.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static int req_traverse(ol_req *r, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(r));
+    Py_VISIT((PyObject *)r->server);
+    Py_VISIT(r->reason);
+    Py_VISIT(r->headers);
+    Py_VISIT(r->method);
+    Py_VISIT(r->target);
+    Py_VISIT(r->client);
+    Py_VISIT(r->req_headers);
+    Py_VISIT(r->receive_waiter);
+    Py_VISIT(r->send_waiter);
+    Py_VISIT(r->environ);
+    Py_VISIT(r->input);
+    return 0;
+}
+
+static int req_clear(ol_req *r)
+{
+    Py_CLEAR(r->reason);
+    Py_CLEAR(r->headers);
+    Py_CLEAR(r->method);
+    Py_CLEAR(r->target);
+    Py_CLEAR(r->client);
+    Py_CLEAR(r->req_headers);
+    Py_CLEAR(r->receive_waiter);
+    Py_CLEAR(r->send_waiter);
+    Py_CLEAR(r->environ);
+    Py_CLEAR(r->input);
+    return 0;
+}
+
+static void req_dealloc(ol_req *r)
+{
+    PyTypeObject *type = Py_TYPE(r);
+    PyObject_GC_UnTrack(r);
+    ol_req_detach(r);
+    req_clear(r);
+    Py_XDECREF(r->server);
+    type->tp_free((PyObject *)r);
+    Py_DECREF(type);
+}
+
+static PyType_Slot req_slots[] = {
+    {Py_tp_doc, "One HTTP request and its response, as the connection core tracks them."},
+    {Py_tp_dealloc, req_dealloc},
+    {Py_tp_traverse, req_traverse},
+    {Py_tp_clear, req_clear},
+    {Py_tp_getset, req_getset},
+    {0, NULL},
+};
+
+PyType_Spec ol_req_spec = {
+    .name = "oneloop._core.Request",
+    .basicsize = sizeof(ol_req),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = req_slots,
+};
+
+/* Record what the head said that outlives its bytes. */
+int ol_req_set_head(ol_req *r, const ol_request *h)
+{
+    ol_state *st = r->server->state;
+    if (h->method_id == OL_M_HEAD)
+        r->flags |= REQ_HEAD;
+    if (h->version_minor == 0)
+        r->flags |= REQ_HTTP10;
+    if (!(h->flags & OL_REQ_KEEP_ALIVE))
+        r->flags &= ~REQ_KEEP_ALIVE;
+    r->method = ol_method_str(st, h);
+    r->target = PyBytes_FromStringAndSize(h->target.base, (Py_ssize_t)h->target.len);
+    r->client = Py_XNewRef(ol_conn_client(r->conn));
+    return (r->method && r->target && r->client) ? 0 : -1;
+}
+
+/* The app failed before completing its response: an error response with
+ * the given status if nothing was sent yet (status 0: none), else the
+ * connection is cut so the client sees a truncated response, not a wrong one. */
+void ol_req_fail(ol_req *r, int status)
+{
+    ol_conn *c = r->conn;
+    r->flags |= REQ_COMPLETE | REQ_ERROR;
+    if (r->receive_waiter != NULL)
+        ol_asgi_on_disconnect(r);
+    if (c == NULL || c->request != r)
+        return;
+    c->request = NULL;
+    if (!(r->flags & REQ_HEAD_SENT) && status && !(c->flags & CONN_CLOSED)) {
+        r->status = status;
+        r->server->total_requests++;
+        if (r->server->on_access != NULL) {
+            PyObject *res = PyObject_CallOneArg(r->server->on_access, (PyObject *)r);
+            if (res == NULL)
+                ol_server_log_error(r->server, "access log failed");
+            Py_XDECREF(res);
+        }
+        ol_conn_send_error(c, status,
+                           status == 500 ? "Internal Server Error" : ol_reason_phrase(status));
+    } else {
+        ol_conn_abort(c);
+    }
+    ol_req_detach(r);
+    Py_DECREF(r); /* the connection's reference */
+}
+
+/* A new request for connection c, holding a reference to it. */
+ol_req *ol_req_new(ol_conn *c)
+{
+    ol_server *srv = c->server;
+    ol_req *r = PyObject_GC_New(ol_req, srv->state->request_type);
+    if (r == NULL)
+        return NULL;
+    memset((char *)r + sizeof(PyObject), 0, sizeof(ol_req) - sizeof(PyObject));
+    r->server = (ol_server *)Py_NewRef(srv);
+    r->conn = c;
+    ol_conn_incref(c);
+    r->started = srv->now;
+    r->flags = REQ_KEEP_ALIVE;
+    PyObject_GC_Track(r);
+    return r;
+}

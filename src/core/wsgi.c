@@ -1,0 +1,984 @@
+/*
+ * wsgi.c -- PEP 3333 on a pool thread: environ, start_response and write(),
+ * wsgi.input, wsgi.file_wrapper (sendfile), and the response iteration.
+ *
+ * The thread serving a connection owns it for the whole request, so reading
+ * the body and writing the response are plain blocking socket calls with
+ * the GIL released; a slow client holds up its own thread and nothing else.
+ */
+#include "core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------ */
+/* wsgi.input                                                               */
+
+typedef struct {
+    PyObject_HEAD ol_req *request; /* strong */
+    char *buf;                     /* decoded body bytes not read by the app yet */
+    size_t pos, len, cap;
+} ol_input;
+
+/* Wait (GIL released) for the client to send more; 0, or -1 on timeout. */
+static int wait_readable(ol_conn *c)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    int timeout = (int)(c->server->cfg.body_timeout * 1000);
+    int r;
+    Py_BEGIN_ALLOW_THREADS do r = poll(&p, 1, timeout > 0 ? timeout : -1);
+    while (r < 0 && errno == EINTR)
+        ;
+    Py_END_ALLOW_THREADS return r > 0 ? 0 : -1;
+}
+
+static int input_append(ol_input *in, const char *data, size_t n)
+{
+    if (in->pos == in->len)
+        in->pos = in->len = 0;
+    if (in->cap - in->len < n) {
+        if (in->pos > 0) {
+            memmove(in->buf, in->buf + in->pos, in->len - in->pos);
+            in->len -= in->pos;
+            in->pos = 0;
+        }
+        size_t cap = in->cap ? in->cap : 8192;
+        while (cap - in->len < n)
+            cap *= 2;
+        char *p = PyMem_Realloc(in->buf, cap);
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        in->buf = p;
+        in->cap = cap;
+    }
+    memcpy(in->buf + in->len, data, n);
+    in->len += n;
+    return 0;
+}
+
+/* Raise the error a broken body gives the app; remember the status for the
+ * response if the app has not started one. */
+static int body_failed(ol_input *in, int error)
+{
+    ol_req *r = in->request;
+    if (error == OL_ETOO_LARGE) {
+        r->error_status = 413;
+        PyErr_SetString(PyExc_ValueError, "request body larger than the server allows");
+    } else if (error == OL_ETIMEOUT) {
+        r->error_status = 408;
+        PyErr_SetString(r->server->state->client_disconnected,
+                        "timed out reading the request body");
+    } else if (error == OL_EDISCONNECTED) {
+        PyErr_SetString(r->server->state->client_disconnected, "the client disconnected");
+    } else {
+        r->error_status = ol_error_status(error);
+        PyErr_Format(PyExc_ValueError, "malformed request body: %s", ol_strerror(error));
+    }
+    return -1;
+}
+
+/* Move body bytes from the connection into the input buffer until `want`
+ * bytes are buffered (or the body ends). Blocks for more with the GIL
+ * released. Returns 0 or -1 with an exception. */
+static int input_fill(ol_input *in, size_t want)
+{
+    ol_req *r = in->request;
+    ol_conn *c = r->conn;
+    while (in->len - in->pos < want) {
+        if (c == NULL || (c->flags & CONN_CLOSED))
+            return (c == NULL || c->body_done) ? 0 : body_failed(in, OL_EDISCONNECTED);
+        if (c->body_done)
+            return 0;
+        if (r->flags & REQ_CONTINUE) {
+            r->flags &= ~REQ_CONTINUE;
+            if (c->rlen == 0) {
+                r->flags |= REQ_CONTINUE_SENT;
+                if (ol_conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
+                    return body_failed(in, OL_EDISCONNECTED);
+            }
+        }
+        PyObject *piece = NULL;
+        int done = ol_conn_take_body(c, &piece);
+        int got = piece != NULL;
+        if (got) {
+            int e = input_append(in, PyBytes_AS_STRING(piece), (size_t)PyBytes_GET_SIZE(piece));
+            Py_DECREF(piece);
+            if (e < 0)
+                return -1;
+        }
+        if (done < 0)
+            return PyErr_Occurred() ? -1 : body_failed(in, done);
+        if (done || in->len - in->pos >= want || got)
+            continue; /* got something: there may be more already buffered */
+        /* Size lines and trailers are capped by the decoder, so the buffer
+         * cannot grow without bound while a line is incomplete. */
+        Py_ssize_t n = ol_conn_recv(c);
+        if (n == -1) {
+            if (wait_readable(c) < 0)
+                return body_failed(in, OL_ETIMEOUT);
+            continue;
+        }
+        if (n <= 0) {
+            c->flags |= CONN_PEER_CLOSED;
+            return body_failed(in, OL_EDISCONNECTED);
+        }
+    }
+    return 0;
+}
+
+static PyObject *input_take(ol_input *in, size_t n)
+{
+    size_t avail = in->len - in->pos;
+    if (n > avail)
+        n = avail;
+    PyObject *b = PyBytes_FromStringAndSize(in->buf ? in->buf + in->pos : "", (Py_ssize_t)n);
+    if (b != NULL)
+        in->pos += n;
+    return b;
+}
+
+static Py_ssize_t size_arg(PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs == 0 || args[0] == Py_None)
+        return -1;
+    return PyNumber_AsSsize_t(args[0], PyExc_OverflowError);
+}
+
+static PyObject *input_read(ol_input *in, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t size = size_arg(args, nargs);
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
+    if (size < 0) { /* everything */
+        if (input_fill(in, SIZE_MAX) < 0)
+            return NULL;
+        return input_take(in, SIZE_MAX);
+    }
+    if (input_fill(in, (size_t)size) < 0)
+        return NULL;
+    return input_take(in, (size_t)size);
+}
+
+static PyObject *input_readline(ol_input *in, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t limit = size_arg(args, nargs);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    size_t scanned = 0;
+    for (;;) {
+        size_t avail = in->len - in->pos;
+        const char *nl =
+            avail > scanned ? memchr(in->buf + in->pos + scanned, '\n', avail - scanned) : NULL;
+        if (nl != NULL)
+            avail = (size_t)(nl - (in->buf + in->pos)) + 1;
+        if (limit >= 0 && avail >= (size_t)limit)
+            return input_take(in, (size_t)limit);
+        if (nl != NULL)
+            return input_take(in, avail);
+        scanned = avail;
+        size_t before = in->len - in->pos;
+        if (input_fill(in, before + 1) < 0)
+            return NULL;
+        if (in->len - in->pos == before) /* end of body */
+            return input_take(in, before);
+    }
+}
+
+static PyObject *input_readlines(ol_input *in, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t hint = size_arg(args, nargs);
+    if (hint == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *lines = PyList_New(0);
+    Py_ssize_t total = 0;
+    while (lines != NULL) {
+        PyObject *line = input_readline(in, NULL, 0);
+        if (line == NULL || PyBytes_GET_SIZE(line) == 0 || PyList_Append(lines, line) < 0) {
+            if (line == NULL)
+                Py_CLEAR(lines);
+            Py_XDECREF(line);
+            break;
+        }
+        total += PyBytes_GET_SIZE(line);
+        Py_DECREF(line);
+        if (hint > 0 && total >= hint)
+            break;
+    }
+    return lines;
+}
+
+static PyObject *input_iter(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static PyObject *input_next(ol_input *in)
+{
+    PyObject *line = input_readline(in, NULL, 0);
+    if (line != NULL && PyBytes_GET_SIZE(line) == 0) {
+        Py_DECREF(line);
+        return NULL; /* StopIteration */
+    }
+    return line;
+}
+
+static int input_traverse(ol_input *in, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(in));
+    Py_VISIT((PyObject *)in->request);
+    return 0;
+}
+
+static int input_clear(ol_input *in)
+{
+    Py_CLEAR(in->request);
+    return 0;
+}
+
+static void input_dealloc(ol_input *in)
+{
+    PyTypeObject *type = Py_TYPE(in);
+    PyObject_GC_UnTrack(in);
+    input_clear(in);
+    PyMem_Free(in->buf);
+    type->tp_free((PyObject *)in);
+    Py_DECREF(type);
+}
+
+static PyMethodDef input_methods[] = {
+    {"read", (PyCFunction)(void (*)(void))input_read, METH_FASTCALL, "read(size=-1) -> bytes"},
+    {"readline", (PyCFunction)(void (*)(void))input_readline, METH_FASTCALL,
+     "readline(size=-1) -> bytes"},
+    {"readlines", (PyCFunction)(void (*)(void))input_readlines, METH_FASTCALL,
+     "readlines(hint=-1) -> list of bytes"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot input_slots[] = {
+    {Py_tp_doc, "wsgi.input: the request body, read from the socket as the app asks."},
+    {Py_tp_methods, input_methods},
+    {Py_tp_iter, input_iter},
+    {Py_tp_iternext, input_next},
+    {Py_tp_traverse, input_traverse},
+    {Py_tp_clear, input_clear},
+    {Py_tp_dealloc, input_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec input_spec = {
+    .name = "oneloop._core.Input",
+    .basicsize = sizeof(ol_input),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = input_slots,
+};
+
+/* ------------------------------------------------------------------------ */
+/* wsgi.file_wrapper                                                        */
+
+typedef struct {
+    PyObject_HEAD PyObject *filelike;
+    Py_ssize_t blksize;
+} ol_file_wrapper;
+
+static int wrapper_init(ol_file_wrapper *w, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"filelike", "blksize", NULL};
+    PyObject *filelike;
+    Py_ssize_t blksize = 65536;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n:FileWrapper", kwlist, &filelike, &blksize))
+        return -1;
+    if (blksize <= 0) {
+        PyErr_SetString(PyExc_ValueError, "blksize must be positive");
+        return -1;
+    }
+    Py_XSETREF(w->filelike, Py_NewRef(filelike));
+    w->blksize = blksize;
+    return 0;
+}
+
+static PyObject *wrapper_next(ol_file_wrapper *w)
+{
+    PyObject *data = PyObject_CallMethod(w->filelike, "read", "n", w->blksize);
+    if (data != NULL && PyObject_Length(data) == 0) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    return data;
+}
+
+static PyObject *wrapper_close(ol_file_wrapper *w, PyObject *unused)
+{
+    (void)unused;
+    PyObject *close = PyObject_GetAttrString(w->filelike, "close");
+    if (close == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *r = PyObject_CallNoArgs(close);
+    Py_DECREF(close);
+    return r;
+}
+
+static PyObject *wrapper_iter(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static int wrapper_traverse(ol_file_wrapper *w, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(w));
+    Py_VISIT(w->filelike);
+    return 0;
+}
+
+static int wrapper_clear(ol_file_wrapper *w)
+{
+    Py_CLEAR(w->filelike);
+    return 0;
+}
+
+static void wrapper_dealloc(ol_file_wrapper *w)
+{
+    PyTypeObject *type = Py_TYPE(w);
+    PyObject_GC_UnTrack(w);
+    wrapper_clear(w);
+    type->tp_free((PyObject *)w);
+    Py_DECREF(type);
+}
+
+static PyMethodDef wrapper_methods[] = {
+    {"close", (PyCFunction)wrapper_close, METH_NOARGS, "Close the file."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot wrapper_slots[] = {
+    {Py_tp_doc, "FileWrapper(filelike, blksize=65536)\n--\n\n"
+                "wsgi.file_wrapper: served with sendfile() when the file allows it."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, wrapper_init},
+    {Py_tp_iter, wrapper_iter},
+    {Py_tp_iternext, wrapper_next},
+    {Py_tp_methods, wrapper_methods},
+    {Py_tp_traverse, wrapper_traverse},
+    {Py_tp_clear, wrapper_clear},
+    {Py_tp_dealloc, wrapper_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec wrapper_spec = {
+    .name = "oneloop._core.FileWrapper",
+    .basicsize = sizeof(ol_file_wrapper),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = wrapper_slots,
+};
+
+/* ------------------------------------------------------------------------ */
+/* start_response and write                                                 */
+
+/* "200 OK" -> 200 and b"OK". */
+static int parse_status(PyObject *status, int *code, PyObject **reason)
+{
+    if (!PyUnicode_Check(status)) {
+        PyErr_Format(PyExc_TypeError, "WSGI status must be a str, not %.100s",
+                     Py_TYPE(status)->tp_name);
+        return -1;
+    }
+    PyObject *b = PyUnicode_AsEncodedString(status, "latin-1", "strict");
+    if (b == NULL)
+        return -1;
+    const char *s = PyBytes_AS_STRING(b);
+    Py_ssize_t n = PyBytes_GET_SIZE(b);
+    if (n < 4 || s[3] != ' ' || s[0] < '1' || s[0] > '9' || s[1] < '0' || s[1] > '9' ||
+        s[2] < '0' || s[2] > '9' || !ol_valid_field_value(s + 4, (size_t)(n - 4))) {
+        PyErr_Format(PyExc_ValueError, "invalid WSGI status %R (want like '200 OK')", status);
+        Py_DECREF(b);
+        return -1;
+    }
+    *code = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
+    *reason = PyBytes_FromStringAndSize(s + 4, n - 4);
+    Py_DECREF(b);
+    return *reason ? 0 : -1;
+}
+
+static PyObject *wsgi_write(ol_req *r, PyObject *data)
+{
+    Py_buffer view;
+    if (!(r->flags & REQ_STARTED)) {
+        PyErr_SetString(PyExc_RuntimeError, "write() before start_response()");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int e = ol_response_body(r, view.buf, (size_t)view.len, 1);
+    PyBuffer_Release(&view);
+    if (e < 0) {
+        r->flags |= REQ_DISCONNECTED;
+        if (!PyErr_Occurred())
+            PyErr_SetString(r->server->state->client_disconnected, "the client disconnected");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef write_def = {"write", (PyCFunction)wsgi_write, METH_O,
+                                "Write response body bytes (the PEP 3333 write callable)."};
+
+/* Re-raise exc_info[1] with its traceback. */
+static PyObject *reraise(PyObject *exc_info)
+{
+    PyObject *value = PyTuple_GET_ITEM(exc_info, 1);
+    PyObject *tb = PyTuple_GET_ITEM(exc_info, 2);
+    if (tb != Py_None)
+        PyException_SetTraceback(value, tb);
+    PyErr_SetObject((PyObject *)Py_TYPE(value), value);
+    return NULL;
+}
+
+static PyObject *start_response(ol_req *r, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames)
+{
+    static const char *const names[] = {"status", "headers", "exc_info"};
+    PyObject *status = NULL, *headers = NULL, *exc_info = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw < 2 || nargs + nkw > 3) {
+        PyErr_SetString(PyExc_TypeError, "start_response(status, headers, exc_info=None)");
+        return NULL;
+    }
+    PyObject **slots[] = {&status, &headers, &exc_info};
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        *slots[i] = args[i];
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        const char *k = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, i));
+        int found = 0;
+        for (int j = 0; k && j < 3; j++)
+            if (strcmp(k, names[j]) == 0) {
+                *slots[j] = args[nargs + i];
+                found = 1;
+            }
+        if (!found) {
+            PyErr_Format(PyExc_TypeError, "start_response() got an unexpected argument %R",
+                         PyTuple_GET_ITEM(kwnames, i));
+            return NULL;
+        }
+    }
+    if (exc_info != Py_None) {
+        if (!PyTuple_Check(exc_info) || PyTuple_GET_SIZE(exc_info) != 3) {
+            PyErr_SetString(PyExc_TypeError, "exc_info must be a (type, value, traceback) tuple");
+            return NULL;
+        }
+        if (r->flags & REQ_HEAD_SENT)
+            return reraise(exc_info);
+    } else if (r->flags & REQ_STARTED) {
+        PyErr_SetString(PyExc_RuntimeError, "start_response() called twice without exc_info");
+        return NULL;
+    }
+    int code;
+    PyObject *reason;
+    if (status == NULL || headers == NULL || parse_status(status, &code, &reason) < 0)
+        return NULL;
+    if (!PyList_Check(headers)) {
+        Py_DECREF(reason);
+        PyErr_Format(PyExc_TypeError, "WSGI headers must be a list, not %.100s",
+                     Py_TYPE(headers)->tp_name);
+        return NULL;
+    }
+    r->flags &= ~(REQ_STARTED | REQ_HAS_LENGTH | REQ_APP_CHUNKED | REQ_APP_DATE | REQ_APP_SERVER);
+    int e = ol_response_begin(r, code, reason, headers);
+    Py_DECREF(reason);
+    if (e < 0)
+        return NULL;
+    return PyCFunction_New(&write_def, (PyObject *)r);
+}
+
+static PyMethodDef start_response_def = {
+    "start_response", (PyCFunction)(void (*)(void))start_response, METH_FASTCALL | METH_KEYWORDS,
+    "start_response(status, headers, exc_info=None)"};
+
+/* ------------------------------------------------------------------------ */
+/* The environ                                                              */
+
+static int set(PyObject *d, PyObject *key, PyObject *value /* stolen */)
+{
+    if (value == NULL)
+        return -1;
+    int e = PyDict_SetItem(d, key, value);
+    Py_DECREF(value);
+    return e;
+}
+
+static PyObject *latin1(const char *s, size_t n)
+{
+    return PyUnicode_DecodeLatin1(s, (Py_ssize_t)n, NULL);
+}
+
+/* The environ key of a header: HTTP_* (shared objects for common names),
+ * CONTENT_TYPE / CONTENT_LENGTH, or NULL with *skip for names holding an
+ * underscore: "X_Forwarded_For" must not pass for "X-Forwarded-For". */
+static PyObject *environ_key(ol_state *st, ol_span name, int *skip)
+{
+    *skip = 0;
+    if (memchr(name.base, '_', name.len) != NULL) {
+        *skip = 1;
+        return NULL;
+    }
+    if (name.len == 12 && strncasecmp(name.base, "content-type", 12) == 0)
+        return Py_NewRef(st->env[E_CONTENT_TYPE]);
+    if (name.len == 14 && strncasecmp(name.base, "content-length", 14) == 0)
+        return Py_NewRef(st->env[E_CONTENT_LENGTH]);
+    for (int i = 0; i < st->n_header_names; i++) {
+        PyObject *known = st->header_names[i];
+        if ((size_t)PyBytes_GET_SIZE(known) == name.len &&
+            strncasecmp(PyBytes_AS_STRING(known), name.base, name.len) == 0)
+            return Py_NewRef(st->header_env[i]);
+    }
+    PyObject *key = PyUnicode_New((Py_ssize_t)(5 + name.len), 127);
+    if (key == NULL)
+        return NULL;
+    Py_UCS1 *p = PyUnicode_1BYTE_DATA(key);
+    memcpy(p, "HTTP_", 5);
+    for (size_t i = 0; i < name.len; i++) { /* a token: ASCII only */
+        char ch = name.base[i];
+        p[5 + i] = (Py_UCS1)(ch == '-' ? '_' : (ch >= 'a' && ch <= 'z') ? ch - 32 : ch);
+    }
+    return key;
+}
+
+static int add_headers(ol_state *st, PyObject *env, const ol_request *h)
+{
+    for (size_t i = 0; i < h->num_headers; i++) {
+        int skip;
+        PyObject *key = environ_key(st, h->headers[i].name, &skip);
+        if (skip)
+            continue;
+        PyObject *value = key ? latin1(h->headers[i].value.base, h->headers[i].value.len) : NULL;
+        if (value == NULL) {
+            Py_XDECREF(key);
+            return -1;
+        }
+        PyObject *old = PyDict_GetItemWithError(env, key);
+        if (old != NULL) { /* repeated field: join, as RFC 9110 5.3 allows */
+            int cookie = PyUnicode_Compare(key, st->env[E_HTTP_COOKIE]) == 0;
+            PyObject *joined = PyUnicode_FromFormat(cookie ? "%U; %U" : "%U, %U", old, value);
+            Py_SETREF(value, joined);
+        }
+        int e = value ? PyDict_SetItem(env, key, value) : -1;
+        Py_DECREF(key);
+        Py_XDECREF(value);
+        if (e < 0)
+            return -1;
+    }
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* The authority of an absolute-form target ("http://host:port/p"), if any. */
+static ol_span target_authority(ol_span target)
+{
+    ol_span none = {NULL, 0};
+    const char *sep =
+        target.len && target.base[0] != '/' ? memmem(target.base, target.len, "://", 3) : NULL;
+    if (sep == NULL)
+        return none;
+    const char *start = sep + 3, *end = target.base + target.len, *p = start;
+    while (p < end && *p != '/' && *p != '?' && *p != '#')
+        p++;
+    const char *at = memchr(start, '@', (size_t)(p - start)); /* drop userinfo */
+    if (at != NULL)
+        start = at + 1;
+    return (ol_span){start, (size_t)(p - start)};
+}
+
+/* SERVER_NAME and SERVER_PORT: the authority of an absolute-form target
+ * (which RFC 9112 3.2.2 puts before Host), else Host, else the listener. */
+static int add_server_name(ol_state *st, PyObject *env, ol_conn *c, const ol_request *h)
+{
+    PyObject **e = st->env;
+    ol_span authority = target_authority(h->target);
+    if (authority.len == 0)
+        authority = h->host;
+    if (authority.len > 0) {
+        const char *s = authority.base, *colon = NULL;
+        size_t n = authority.len;
+        if (s[0] == '[') { /* [v6]:port */
+            const char *close = memchr(s, ']', n);
+            colon = close && close + 1 < s + n && close[1] == ':' ? close + 1 : NULL;
+        } else {
+            colon = memchr(s, ':', n);
+        }
+        size_t host_len = colon ? (size_t)(colon - s) : n;
+        PyObject *port = colon ? latin1(colon + 1, n - host_len - 1)
+                               : Py_NewRef(e[c->listener->ssl_context ? E_V_443 : E_V_80]);
+        return set(env, e[E_SERVER_NAME], latin1(s, host_len)) || set(env, e[E_SERVER_PORT], port);
+    }
+    PyObject *addr = c->listener->server_addr;
+    if (PyTuple_Check(addr) && PyTuple_GET_SIZE(addr) == 2 &&
+        PyLong_Check(PyTuple_GET_ITEM(addr, 1)))
+        return set(env, e[E_SERVER_NAME], PyObject_Str(PyTuple_GET_ITEM(addr, 0))) ||
+               set(env, e[E_SERVER_PORT], PyObject_Str(PyTuple_GET_ITEM(addr, 1)));
+    return set(env, e[E_SERVER_NAME], Py_NewRef(e[E_V_LOCALHOST])) ||
+           set(env, e[E_SERVER_PORT], Py_NewRef(e[E_V_EMPTY]));
+}
+
+static int add_remote(ol_state *st, PyObject *env, PyObject *client)
+{
+    if (client == NULL || client == Py_None)
+        return set(env, st->env[E_REMOTE_ADDR], Py_NewRef(st->env[E_V_EMPTY]));
+    return set(env, st->env[E_REMOTE_ADDR], Py_NewRef(PyTuple_GET_ITEM(client, 0))) ||
+           set(env, st->env[E_REMOTE_PORT], PyObject_Str(PyTuple_GET_ITEM(client, 1)));
+}
+
+/* PATH_INFO: the path without the root path when the proxy left it on. */
+static PyObject *path_info(ol_server *srv, ol_span path)
+{
+    PyObject *p = ol_decode_path_latin1(srv, path);
+    Py_ssize_t root = PyUnicode_GET_LENGTH(srv->root_path);
+    if (p == NULL || root == 0)
+        return p;
+    if (PyUnicode_Tailmatch(p, srv->root_path, 0, root, -1) == 1 &&
+        (PyUnicode_GET_LENGTH(p) == root || PyUnicode_READ_CHAR(p, root) == '/')) {
+        PyObject *rest = PyUnicode_Substring(p, root, PyUnicode_GET_LENGTH(p));
+        Py_DECREF(p);
+        return rest;
+    }
+    return p;
+}
+
+static PyObject *build_environ(ol_conn *c, const ol_request *h, ol_req *r)
+{
+    ol_server *srv = c->server;
+    ol_state *st = srv->state;
+    PyObject **e = st->env;
+    ol_target t;
+    ol_split_target(h->target, &t);
+    PyObject *env = PyDict_New();
+    if (env == NULL)
+        return NULL;
+    int https = c->listener->ssl_context != NULL;
+    int err =
+        set(env, e[E_REQUEST_METHOD], Py_NewRef(r->method)) ||
+        set(env, e[E_SCRIPT_NAME], Py_NewRef(srv->root_path)) ||
+        set(env, e[E_PATH_INFO], path_info(srv, t.path)) ||
+        set(env, e[E_QUERY_STRING], latin1(t.query.base, t.query.len)) ||
+        set(env, e[E_RAW_URI], latin1(h->target.base, h->target.len)) ||
+        set(env, e[E_SERVER_PROTOCOL], Py_NewRef(e[h->version_minor ? E_HTTP_1_1 : E_HTTP_1_0])) ||
+        add_server_name(st, env, c, h) || add_remote(st, env, r->client) ||
+        add_headers(st, env, h) || set(env, e[E_WSGI_VERSION], Py_NewRef(e[E_V_WSGI_VERSION])) ||
+        set(env, e[E_WSGI_URL_SCHEME], Py_NewRef(e[https ? E_V_HTTPS : E_V_HTTP])) ||
+        set(env, e[E_WSGI_INPUT], Py_NewRef(r->input)) ||
+        set(env, e[E_WSGI_ERRORS], Py_NewRef(srv->errors_stream ? srv->errors_stream : Py_None)) ||
+        set(env, e[E_WSGI_MULTITHREAD], Py_NewRef(Py_True)) ||
+        set(env, e[E_WSGI_MULTIPROCESS], Py_NewRef(srv->cfg.multiprocess ? Py_True : Py_False)) ||
+        set(env, e[E_WSGI_RUN_ONCE], Py_NewRef(Py_False)) ||
+        set(env, e[E_WSGI_INPUT_TERMINATED], Py_NewRef(Py_True)) ||
+        set(env, e[E_WSGI_FILE_WRAPPER], Py_NewRef((PyObject *)st->file_wrapper_type));
+    if (err == 0 && srv->proxy_trusted != NULL)
+        err = ol_wsgi_proxy_headers(srv, r, env);
+    if (err != 0) {
+        Py_DECREF(env);
+        return NULL;
+    }
+    return env;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Running the app                                                          */
+
+/* A regular file with a descriptor, ready for sendfile(), or -1. */
+static int sendfile_fd(PyObject *result, ol_state *st, off_t *offset, off_t *size)
+{
+    if (Py_TYPE(result) != st->file_wrapper_type)
+        return -1;
+    PyObject *filelike = ((ol_file_wrapper *)result)->filelike;
+    PyObject *fdobj = PyObject_CallMethod(filelike, "fileno", NULL);
+    if (fdobj == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    int fd = (int)PyLong_AsLong(fdobj);
+    Py_DECREF(fdobj);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        PyErr_Clear();
+        return -1;
+    }
+    PyObject *pos = PyObject_CallMethod(filelike, "tell", NULL);
+    *offset = pos ? (off_t)PyLong_AsLongLong(pos) : 0;
+    Py_XDECREF(pos);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    *size = sb.st_size > *offset ? sb.st_size - *offset : 0;
+    return fd;
+}
+
+/* Send a file's bytes with sendfile(), GIL released. */
+static int send_file(ol_req *r, int fd, off_t offset, off_t size)
+{
+    ol_conn *c = r->conn;
+    if (!(r->flags & REQ_HAS_LENGTH)) {
+        r->flags |= REQ_HAS_LENGTH | REQ_ADDED_LENGTH;
+        r->content_length = (uint64_t)size;
+    } else if ((uint64_t)size > r->content_length) {
+        size = (off_t)r->content_length;
+    }
+    if (ol_response_body(r, "", 0, 1) < 0) /* the head */
+        return -1;
+    if ((r->flags & REQ_NO_BODY) || c == NULL)
+        return 0;
+    while (size > 0) {
+        ssize_t n;
+        int err;
+        Py_BEGIN_ALLOW_THREADS n = sendfile(c->fd, fd, &offset, (size_t)size);
+        err = errno;
+        Py_END_ALLOW_THREADS if (n > 0)
+        {
+            size -= n;
+            r->sent += (uint64_t)n;
+        }
+        else if (n == 0)
+        {
+            break; /* the file shrank */
+        }
+        else if (err == EAGAIN)
+        {
+            struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+            int ready;
+            Py_BEGIN_ALLOW_THREADS ready = poll(&p, 1, (int)(r->server->cfg.send_timeout * 1000));
+            Py_END_ALLOW_THREADS if (ready <= 0) return -1;
+        }
+        else if (err != EINTR)
+        {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int iterate_body(ol_req *r, PyObject *result)
+{
+    ol_state *st = r->server->state;
+    off_t offset, size;
+    int fd = sendfile_fd(result, st, &offset, &size);
+    if (fd >= 0 && r->conn != NULL && r->conn->tls == NULL && (r->flags & REQ_STARTED))
+        return send_file(r, fd, offset, size) < 0 ? -2 : ol_response_body(r, "", 0, 0);
+    if ((PyList_CheckExact(result) || PyTuple_CheckExact(result)) && !(r->flags & REQ_HAS_LENGTH) &&
+        (r->flags & REQ_STARTED)) {
+        /* A sequence's length is known before sending: Content-Length. */
+        PyObject *seq = result;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        uint64_t total = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+            if (!PyBytes_Check(item))
+                goto generic;
+            total += (uint64_t)PyBytes_GET_SIZE(item);
+        }
+        r->flags |= REQ_HAS_LENGTH | REQ_ADDED_LENGTH;
+        r->content_length = total;
+    }
+generic:;
+    PyObject *it = PyObject_GetIter(result);
+    if (it == NULL)
+        return -1;
+    PyObject *chunk;
+    while ((chunk = PyIter_Next(it)) != NULL) {
+        if (!PyBytes_Check(chunk)) {
+            PyErr_Format(PyExc_TypeError, "WSGI body items must be bytes, not %.100s",
+                         Py_TYPE(chunk)->tp_name);
+            Py_DECREF(chunk);
+            Py_DECREF(it);
+            return -1;
+        }
+        Py_ssize_t n = PyBytes_GET_SIZE(chunk);
+        int e = 0;
+        if (n > 0) {
+            if (!(r->flags & REQ_STARTED)) {
+                PyErr_SetString(PyExc_RuntimeError, "WSGI body started before start_response()");
+                e = -1;
+            } else if (ol_response_body(r, PyBytes_AS_STRING(chunk), (size_t)n, 1) < 0) {
+                e = PyErr_Occurred() ? -1 : -2;
+            }
+        }
+        Py_DECREF(chunk);
+        if (e < 0) {
+            Py_DECREF(it);
+            return e;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return -1;
+    if (!(r->flags & REQ_STARTED)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the WSGI app returned without calling start_response()");
+        return -1;
+    }
+    return ol_response_body(r, "", 0, 0) < 0 ? -2 : 0;
+}
+
+/* Always call the iterable's close(), whatever happened (PEP 3333). */
+static void close_result(ol_server *srv, PyObject *result)
+{
+    /* The app's own exception, if any, survives close() and its lookup. */
+    PyObject *exc = PyErr_GetRaisedException_compat();
+    PyObject *close = PyObject_GetAttrString(result, "close");
+    if (close == NULL) {
+        PyErr_Clear();
+    } else {
+        PyObject *r = PyObject_CallNoArgs(close);
+        Py_DECREF(close);
+        if (r == NULL)
+            ol_server_log_error(srv, "Exception in the WSGI iterable's close()");
+        Py_XDECREF(r);
+    }
+    PyErr_SetRaisedException_compat(exc);
+}
+
+/* Run the app for a request whose head is in the buffer. GIL held. */
+static void run_app(ol_conn *c, ol_req *r)
+{
+    ol_server *srv = c->server;
+    PyObject *start = PyCFunction_New(&start_response_def, (PyObject *)r);
+    PyObject *args[2] = {r->environ, start};
+    PyObject *result = start ? PyObject_Vectorcall(srv->app, args, 2, NULL) : NULL;
+    Py_XDECREF(start);
+    int e = -1;
+    if (result != NULL) {
+        e = iterate_body(r, result);
+        close_result(srv, result);
+        Py_DECREF(result);
+    }
+    if (e == -1) {
+        /* A request body the client broke (too large, too slow, gone) is the
+         * client's doing: one line, no traceback. */
+        if (r->error_status || PyErr_ExceptionMatches(srv->state->client_disconnected)) {
+            PyObject *exc = PyErr_GetRaisedException_compat();
+            PyObject *text = exc ? PyObject_Str(exc) : NULL;
+            const char *s = text ? PyUnicode_AsUTF8(text) : NULL;
+            PyErr_Clear();
+            ol_server_log_info(srv, s ? s : "request body error");
+            Py_XDECREF(text);
+            Py_XDECREF(exc);
+        } else {
+            ol_server_log_error(srv, "Exception in WSGI application");
+        }
+        int status = r->error_status ? r->error_status : 500;
+        ol_req_fail(r, status);
+    } else if (e == -2) {
+        PyErr_Clear(); /* the client went away while we wrote */
+        ol_req_fail(r, 0);
+    }
+}
+
+static int handle_request(ol_conn *c, const ol_request *h, size_t head_len)
+{
+    ol_server *srv = c->server;
+    if (ol_conn_refuse(c, h))
+        return 0;
+    ol_req *r = ol_req_new(c);
+    if (r == NULL || ol_req_set_head(r, h) < 0)
+        goto fail;
+    ol_input *in = PyObject_GC_New(ol_input, srv->state->input_type);
+    if (in == NULL)
+        goto fail;
+    in->request = (ol_req *)Py_NewRef(r);
+    in->buf = NULL;
+    in->pos = in->len = in->cap = 0;
+    PyObject_GC_Track(in);
+    r->input = (PyObject *)in;
+    r->environ = build_environ(c, h, r);
+    if (r->environ == NULL)
+        goto fail;
+    ol_conn_consume(c, head_len);
+    ol_conn_begin_body(c, h);
+    if ((h->flags & OL_REQ_EXPECT_CONTINUE) && !c->body_done && h->version_minor >= 1)
+        r->flags |= REQ_CONTINUE;
+    c->request = (ol_req *)Py_NewRef(r);
+    srv->active++;
+    run_app(c, r);
+    srv->active--;
+    /* Break the request <-> environ/input cycle now rather than in the GC. */
+    Py_CLEAR(r->environ);
+    if (r->input != NULL)
+        Py_CLEAR(((ol_input *)r->input)->request);
+    Py_CLEAR(r->input);
+    Py_DECREF(r);
+    return 0;
+fail:
+    Py_XDECREF(r);
+    ol_server_log_error(srv, "cannot start a WSGI request");
+    ol_conn_send_error(c, 500, "Internal Server Error");
+    return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The connection loop of a pool thread                                     */
+
+/*
+ * Answer every complete request in c's buffer. Called without the GIL by
+ * the pool thread that owns c after a read; takes the GIL around each
+ * request. Returns -1 if the connection was closed.
+ */
+int ol_wsgi_serve(ol_conn *c, PyThreadState **ts)
+{
+    ol_server *srv = c->server;
+    ol_header *fields = ol_pool_fields(srv);
+    for (;;) {
+        if (c->flags & (CONN_CLOSING | CONN_CLOSED))
+            break;
+        if (!c->body_done) {
+            int r = ol_conn_discard_body(c);
+            if (r == 0)
+                break;
+            if (r < 0) {
+                PyEval_RestoreThread(*ts);
+                ol_conn_close_gracefully(c);
+                *ts = PyEval_SaveThread();
+                break;
+            }
+        }
+        if (c->rlen == 0) {
+            ol_conn_release_idle_buffers(c);
+            break;
+        }
+        if (c->flags & CONN_IDLE) {
+            c->flags &= ~CONN_IDLE;
+            c->deadline = ol_now() + srv->cfg.header_timeout;
+        }
+        ol_request head = {.headers = fields};
+        int r = ol_parse_request(&c->parser, c->rbuf, c->rlen, &head, &srv->cfg.limits);
+        if (r == OL_INCOMPLETE)
+            break;
+        ol_parser_init(&c->parser);
+        PyEval_RestoreThread(*ts);
+        srv->now = ol_now();
+        if (r < 0)
+            ol_conn_send_error(c, ol_error_status(r), ol_strerror(r));
+        else if (!srv->draining)
+            handle_request(c, &head, (size_t)r);
+        else
+            ol_conn_close_gracefully(c);
+        *ts = PyEval_SaveThread();
+    }
+    return (c->flags & CONN_CLOSED) ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+
+int ol_wsgi_init_types(PyObject *module, ol_state *st)
+{
+    st->input_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &input_spec, NULL);
+    st->file_wrapper_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &wrapper_spec, NULL);
+    if (st->input_type == NULL || st->file_wrapper_type == NULL)
+        return -1;
+    return PyModule_AddType(module, st->file_wrapper_type);
+}

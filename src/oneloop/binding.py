@@ -1,0 +1,222 @@
+"""Listening sockets: --host/--port, --uds, --fd, -b HOST:PORT | unix:PATH |
+fd://N, systemd socket activation, and the TLS context."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config, ConfigError
+
+
+@dataclass
+class Listener:
+    sock: socket.socket
+    server_addr: Any  # scope["server"]: (host, port) or (path, None)
+    ssl_context: ssl.SSLContext | None
+    is_unix: bool
+    url: str
+    created_path: str | None = None  # a UNIX socket file this process made
+
+    def core_tuple(self) -> tuple:
+        return (self.sock, self.server_addr, self.ssl_context, self.is_unix)
+
+    def close(self) -> None:
+        """Close the socket; remove a UNIX socket file we created (never one
+        inherited through --fd or systemd)."""
+        self.sock.close()
+        if self.created_path:
+            try:
+                if stat.S_ISSOCK(os.stat(self.created_path).st_mode):
+                    os.unlink(self.created_path)
+            except OSError:
+                pass
+
+
+def parse_address(spec: str) -> tuple[str, Any]:
+    """('tcp', (host, port)) | ('unix', path) | ('fd', n) for a --bind value."""
+    if spec.startswith("unix:"):
+        path = spec[5:]
+        if not path:
+            raise ConfigError(f"--bind {spec!r}: empty UNIX socket path")
+        return "unix", path
+    if spec.startswith("fd://"):
+        try:
+            return "fd", int(spec[5:])
+        except ValueError:
+            raise ConfigError(f"--bind {spec!r}: fd:// needs a number") from None
+    if spec.startswith("["):
+        host, sep, port = spec[1:].partition("]")
+        if not sep:
+            raise ConfigError(f"--bind {spec!r}: unbalanced '['")
+        port = port.lstrip(":")
+    elif spec.count(":") == 1:
+        host, port = spec.split(":")
+    elif ":" in spec:  # a bare IPv6 address
+        host, port = spec, ""
+    else:
+        host, port = spec, ""
+    try:
+        number = int(port) if port else 8000
+    except ValueError:
+        raise ConfigError(f"--bind {spec!r}: port {port!r} is not a number") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"--bind {spec!r}: port {number} out of range")
+    return "tcp", (host or "0.0.0.0", number)
+
+
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_password() -> str:
+    """Password callback when none was given: never prompt on the terminal."""
+    raise _EncryptedKey
+
+
+def make_ssl_context(config: Config) -> ssl.SSLContext | None:
+    if not config.ssl_certfile:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    password = config.ssl_keyfile_password or _no_password
+    for option, path in (
+        ("--ssl-certfile", config.ssl_certfile),
+        ("--ssl-keyfile", config.ssl_keyfile),
+        ("--ssl-ca-certs", config.ssl_ca_certs),
+    ):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"cannot set up TLS: {option} {path}: no such file")
+    try:
+        ctx.load_cert_chain(config.ssl_certfile, config.ssl_keyfile, password)
+        if config.ssl_ca_certs:
+            ctx.load_verify_locations(config.ssl_ca_certs)
+        if config.ssl_ciphers:
+            ctx.set_ciphers(config.ssl_ciphers)
+    except _EncryptedKey:
+        raise ConfigError(
+            "cannot set up TLS: the private key is encrypted; give --ssl-keyfile-password"
+        ) from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot set up TLS: {exc}") from exc
+    ctx.verify_mode = {
+        "none": ssl.CERT_NONE,
+        "optional": ssl.CERT_OPTIONAL,
+        "required": ssl.CERT_REQUIRED,
+    }[config.ssl_cert_reqs]
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def _tcp(host: str, port: int, config: Config) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if config.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(config.backlog)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def _unix(path: str, config: Config) -> socket.socket:
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)  # a stale socket from an earlier run
+        else:
+            raise ConfigError(f"cannot listen on unix:{path}: the path exists and is not a socket")
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o777 & ~_umask())
+        sock.listen(config.backlog)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on unix:{path}: {exc.strerror}") from None
+    return sock
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _from_fd(fd: int) -> socket.socket:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"fd {fd} is not a usable socket: {exc.strerror}") from None
+    if sock.type != socket.SOCK_STREAM:
+        raise ConfigError(f"fd {fd} is not a stream socket")
+    return sock
+
+
+def _describe(sock: socket.socket, ssl_context: ssl.SSLContext | None) -> tuple[Any, bool, str]:
+    if sock.family == socket.AF_UNIX:
+        path = sock.getsockname()
+        path = path.decode() if isinstance(path, bytes) else path
+        return (path, None), True, f"unix:{path}"
+    host, port = sock.getsockname()[:2]
+    scheme = "https" if ssl_context else "http"
+    shown = f"[{host}]" if ":" in host else host
+    return (host, port), False, f"{scheme}://{shown}:{port}"
+
+
+def _specs(config: Config) -> list[tuple[str, Any]]:
+    if config.bind:
+        return [parse_address(b) for b in config.bind]
+    if config.uds:
+        return [("unix", config.uds)]
+    if config.fd is not None:
+        return [("fd", config.fd)]
+    listen_fds = systemd_fds()
+    if listen_fds:
+        return [("fd", fd) for fd in listen_fds]
+    return [("tcp", (config.host, config.port))]
+
+
+def systemd_fds() -> list[int]:
+    """Sockets passed by systemd socket activation (LISTEN_FDS), if meant for us."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    return list(range(3, 3 + count))
+
+
+def open_listeners(config: Config) -> list[Listener]:
+    ssl_context = make_ssl_context(config)
+    listeners: list[Listener] = []
+    try:
+        for kind, where in _specs(config):
+            if kind == "tcp":
+                sock = _tcp(where[0], where[1], config)
+            elif kind == "unix":
+                sock = _unix(where, config)
+            else:
+                sock = _from_fd(where)
+            sock.setblocking(False)
+            addr, is_unix, url = _describe(sock, ssl_context)
+            created = where if kind == "unix" else None
+            listeners.append(Listener(sock, addr, ssl_context, is_unix, url, created))
+    except BaseException:
+        for listener in listeners:
+            listener.sock.close()
+        raise
+    return listeners

@@ -1,0 +1,290 @@
+"""Configuration: every option in one table, resolved once into a Config.
+
+Each option can be given on the command line, as an environment variable
+ONELOOP_<NAME> (for example ONELOOP_TIMEOUT_KEEP_ALIVE=10), or as a keyword
+to oneloop.run(). The command line wins over the environment, which wins
+over the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from . import __version__
+
+
+class ConfigError(Exception):
+    """A bad option value; the CLI prints it as one line and exits 2."""
+
+
+def _positive_int(value: Any) -> int:
+    n = int(value)
+    if n < 1:
+        raise ValueError("must be at least 1")
+    return n
+
+
+def _non_negative_int(value: Any) -> int:
+    n = int(value)
+    if n < 0:
+        raise ValueError("must not be negative")
+    return n
+
+
+def _non_negative_float(value: Any) -> float:
+    n = float(value)
+    if n < 0:
+        raise ValueError("must not be negative")
+    return n
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _choice(*choices: str):
+    def parse(value: Any) -> str:
+        text = str(value).lower()
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    parse.choices = choices  # type: ignore[attr-defined]
+    return parse
+
+
+def _csv(value: Any) -> list[str]:
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def _default_threads() -> int:
+    return 16
+
+
+@dataclass
+class Config:
+    """Resolved options of one oneloop server (see `oneloop --help`)."""
+
+    app: Any = None
+    factory: bool = False
+    app_dir: str = "."
+    interface: str = "auto"
+    # Binding
+    host: str = "127.0.0.1"
+    port: int = 8000
+    uds: str | None = None
+    fd: int | None = None
+    bind: list[str] = field(default_factory=list)
+    backlog: int = 2048
+    reuse_port: bool = False
+    # TLS
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_keyfile_password: str | None = None
+    ssl_ca_certs: str | None = None
+    ssl_cert_reqs: str = "none"
+    ssl_ciphers: str | None = None
+    # Event loop and app
+    loop: str = "auto"
+    lifespan: str = "auto"
+    threads: int = field(default_factory=_default_threads)
+    root_path: str = ""
+    # Proxies
+    proxy_headers: bool = True
+    forwarded_allow_ips: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Logging
+    log_level: str = "info"
+    log_config: str | None = None
+    access_log: bool = True
+    access_logformat: str = '%(h)s - "%(r)s" %(s)s %(b)s'
+    # HTTP
+    server_header: bool = True
+    date_header: bool = True
+    limit_request_line: int = 8190
+    limit_request_fields: int = 100
+    limit_request_field_size: int = 8190
+    limit_request_body: int = 0
+    timeout_keep_alive: float = 5.0
+    timeout_request_head: float = 10.0
+    timeout_request_body: float = 30.0
+    timeout_send: float = 60.0
+    timeout_graceful_shutdown: float = 30.0
+    max_keep_alive_requests: int = 0
+    # Process model (filled in by later features; one worker for now)
+    workers: int = 1
+
+    def listen_urls(self) -> list[str]:
+        scheme = "https" if self.ssl_certfile else "http"
+        if self.bind:
+            return [b if "://" in b else f"{scheme}://{b}" for b in self.bind]
+        if self.uds:
+            return [f"unix:{self.uds}"]
+        if self.fd is not None:
+            return [f"fd://{self.fd}"]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return [f"{scheme}://{host}:{self.port}"]
+
+
+# name -> (parser, help). The order is the order of `oneloop --help`.
+OPTIONS: dict[str, tuple[Any, str]] = {
+    "factory": (_bool, "treat APP as a factory: call it with no arguments to get the app"),
+    "app_dir": (str, "directory to import the app from (default: the current one)"),
+    "interface": (
+        _choice("auto", "asgi", "asgi3", "asgi2", "wsgi"),
+        "application interface (default: auto, detected from the app)",
+    ),
+    "host": (str, "address to bind (default: 127.0.0.1; '::' for all IPv6 and IPv4)"),
+    "port": (_non_negative_int, "port to bind (default: 8000)"),
+    "uds": (str, "bind to this UNIX domain socket path instead"),
+    "fd": (_non_negative_int, "serve on this already-listening file descriptor"),
+    "bind": (
+        str,
+        "HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N; repeatable, overrides --host/--port",
+    ),
+    "backlog": (_positive_int, "listen backlog (default: 2048)"),
+    "reuse_port": (_bool, "set SO_REUSEPORT on listening sockets"),
+    "ssl_certfile": (str, "TLS certificate file (PEM); enables HTTPS"),
+    "ssl_keyfile": (str, "TLS private key file (PEM)"),
+    "ssl_keyfile_password": (str, "password of the private key"),
+    "ssl_ca_certs": (str, "CA certificates for verifying client certificates"),
+    "ssl_cert_reqs": (
+        _choice("none", "optional", "required"),
+        "client certificate requirement (default: none)",
+    ),
+    "ssl_ciphers": (str, "OpenSSL cipher list"),
+    "loop": (
+        _choice("auto", "asyncio", "uvloop"),
+        "event loop (default: auto = uvloop when installed)",
+    ),
+    "lifespan": (_choice("auto", "on", "off"), "ASGI lifespan protocol (default: auto)"),
+    "threads": (
+        _positive_int,
+        "WSGI threads per worker (default: 16); one thread serves while views are fast",
+    ),
+    "root_path": (str, "mount point of the app: ASGI root_path, WSGI SCRIPT_NAME"),
+    "proxy_headers": (
+        _bool,
+        "trust X-Forwarded-For/-Proto from --forwarded-allow-ips (default: on)",
+    ),
+    "forwarded_allow_ips": (
+        _csv,
+        "comma-separated proxy addresses or networks to trust, or '*' "
+        "(default: 127.0.0.1,::1; env FORWARDED_ALLOW_IPS also works)",
+    ),
+    "log_level": (
+        _choice("critical", "error", "warning", "info", "debug"),
+        "log level (default: info)",
+    ),
+    "log_config": (str, "logging configuration file: .json (dictConfig) or .ini (fileConfig)"),
+    "access_log": (_bool, "log each request (default: on)"),
+    "access_logformat": (str, "access log format with gunicorn's atoms, e.g. '%%(h)s %%(r)s'"),
+    "server_header": (_bool, "send 'Server: oneloop' (default: on)"),
+    "date_header": (_bool, "send a Date header (default: on)"),
+    "limit_request_line": (
+        _positive_int,
+        "longest request line in bytes, else 414 (default: 8190)",
+    ),
+    "limit_request_fields": (_positive_int, "most header fields, else 431 (default: 100)"),
+    "limit_request_field_size": (
+        _positive_int,
+        "longest header field in bytes, else 431 (default: 8190)",
+    ),
+    "limit_request_body": (
+        _non_negative_int,
+        "largest request body in bytes, else 413 (default: 0 = no limit)",
+    ),
+    "timeout_keep_alive": (
+        _non_negative_float,
+        "seconds an idle keep-alive connection is kept (default: 5)",
+    ),
+    "timeout_request_head": (
+        _non_negative_float,
+        "seconds to receive a whole request head, however slowly it trickles (default: 10)",
+    ),
+    "timeout_request_body": (
+        _non_negative_float,
+        "seconds to wait for more of a request body (default: 30)",
+    ),
+    "timeout_send": (
+        _non_negative_float,
+        "seconds a client may take to accept response bytes (default: 60)",
+    ),
+    "timeout_graceful_shutdown": (
+        _non_negative_float,
+        "seconds to let in-flight requests finish on shutdown (default: 30)",
+    ),
+    "max_keep_alive_requests": (
+        _non_negative_int,
+        "requests per connection before closing it (default: 0 = no limit)",
+    ),
+}
+
+# Options that take no value on the command line (--flag / --no-flag).
+FLAGS = {
+    "factory",
+    "reuse_port",
+    "proxy_headers",
+    "access_log",
+    "server_header",
+    "date_header",
+}
+
+
+def env_name(option: str) -> str:
+    return "ONELOOP_" + option.upper()
+
+
+def from_environ(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Options set through ONELOOP_* variables (and FORWARDED_ALLOW_IPS)."""
+    environ = os.environ if environ is None else environ
+    found: dict[str, Any] = {}
+    if "FORWARDED_ALLOW_IPS" in environ:
+        found["forwarded_allow_ips"] = environ["FORWARDED_ALLOW_IPS"]
+    for name in OPTIONS:
+        key = env_name(name)
+        if key in environ:
+            found[name] = environ[key]
+    if "ONELOOP_APP" in environ:
+        found["app"] = environ["ONELOOP_APP"]
+    return found
+
+
+def build(values: dict[str, Any]) -> Config:
+    """A Config from raw values (strings or Python values); ConfigError on bad ones."""
+    config = Config()
+    known = {f.name for f in fields(Config)}
+    for name, raw in values.items():
+        if name not in known:
+            raise ConfigError(f"unknown option {name!r}")
+        if raw is None:
+            continue
+        parser = OPTIONS.get(name, (lambda v: v, ""))[0]
+        try:
+            if name == "bind":
+                value = [raw] if isinstance(raw, str) else list(raw)
+            else:
+                value = parser(raw)
+        except (TypeError, ValueError) as exc:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"invalid value for {flag}: {raw!r} ({exc})") from None
+        setattr(config, name, value)
+    if config.ssl_keyfile and not config.ssl_certfile:
+        raise ConfigError("--ssl-keyfile needs --ssl-certfile")
+    return config
+
+
+def version_line() -> str:
+    import platform
+
+    return f"oneloop {__version__} ({platform.python_implementation()} {platform.python_version()})"

@@ -1,0 +1,138 @@
+"""Logging: the error log ("oneloop.error"), the access log ("oneloop.access")
+with gunicorn's format atoms, and the hooks the C core calls."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import os
+import sys
+import time
+from typing import Any
+
+from .config import Config, ConfigError
+
+error_log = logging.getLogger("oneloop.error")
+access_log = logging.getLogger("oneloop.access")
+
+DEFAULT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+
+
+def configure(config: Config) -> None:
+    """Set up logging once per process, from --log-config or the defaults."""
+    level = getattr(logging, config.log_level.upper())
+    if config.log_config:
+        _load_config_file(config.log_config)
+    else:
+        _default_handlers()
+    error_log.setLevel(level)
+    access_log.setLevel(logging.INFO if config.access_log else logging.CRITICAL + 1)
+    if level > logging.INFO:
+        access_log.setLevel(max(level, access_log.level))
+
+
+def _default_handlers() -> None:
+    for logger, stream in ((error_log, sys.stderr), (access_log, sys.stdout)):
+        if not logger.handlers:
+            handler = logging.StreamHandler(stream)
+            handler.setFormatter(logging.Formatter(DEFAULT_FORMAT, "%Y-%m-%d %H:%M:%S %z"))
+            logger.addHandler(handler)
+        logger.propagate = False
+
+
+def _load_config_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise ConfigError(f"--log-config: no such file: {path}")
+    try:
+        if path.endswith(".json"):
+            with open(path, encoding="utf-8") as f:
+                logging.config.dictConfig(json.load(f))
+        else:
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except Exception as exc:
+        raise ConfigError(f"--log-config {path}: {exc}") from exc
+
+
+def on_error(level: str, message: str, exc: BaseException | None) -> None:
+    """Hook of the C core for server-side events; exc carries a traceback."""
+    if level in ("debug", "info"):
+        log = error_log.debug if level == "debug" else error_log.info
+        if exc is not None:
+            log("%s: %r", message, exc)
+        else:
+            log("%s", message)
+        return
+    if exc is not None:
+        error_log.error("%s", message, exc_info=(type(exc), exc, exc.__traceback__))
+    else:
+        error_log.error("%s", message)
+
+
+class _Atoms(dict):
+    """gunicorn's access-log atoms, computed when a format asks for them."""
+
+    def __init__(self, request: Any) -> None:
+        super().__init__()
+        self.request = request
+
+    def __missing__(self, key: str) -> str:
+        value = self._compute(key)
+        self[key] = value
+        return value
+
+    def _header(self, pairs: Any, name: str) -> str:
+        wanted = name.lower().encode("latin-1")
+        for k, v in pairs or ():
+            key = k if isinstance(k, bytes) else str(k).encode("latin-1")
+            if key.lower() == wanted:
+                return v.decode("latin-1") if isinstance(v, bytes) else str(v)
+        return "-"
+
+    def _compute(self, key: str) -> str:
+        r = self.request
+        if key.startswith("{") and key.endswith("}i"):
+            return self._header(r.request_headers, key[1:-2])
+        if key.startswith("{") and key.endswith("}o"):
+            return self._header(r.response_headers, key[1:-2])
+        target = r.target.decode("latin-1") if r.target else "-"
+        path, _, query = target.partition("?")
+        client = r.client
+        duration = r.duration
+        simple = {
+            "h": client[0] if client else "-",
+            "l": "-",
+            "u": "-",
+            "t": time.strftime("[%d/%b/%Y:%H:%M:%S %z]"),
+            "r": f"{r.method} {target} HTTP/{r.http_version}",
+            "m": r.method or "-",
+            "U": path,
+            "q": query,
+            "H": f"HTTP/{r.http_version}",
+            "s": str(r.status),
+            "B": str(r.sent),
+            "b": str(r.sent) if r.sent else "-",
+            "f": self._header(r.request_headers, "referer"),
+            "a": self._header(r.request_headers, "user-agent"),
+            "T": str(int(duration)),
+            "D": str(int(duration * 1_000_000)),
+            "M": str(int(duration * 1000)),
+            "L": f"{duration:.6f}",
+            "p": f"<{os.getpid()}>",
+        }
+        return simple.get(key, "-")
+
+
+def make_access_hook(config: Config):
+    """The C core's on_access hook, or None when access logging is off."""
+    if not config.access_log or not access_log.isEnabledFor(logging.INFO):
+        return None
+    fmt = config.access_logformat
+
+    def on_access(request: Any) -> None:
+        try:
+            access_log.info(fmt % _Atoms(request))
+        except Exception:
+            error_log.exception("cannot format the access log line with %r", fmt)
+
+    return on_access

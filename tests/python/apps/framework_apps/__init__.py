@@ -1,0 +1,1 @@
+"""Real framework apps served by oneloop in the framework tests."""
