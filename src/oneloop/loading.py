@@ -54,7 +54,7 @@ def _is_async(fn: Any) -> bool:
     """A coroutine function, or an object whose class has an async __call__."""
     if inspect.iscoroutinefunction(fn):
         return True
-    call = getattr(type(fn), "__call__", None)
+    call = inspect.getattr_static(type(fn), "__call__", None)
     return not inspect.isroutine(fn) and inspect.iscoroutinefunction(call)
 
 
