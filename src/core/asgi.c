@@ -575,374 +575,30 @@ static PyObject *build_scope(ol_conn *c, const ol_request *h, ol_req *r)
 }
 
 /* ------------------------------------------------------------------------ */
-/* The host task driver                                                     */
-
-typedef struct ol_driver {
-    PyObject_HEAD ol_server *server; /* strong */
-    ol_conn *conn;                   /* counted; NULL once detached from its connection */
-    PyObject *task;                  /* the host task */
-    PyObject *coro;                  /* the app's coroutine (or awaitable's iterator) */
-    PyObject *yielded;               /* what it yielded outside the task, for the task */
-    PyObject *idle;                  /* future the task waits on between requests */
-    PyObject *context;               /* the request's contextvars.Context */
-    ol_req *request;
-    int ended;     /* the task has finished */
-    int suspended; /* the current coroutine has been stepped by the task */
-} ol_driver;
+/* Running the app on the connection's host task (driver.c)                */
 
 static void app_finished(ol_req *r, PyObject *exc);
 
-/* Between requests the task waits on a fresh future. A detached driver has
- * nothing to wait for and lets its task end. */
-static PySendResult driver_park(ol_driver *d, PyObject **result)
+static void app_done(PyObject *owner, PyObject *result, PyObject *exc)
 {
-    Py_CLEAR(d->idle);
-    if (d->conn == NULL) {
-        d->ended = 1;
-        *result = Py_NewRef(Py_None);
-        return PYGEN_RETURN;
-    }
-    d->idle = new_future(d->server);
-    if (d->idle == NULL ||
-        PyObject_SetAttrString(d->idle, "_asyncio_future_blocking", Py_True) < 0) {
-        *result = NULL;
-        return PYGEN_ERROR;
-    }
-    *result = Py_NewRef(d->idle);
-    return PYGEN_NEXT;
+    (void)result;
+    app_finished((ol_req *)owner, exc);
 }
 
-static PyObject *fetch_exception(void)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    if (type == NULL)
-        return NULL;
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL)
-        PyException_SetTraceback(value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-}
-
-/* Between requests the host task's cancellation count is back to zero:
- * what one request cancelled (and swallowed, or left to a TaskGroup that
- * does not uncancel) must not be seen by the next. */
-static void reset_cancel_count(ol_driver *d)
-{
-    for (int i = 0; i < 64; i++) {
-        PyObject *n = PyObject_CallMethod(d->task, "cancelling", NULL);
-        long count = n ? PyLong_AsLong(n) : 0;
-        Py_XDECREF(n);
-        if (count <= 0)
-            break;
-        PyObject *u = PyObject_CallMethod(d->task, "uncancel", NULL);
-        if (u == NULL)
-            break;
-        Py_DECREF(u);
-    }
-    PyErr_Clear();
-}
-
-/* The coroutine returned or raised: settle the request. */
-static void driver_finish(ol_driver *d, PyObject *exc)
-{
-    ol_req *r = d->request;
-    d->request = NULL;
-    Py_CLEAR(d->coro);
-    Py_CLEAR(d->context);
-    if (r != NULL) {
-        app_finished(r, exc);
-        Py_DECREF(r);
-    }
-    if (d->task != NULL && (d->suspended || exc != NULL))
-        reset_cancel_count(d);
-    d->suspended = 0;
-}
-
-/*
- * One step of the app's coroutine, inside the request's context. Returns
- * PYGEN_NEXT with what it yielded, or PYGEN_RETURN once it is over, however
- * it ended: its result or exception has then been handed to the request
- * (app_finished), never to the host task.
- */
-static PySendResult driver_run(ol_driver *d, PyObject *value, PyObject *exc, PyObject **result)
-{
-    PySendResult st;
-    *result = NULL;
-    if (PyContext_Enter(d->context) < 0) {
-        st = PYGEN_ERROR;
-    } else {
-        if (exc == NULL) {
-            st = PyIter_Send(d->coro, value, result);
-        } else {
-            *result = PyObject_CallMethod(d->coro, "throw", "O", exc);
-            st = *result != NULL ? PYGEN_NEXT : PYGEN_ERROR;
-            if (st == PYGEN_ERROR && PyErr_ExceptionMatches(PyExc_StopIteration)) {
-                PyErr_Clear();
-                st = PYGEN_RETURN;
-            }
-        }
-        PyContext_Exit(d->context);
-    }
-    if (st == PYGEN_NEXT)
-        return st;
-    PyObject *error = st == PYGEN_ERROR ? fetch_exception() : NULL;
-    Py_CLEAR(*result);
-    driver_finish(d, error);
-    Py_XDECREF(error);
-    return PYGEN_RETURN;
-}
-
-/* A step taken by the host task: when the coroutine is over, park. */
-static PySendResult driver_task_step(ol_driver *d, PyObject *value, PyObject *exc,
-                                     PyObject **result)
-{
-    if (driver_run(d, value, exc, result) == PYGEN_NEXT)
-        return PYGEN_NEXT;
-    return driver_park(d, result);
-}
-
-static PySendResult driver_am_send(ol_driver *d, PyObject *arg, PyObject **result)
-{
-    d->suspended = d->coro != NULL;
-    if (d->yielded != NULL) {
-        *result = d->yielded;
-        d->yielded = NULL;
-        return PYGEN_NEXT;
-    }
-    if (d->coro != NULL)
-        return driver_task_step(d, arg, NULL, result);
-    return driver_park(d, result);
-}
-
-/* The generator-style result of a send/throw for callers that use methods. */
-static PyObject *as_method_result(PySendResult st, PyObject *result)
-{
-    if (st == PYGEN_NEXT)
-        return result;
-    if (st == PYGEN_RETURN) {
-        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, result);
-        Py_DECREF(result);
-        if (stop != NULL) {
-            PyErr_SetObject(PyExc_StopIteration, stop);
-            Py_DECREF(stop);
-        }
-    }
-    return NULL;
-}
-
-static PyObject *driver_send(ol_driver *d, PyObject *arg)
-{
-    PyObject *result;
-    PySendResult st = driver_am_send(d, arg, &result);
-    return as_method_result(st, result);
-}
-
-static PyObject *driver_throw(ol_driver *d, PyObject *args)
-{
-    PyObject *typ, *val = NULL, *tb = NULL;
-    if (!PyArg_UnpackTuple(args, "throw", 1, 3, &typ, &val, &tb))
-        return NULL;
-    PyObject *exc = PyExceptionInstance_Check(typ)    ? Py_NewRef(typ)
-                    : (val != NULL && val != Py_None) ? Py_NewRef(val)
-                                                      : PyObject_CallNoArgs(typ);
-    if (exc == NULL)
-        return NULL;
-    if (d->coro == NULL) { /* nothing to cancel: the task itself ends */
-        d->ended = 1;
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-        return NULL;
-    }
-    if (d->yielded != NULL) { /* the future the app awaits, not yet the task's */
-        PyObject *r = PyObject_CallMethod(d->yielded, "cancel", NULL);
-        if (r == NULL)
-            PyErr_Clear();
-        Py_XDECREF(r);
-        Py_CLEAR(d->yielded);
-    }
-    PyObject *result;
-    PySendResult st = driver_task_step(d, NULL, exc, &result);
-    Py_DECREF(exc);
-    return as_method_result(st, result);
-}
-
-static PyObject *driver_close(ol_driver *d, PyObject *unused)
-{
-    (void)unused;
-    Py_CLEAR(d->yielded);
-    if (d->coro != NULL) {
-        PyObject *r = PyObject_CallMethod(d->coro, "close", NULL);
-        if (r == NULL)
-            PyErr_Clear();
-        Py_XDECREF(r);
-        driver_finish(d, NULL);
-    }
-    d->ended = 1;
-    Py_RETURN_NONE;
-}
-
-static PyObject *driver_await(PyObject *self)
-{
-    return Py_NewRef(self);
-}
-
-static int driver_traverse(ol_driver *d, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(d));
-    Py_VISIT((PyObject *)d->server);
-    Py_VISIT(d->task);
-    Py_VISIT(d->coro);
-    Py_VISIT(d->yielded);
-    Py_VISIT(d->idle);
-    Py_VISIT(d->context);
-    Py_VISIT((PyObject *)d->request);
-    return 0;
-}
-
-static int driver_clear(ol_driver *d)
-{
-    Py_CLEAR(d->task);
-    Py_CLEAR(d->coro);
-    Py_CLEAR(d->yielded);
-    Py_CLEAR(d->idle);
-    Py_CLEAR(d->context);
-    Py_CLEAR(d->request);
-    return 0;
-}
-
-static void driver_dealloc(ol_driver *d)
-{
-    PyTypeObject *type = Py_TYPE(d);
-    PyObject_GC_UnTrack(d);
-    if (d->conn != NULL)
-        ol_conn_decref(d->conn);
-    driver_clear(d);
-    Py_XDECREF(d->server);
-    type->tp_free((PyObject *)d);
-    Py_DECREF(type);
-}
-
-static PyMethodDef driver_methods[] = {
-    {"send", (PyCFunction)driver_send, METH_O, NULL},
-    {"throw", (PyCFunction)driver_throw, METH_VARARGS, NULL},
-    {"close", (PyCFunction)driver_close, METH_NOARGS, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot driver_slots[] = {
-    {Py_tp_doc, "Coroutine of a connection's host task: runs the app's coroutines."},
-    {Py_am_await, driver_await},
-    {Py_am_send, driver_am_send},
-    {Py_tp_methods, driver_methods},
-    {Py_tp_traverse, driver_traverse},
-    {Py_tp_clear, driver_clear},
-    {Py_tp_dealloc, driver_dealloc},
-    {0, NULL},
-};
-
-static PyType_Spec driver_spec = {
-    .name = "oneloop._core.Driver",
-    .basicsize = sizeof(ol_driver),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = driver_slots,
-};
-
-static ol_driver *driver_new(ol_conn *c)
-{
-    ol_server *srv = c->server;
-    ol_driver *d = PyObject_GC_New(ol_driver, srv->state->driver_type);
-    if (d == NULL)
-        return NULL;
-    memset((char *)d + sizeof(PyObject), 0, sizeof(ol_driver) - sizeof(PyObject));
-    d->server = (ol_server *)Py_NewRef(srv);
-    d->conn = c;
-    ol_conn_incref(c);
-    PyObject_GC_Track(d);
-    d->task = PyObject_CallMethod(srv->loop, "create_task", "O", d);
-    if (d->task == NULL) {
-        Py_DECREF(d);
-        return NULL;
-    }
-    return d;
-}
-
-/* The connection closes or moves on: the driver finishes what it runs and
- * then lets its task end. */
-void ol_driver_detach(PyObject *driver)
-{
-    ol_driver *d = (ol_driver *)driver;
-    if (d->conn != NULL) {
-        ol_conn *c = d->conn;
-        d->conn = NULL;
-        ol_conn_decref(c);
-    }
-    if (d->idle != NULL && d->coro == NULL) {
-        PyObject *idle = d->idle;
-        d->idle = NULL;
-        resolve(idle, Py_None, NULL);
-        Py_DECREF(idle);
-    }
-}
-
-/* The driver of connection c, ready for a new coroutine. */
+/* The connection's driver, ready for a new coroutine. One still running the
+ * previous app (work after its response) keeps running it, released. */
 static ol_driver *driver_for(ol_conn *c)
 {
     ol_driver *d = (ol_driver *)c->driver;
-    if (d != NULL && d->coro == NULL && !d->ended)
+    if (d != NULL && ol_driver_ready(d))
         return d;
-    if (d != NULL) { /* still running the previous app, or its task died */
-        ol_driver_detach(c->driver);
+    if (d != NULL) {
+        ol_driver_release(d);
         Py_CLEAR(c->driver);
     }
-    d = driver_new(c);
+    d = ol_driver_new(c->server);
     c->driver = (PyObject *)d;
     return d;
-}
-
-static int call_task_hook(ol_server *srv, PyObject *hook, PyObject *task)
-{
-    PyObject *args[2] = {srv->loop, task};
-    PyObject *r = PyObject_Vectorcall(hook, args, 2, NULL);
-    Py_XDECREF(r);
-    return r == NULL ? -1 : 0;
-}
-
-/* Run the first step of the app's coroutine inside the host task. */
-static int driver_start(ol_conn *c, ol_req *r, PyObject *coro)
-{
-    ol_server *srv = c->server;
-    ol_state *st = srv->state;
-    ol_driver *d = driver_for(c);
-    if (d == NULL)
-        return -1;
-    PyObject *context = PyContext_Copy(srv->base_context);
-    if (context == NULL || call_task_hook(srv, st->enter_task, d->task) < 0) {
-        Py_XDECREF(context);
-        return -1;
-    }
-    d->context = context;
-    d->request = (ol_req *)Py_NewRef(r);
-    d->coro = Py_NewRef(coro);
-    PyObject *result;
-    PySendResult status = driver_run(d, Py_None, NULL, &result);
-    if (call_task_hook(srv, st->leave_task, d->task) < 0)
-        ol_server_log_error(srv, "cannot leave the host task");
-    if (status == PYGEN_NEXT) {
-        /* Suspended: the host task takes over from here. */
-        d->yielded = result;
-        if (d->idle != NULL) {
-            PyObject *idle = d->idle;
-            d->idle = NULL;
-            resolve(idle, Py_None, NULL);
-            Py_DECREF(idle);
-        }
-        return 0;
-    }
-    return 0; /* finished in one step: no task, no future */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1016,10 +672,14 @@ static int start_app(ol_conn *c, ol_req *r, PyObject *scope)
     Py_XDECREF(send);
     if (coro != NULL)
         coro = as_steppable(coro);
-    int e = coro != NULL ? driver_start(c, r, coro) : -1;
-    Py_XDECREF(coro);
+    ol_driver *d = coro != NULL ? driver_for(c) : NULL;
+    int e = -1;
+    if (d != NULL)
+        e = ol_driver_start(d, coro, PyContext_Copy(srv->base_context), app_done, (PyObject *)r);
+    else
+        Py_XDECREF(coro);
     if (e < 0 && !(r->flags & REQ_COMPLETE)) {
-        PyObject *exc = fetch_exception();
+        PyObject *exc = PyErr_GetRaisedException_compat();
         app_finished(r, exc);
         Py_XDECREF(exc);
     }
@@ -1057,7 +717,7 @@ int ol_asgi_dispatch(ol_conn *c, const ol_request *h, size_t head_len)
 int ol_asgi_init_types(PyObject *module, ol_state *st)
 {
     st->ready_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ready_spec, NULL);
-    st->driver_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &driver_spec, NULL);
+    st->driver_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ol_driver_spec, NULL);
     if (st->ready_type == NULL || st->driver_type == NULL)
         return -1;
     st->done = ready_new(st, Py_NewRef(Py_None));

@@ -103,7 +103,7 @@ PyObject *ol_conn_client(ol_conn *c)
 static void release_python(ol_conn *c)
 {
     if (c->driver != NULL) {
-        ol_driver_detach(c->driver);
+        ol_driver_release((ol_driver *)c->driver);
         Py_CLEAR(c->driver);
     }
     Py_CLEAR(c->client);

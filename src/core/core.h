@@ -80,6 +80,7 @@ typedef struct ol_state {
     PyTypeObject *ready_type;
     PyTypeObject *input_type;
     PyTypeObject *file_wrapper_type;
+    PyTypeObject *call_type;
     PyObject *done;                /* awaitable that completes at once with None */
     PyObject *enter_task;          /* asyncio.tasks._enter_task */
     PyObject *leave_task;          /* asyncio.tasks._leave_task */
@@ -281,6 +282,24 @@ struct ol_server {
     ol_date_cache date;
     double now;    /* monotonic seconds, refreshed per wake-up */
     ol_pool *pool; /* WSGI threads */
+
+    /* The bridge (bridge.c): calls from threads to coroutines on the loop. */
+    int bridgefd;
+    int bridge_lock_ready;
+    pthread_mutex_t bridge_lock;
+    struct ol_call *bridge_queue, *bridge_queue_tail, *bridge_cancels;
+    PyObject *bridge_drivers; /* host task drivers for bridged calls */
+    unsigned long loop_thread;
+    double async_timeout;     /* --timeout-async; 0 = none */
+
+    /* The loop-stall watchdog (watchdog.c). */
+    int beatfd;
+    double loop_beat;         /* when the loop last proved alive */
+    PyObject *running;        /* the driver whose coroutine the loop is running (borrowed) */
+    double stall_threshold;   /* --loop-stall-warning; 0 = off */
+    PyObject *on_stall;       /* on_stall(seconds, driver, loop_thread_id) */
+    pthread_t watch_thread;
+    int watch_started, watch_stop;
 };
 
 double ol_now(void);
@@ -372,17 +391,43 @@ int ol_wsgi_proxy_headers(ol_server *srv, ol_req *r, PyObject *environ);
 /* ------------------------------------------------------------------------ */
 /* ASGI (asgi.c), WSGI (wsgi.c) and the WSGI pool (pool.c)                  */
 
+/* Host tasks (driver.c). */
+typedef struct ol_driver ol_driver;
+typedef void (*ol_done_fn)(PyObject *owner, PyObject *result, PyObject *exc);
+extern PyType_Spec ol_driver_spec;
+ol_driver *ol_driver_new(ol_server *srv);
+int ol_driver_ready(const ol_driver *d);
+void ol_driver_release(ol_driver *d);
+int ol_driver_start(ol_driver *d, PyObject *coro, PyObject *context, ol_done_fn done,
+                    PyObject *owner);
+void ol_driver_cancel(ol_driver *d);
+
 int ol_asgi_init_types(PyObject *module, ol_state *st);
 int ol_asgi_dispatch(ol_conn *c, const ol_request *head, size_t head_len);
 void ol_asgi_on_body(ol_req *r);
 void ol_asgi_on_disconnect(ol_req *r);
 void ol_asgi_on_eof(ol_req *r);
 void ol_asgi_on_drain(ol_req *r);
-void ol_driver_detach(PyObject *driver);
 PyObject *ol_method_str(ol_state *st, const ol_request *head);
 
 int ol_wsgi_init_types(PyObject *module, ol_state *st);
 int ol_wsgi_serve(ol_conn *c, PyThreadState **ts);
+/* Read the rest of the request's body into memory (up to a cap) so code on
+ * the loop thread can read it without waiting for the client. */
+int ol_wsgi_buffer_body(ol_req *r);
+extern __thread ol_req *ol_current_request; /* the WSGI request this thread serves */
+
+/* The watchdog (watchdog.c). */
+int ol_watch_start(ol_server *srv);
+void ol_watch_stop(ol_server *srv);
+PyObject *ol_watch_beat(ol_server *srv, PyObject *unused);
+
+/* The bridge (bridge.c). */
+extern PyType_Spec ol_call_spec;
+int ol_bridge_open(ol_server *srv);
+void ol_bridge_close(ol_server *srv);
+PyObject *ol_bridge_run(ol_server *srv, PyObject *unused);
+PyObject *ol_bridge_call(ol_server *srv, PyObject *const *args, Py_ssize_t nargs);
 
 void ol_pool_lock(ol_server *srv);
 void ol_pool_unlock(ol_server *srv);

@@ -355,6 +355,9 @@ static int module_exec(PyObject *module)
         return -1;
     if (ol_asgi_init_types(module, st) < 0 || ol_wsgi_init_types(module, st) < 0)
         return -1;
+    st->call_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ol_call_spec, NULL);
+    if (st->call_type == NULL)
+        return -1;
     return PyModule_AddObjectRef(module, "Driver", (PyObject *)st->driver_type);
 }
 
@@ -367,6 +370,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->ready_type);
     Py_VISIT(st->input_type);
     Py_VISIT(st->file_wrapper_type);
+    Py_VISIT(st->call_type);
     Py_VISIT(st->done);
     return 0;
 }
@@ -380,6 +384,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->ready_type);
     Py_CLEAR(st->input_type);
     Py_CLEAR(st->file_wrapper_type);
+    Py_CLEAR(st->call_type);
     Py_CLEAR(st->done);
     Py_CLEAR(st->enter_task);
     Py_CLEAR(st->leave_task);

@@ -517,7 +517,10 @@ static int server_init(ol_server *srv, PyObject *args, PyObject *kwds)
     }
     srv->epfd = srv->timerfd = srv->wakefd = -1;
     srv->now = ol_now();
-    return 0;
+    if (get_object(cfg, "on_stall", &srv->on_stall) < 0 ||
+        get_double(cfg, "loop_stall_warning", &srv->stall_threshold) < 0)
+        return -1;
+    return get_double(cfg, "timeout_async", &srv->async_timeout);
 }
 
 static int add_to_epoll(int epfd, int fd, uint32_t events, void *tag)
@@ -562,6 +565,19 @@ static PyObject *server_start(ol_server *srv, PyObject *unused)
      * context happens to be current when the loop calls us. */
     srv->base_context = PyContext_CopyCurrent();
     if (srv->base_context == NULL)
+        return NULL;
+    if (ol_bridge_open(srv) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetFromErrno(PyExc_OSError);
+        return NULL;
+    }
+    PyObject *bridge = PyObject_GetAttrString((PyObject *)srv, "_run_bridge");
+    PyObject *added = bridge ? PyObject_CallMethod(srv->loop, "add_reader", "iO", srv->bridgefd, bridge) : NULL;
+    Py_XDECREF(bridge);
+    if (added == NULL)
+        return NULL;
+    Py_DECREF(added);
+    if (ol_watch_start(srv) < 0)
         return NULL;
     if (srv->interface == OL_WSGI)
         return ol_pool_start(srv) < 0 ? NULL : Py_NewRef(Py_None);
@@ -619,14 +635,19 @@ static PyObject *server_close(ol_server *srv, PyObject *unused)
     srv->draining = 1;
     if (ol_pool_stop(srv) < 0)
         return NULL;
+    ol_watch_stop(srv);
     while (srv->conns != NULL)
         ol_conn_abort(srv->conns);
-    if (srv->epfd >= 0 && srv->interface != OL_WSGI && srv->loop != NULL && srv->loop != Py_None) {
-        PyObject *r = PyObject_CallMethod(srv->loop, "remove_reader", "i", srv->epfd);
+    int readers[2] = {srv->interface != OL_WSGI ? srv->epfd : -1, srv->bridgefd};
+    for (int i = 0; i < 2; i++) {
+        if (readers[i] < 0 || srv->loop == NULL || srv->loop == Py_None)
+            continue;
+        PyObject *r = PyObject_CallMethod(srv->loop, "remove_reader", "i", readers[i]);
         if (r == NULL)
             PyErr_Clear();
         Py_XDECREF(r);
     }
+    ol_bridge_close(srv);
     int *fds[] = {&srv->epfd, &srv->timerfd, &srv->wakefd};
     for (size_t i = 0; i < 3; i++) {
         if (*fds[i] >= 0)
@@ -683,6 +704,8 @@ static int server_traverse(ol_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->create_future);
     Py_VISIT(srv->run_pending);
     Py_VISIT(srv->base_context);
+    Py_VISIT(srv->bridge_drivers);
+    Py_VISIT(srv->on_stall);
     for (int i = 0; i < srv->nlisteners; i++) {
         Py_VISIT(srv->listeners[i].sock);
         Py_VISIT(srv->listeners[i].server_addr);
@@ -703,6 +726,7 @@ static int server_clear(ol_server *srv)
     Py_CLEAR(srv->create_future);
     Py_CLEAR(srv->run_pending);
     Py_CLEAR(srv->base_context);
+    Py_CLEAR(srv->on_stall);
     Py_CLEAR(srv->root_path);
     Py_CLEAR(srv->root_path_bytes);
     Py_CLEAR(srv->asgi_info);
@@ -722,6 +746,10 @@ static void server_dealloc(ol_server *srv)
     while (srv->conns != NULL)
         ol_conn_abort(srv->conns);
     ol_pool_free(srv);
+    ol_watch_stop(srv);
+    ol_bridge_close(srv);
+    if (srv->bridge_lock_ready)
+        pthread_mutex_destroy(&srv->bridge_lock);
     server_clear(srv);
     int fds[] = {srv->epfd, srv->timerfd, srv->wakefd};
     for (size_t i = 0; i < 3; i++)
@@ -741,13 +769,21 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (srv == NULL)
         return NULL;
     srv->state = ol_state_of_type(type);
-    srv->epfd = srv->timerfd = srv->wakefd = -1;
+    srv->epfd = srv->timerfd = srv->wakefd = srv->bridgefd = srv->beatfd = -1;
     return (PyObject *)srv;
 }
 
 static PyMethodDef server_methods[] = {
     {"_on_ready", (PyCFunction)server_on_ready, METH_NOARGS,
      "Handle everything that is ready (called by the event loop)."},
+    {"_beat", (PyCFunction)ol_watch_beat, METH_NOARGS,
+     "Stamp the loop's heartbeat (called by the event loop, for the watchdog)."},
+    {"_run_bridge", (PyCFunction)ol_bridge_run, METH_NOARGS,
+     "Start queued calls from threads (called by the event loop)."},
+    {"run_coroutine", (PyCFunction)(void (*)(void))ol_bridge_call, METH_FASTCALL,
+     "run_coroutine(coro, timeout=None)\n--\n\n"
+     "From a thread other than the loop's: run coro on the worker loop in a copy of the\n"
+     "caller's context and return its result (see oneloop.bridge)."},
     {"_run_pending", (PyCFunction)server_run_pending, METH_NOARGS,
      "Process connections queued by ol_server_schedule (called by the event loop)."},
     {"start", (PyCFunction)server_start, METH_NOARGS,

@@ -17,6 +17,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The request each pool thread is serving, for the bridge (bridge.c). */
+__thread ol_req *ol_current_request;
+
 /* ------------------------------------------------------------------------ */
 /* wsgi.input                                                               */
 
@@ -132,6 +135,19 @@ static int input_fill(ol_input *in, size_t want)
         }
     }
     return 0;
+}
+
+/* A body read in full before a coroutine runs on the loop is kept in memory
+ * up to this size; reading more than that from the loop thread waits for
+ * the client (see docs/one-loop.md). */
+#define BUFFER_BODY_MAX (16u << 20)
+
+int ol_wsgi_buffer_body(ol_req *r)
+{
+    ol_conn *c = r->conn;
+    if (r->input == NULL || c == NULL || c->body_done)
+        return 0;
+    return input_fill((ol_input *)r->input, BUFFER_BODY_MAX);
 }
 
 static PyObject *input_take(ol_input *in, size_t n)
@@ -847,6 +863,7 @@ static void close_result(ol_server *srv, PyObject *result)
 static void run_app(ol_conn *c, ol_req *r)
 {
     ol_server *srv = c->server;
+    ol_current_request = r;
     PyObject *start = PyCFunction_New(&start_response_def, (PyObject *)r);
     PyObject *args[2] = {r->environ, start};
     PyObject *result = start ? PyObject_Vectorcall(srv->app, args, 2, NULL) : NULL;
@@ -860,7 +877,12 @@ static void run_app(ol_conn *c, ol_req *r)
     if (e == -1) {
         /* A request body the client broke (too large, too slow, gone) is the
          * client's doing: one line, no traceback. */
-        if (r->error_status || PyErr_ExceptionMatches(srv->state->client_disconnected)) {
+        int hung_up = (r->flags & REQ_DISCONNECTED) &&
+                      PyErr_ExceptionMatches(srv->state->cancelled_error);
+        if (hung_up) {
+            PyErr_Clear();
+            ol_server_log_info(srv, "the client hung up; its async call was cancelled");
+        } else if (r->error_status || PyErr_ExceptionMatches(srv->state->client_disconnected)) {
             PyObject *exc = PyErr_GetRaisedException_compat();
             PyObject *text = exc ? PyObject_Str(exc) : NULL;
             const char *s = text ? PyUnicode_AsUTF8(text) : NULL;
@@ -871,12 +893,13 @@ static void run_app(ol_conn *c, ol_req *r)
         } else {
             ol_server_log_error(srv, "Exception in WSGI application");
         }
-        int status = r->error_status ? r->error_status : 500;
+        int status = hung_up ? 0 : r->error_status ? r->error_status : 500;
         ol_req_fail(r, status);
     } else if (e == -2) {
         PyErr_Clear(); /* the client went away while we wrote */
         ol_req_fail(r, 0);
     }
+    ol_current_request = NULL;
 }
 
 static int handle_request(ol_conn *c, const ol_request *h, size_t head_len)

@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["ClientDisconnected", "run"]
+__all__ = [
+    "ClientDisconnected",
+    "async_to_sync",
+    "on_shutdown",
+    "on_startup",
+    "run",
+    "run_coroutine",
+]
 
 
 def run(app: Any, **options: Any) -> int:
@@ -21,9 +28,16 @@ def run(app: Any, **options: Any) -> int:
     return run_config(build({"app": app, **options}))
 
 
+_BRIDGE = {"async_to_sync", "on_shutdown", "on_startup", "run_coroutine"}
+
+
 def __getattr__(name: str) -> Any:
     if name == "ClientDisconnected":
         from ._core import ClientDisconnected
 
         return ClientDisconnected
+    if name in _BRIDGE:
+        from . import bridge
+
+        return getattr(bridge, name)
     raise AttributeError(name)

@@ -120,6 +120,8 @@ class Config:
     timeout_request_body: float = 30.0
     timeout_send: float = 60.0
     timeout_graceful_shutdown: float = 30.0
+    timeout_async: float = 0.0
+    loop_stall_warning: float = 0.5
     max_keep_alive_requests: int = 0
     # Process model (filled in by later features; one worker for now)
     workers: int = 1
@@ -223,6 +225,16 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "timeout_graceful_shutdown": (
         _non_negative_float,
         "seconds to let in-flight requests finish on shutdown (default: 30)",
+    ),
+    "timeout_async": (
+        _non_negative_float,
+        "seconds an async call made from WSGI code (a Flask async view, async_to_sync) may "
+        "run before it is cancelled (default: 0 = no limit)",
+    ),
+    "loop_stall_warning": (
+        _non_negative_float,
+        "warn when something blocks the event loop this many seconds, naming the request "
+        "and coroutine (default: 0.5; 0 = off)",
     ),
     "max_keep_alive_requests": (
         _non_negative_int,

@@ -136,3 +136,29 @@ def make_access_hook(config: Config):
             error_log.exception("cannot format the access log line with %r", fmt)
 
     return on_access
+
+
+def on_stall(seconds: float, driver: Any, loop_thread: int) -> None:
+    """Hook of the watchdog: the event loop has been blocked `seconds`."""
+    import traceback
+
+    what, where = "", ""
+    if driver is not None:
+        coro = driver.coroutine
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+        what = f" in {getattr(code, 'co_qualname', None) or getattr(coro, '__qualname__', coro)!r}"
+        owner = driver.owner
+        request = getattr(owner, "request", owner)
+        if request is not None and getattr(request, "method", None):
+            target = request.target.decode("latin-1", "replace") if request.target else ""
+            where = f" serving {request.method} {target}"
+    frame = sys._current_frames().get(loop_thread)
+    stack = "".join(traceback.format_stack(frame, limit=8)) if frame is not None else ""
+    error_log.warning(
+        "The event loop has been blocked for %.2fs%s%s: blocking code in async views "
+        "stalls every async view of this worker. Loop thread:\n%s",
+        seconds,
+        what,
+        where,
+        stack.rstrip(),
+    )

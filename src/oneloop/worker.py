@@ -16,7 +16,7 @@ import threading
 import types
 from typing import Any
 
-from . import logs
+from . import bridge, logs
 from ._core import Server
 from .binding import Listener, open_listeners
 from .config import Config
@@ -68,6 +68,9 @@ class Worker:
             timeout_request_head=c.timeout_request_head,
             timeout_request_body=c.timeout_request_body,
             timeout_send=c.timeout_send,
+            timeout_async=c.timeout_async,
+            loop_stall_warning=c.loop_stall_warning,
+            on_stall=logs.on_stall,
             threads=c.threads,
             max_keep_alive_requests=c.max_keep_alive_requests,
             server_header=c.server_header,
@@ -82,11 +85,15 @@ class Worker:
         )
 
     def _start_threads(self) -> None:
-        assert self.core is not None
+        core, loop = self.core, self.loop
+        assert core is not None
+
+        def serve_thread() -> None:
+            bridge.prepare_thread(loop)
+            core._serve_thread()
+
         for i in range(self.config.threads):
-            t = threading.Thread(
-                target=self.core._serve_thread, name=f"oneloop-wsgi-{i}", daemon=True
-            )
+            t = threading.Thread(target=serve_thread, name=f"oneloop-wsgi-{i}", daemon=True)
             t.start()
             self.threads.append(t)
 
@@ -105,11 +112,15 @@ class Worker:
         lifespan = Lifespan(self.app, self.interface, self.config.lifespan)
         await lifespan.startup()
         try:
+            await bridge.run_startup()
             listeners = [li.core_tuple() for li in self.listeners]
             self.core = Server(self.app, self._core_config(lifespan), listeners, loop)
             self.core.start()
+            bridge.install(self.core, loop)
             if self.interface == "wsgi":
                 self._start_threads()
+                for problem in await bridge.self_test(loop):
+                    error_log.warning("one loop: %s", problem)
             for li in self.listeners:
                 error_log.info(
                     "Serving %s app on %s (pid %d)", self.interface.upper(), li.url, os.getpid()
@@ -117,7 +128,10 @@ class Worker:
             await self.stopping.wait()
             await self._drain()
         finally:
+            await bridge.run_shutdown()
+            bridge.uninstall()
             await lifespan.shutdown()
+            await _cancel_leftover_tasks()
             self._close_listeners()
 
     def stop(self, fast: bool = False) -> None:
@@ -161,6 +175,30 @@ class Worker:
             finally:
                 asyncio.set_event_loop(None)
                 self.loop.close()
+
+
+async def _cancel_leftover_tasks() -> None:
+    """Tasks the app left running (and host tasks still finishing) end here,
+    not in "Task was destroyed but it is pending" at exit."""
+    await asyncio.sleep(0)
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=1)
+
+
+async def _cancel_leftover_tasks() -> None:
+    """Tasks the app left running (and host tasks still finishing) end here,
+    not in "Task was destroyed but it is pending" at exit."""
+    await asyncio.sleep(0)
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=1)
 
 
 class _ErrorStream:

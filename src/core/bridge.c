@@ -1,0 +1,453 @@
+/*
+ * bridge.c -- async calls from WSGI threads, run on the worker's one loop.
+ *
+ * A thread that needs a coroutine's result (Flask's async views and hooks,
+ * oneloop.run_coroutine()) queues a call and sleeps, GIL released, on its
+ * own eventfd. The loop wakes on the bridge eventfd, starts each queued
+ * coroutine on an idle host task (driver.c) -- in a copy of the calling
+ * thread's context, so flask.request and g are there -- and when it ends
+ * writes the result or exception into the call and wakes the thread. The
+ * thread then copies context changes back into its own context and returns
+ * the result or raises the exception, traceback intact.
+ *
+ * While it waits, a thread that is serving a request also watches its
+ * client: if the client hangs up (or --timeout-async passes) it asks the
+ * loop to cancel the coroutine, which gets CancelledError where it waits,
+ * and then raises CancelledError itself once the coroutine has unwound.
+ *
+ * A call is a small object shared by the waiting thread and the driver
+ * running it; the thread never returns before the loop is done with it.
+ */
+#include "core.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+typedef struct ol_call {
+    PyObject_HEAD          /* the driver's owner object; never handed to Python code */
+    PyObject *coro;        /* until started (then the driver's) */
+    PyObject *context;     /* the caller's context copy; changes flow back */
+    PyObject *result;      /* set by the loop when done */
+    PyObject *exc;
+    ol_driver *driver;     /* while running */
+    int efd;               /* the caller's eventfd */
+    int done;              /* set by the loop (GIL held), read by the caller */
+    int cancel;            /* asked by the caller */
+    PyObject *request;     /* the WSGI request of the calling thread, or NULL */
+    struct ol_call *next;        /* in the server's queue of calls to start */
+    struct ol_call *next_cancel; /* in its queue of cancellation requests */
+} ol_call;
+
+/* One eventfd per thread that ever waits on the bridge, closed with it. */
+static pthread_key_t efd_key;
+static pthread_once_t efd_once = PTHREAD_ONCE_INIT;
+
+static void close_efd(void *p) { close((int)(intptr_t)p - 1); }
+
+static void make_key(void) { pthread_key_create(&efd_key, close_efd); }
+
+static int thread_efd(void)
+{
+    pthread_once(&efd_once, make_key);
+    intptr_t stored = (intptr_t)pthread_getspecific(efd_key);
+    if (stored > 0)
+        return (int)stored - 1;
+    int fd = eventfd(0, EFD_CLOEXEC);
+    if (fd >= 0)
+        pthread_setspecific(efd_key, (void *)(intptr_t)(fd + 1));
+    return fd;
+}
+
+static void signal_fd(int fd)
+{
+    uint64_t one = 1;
+    ssize_t ignored = write(fd, &one, sizeof(one));
+    (void)ignored;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The loop's side                                                          */
+
+/* The call is over. The caller is woken with the GIL released: waking it
+ * while holding the GIL would only let it run into the GIL and sleep again,
+ * a thread switch for nothing. */
+static void mark_done(ol_call *call)
+{
+    __atomic_store_n(&call->done, 1, __ATOMIC_RELEASE);
+    int efd = call->efd;
+    Py_BEGIN_ALLOW_THREADS
+    signal_fd(efd);
+    Py_END_ALLOW_THREADS
+}
+
+static void call_done(PyObject *owner, PyObject *result, PyObject *exc)
+{
+    ol_call *call = (ol_call *)owner;
+    call->result = Py_XNewRef(result);
+    call->exc = Py_XNewRef(exc);
+    ol_driver *d = call->driver;
+    call->driver = NULL;
+    mark_done(call);
+    Py_XDECREF(d); /* the call's hold; the pool keeps its own */
+}
+
+/* An idle driver from the pool, or a new one. */
+static ol_driver *take_driver(ol_server *srv)
+{
+    Py_ssize_t n = PyList_GET_SIZE(srv->bridge_drivers);
+    for (Py_ssize_t i = n - 1; i >= 0; i--) {
+        ol_driver *d = (ol_driver *)PyList_GET_ITEM(srv->bridge_drivers, i);
+        if (ol_driver_ready(d))
+            return (ol_driver *)Py_NewRef(d);
+    }
+    ol_driver *d = ol_driver_new(srv);
+    if (d != NULL && PyList_Append(srv->bridge_drivers, (PyObject *)d) < 0)
+        Py_CLEAR(d);
+    return d;
+}
+
+/* End a call that never ran: with exc_type, or the pending exception. */
+static void fail_call(ol_call *call, PyObject *exc_type, const char *message)
+{
+    if (message != NULL)
+        PyErr_SetString(exc_type, message);
+    else if (exc_type != NULL)
+        PyErr_SetNone(exc_type);
+    call->exc = PyErr_GetRaisedException_compat();
+    Py_CLEAR(call->coro);
+    mark_done(call);
+}
+
+static void start_call(ol_server *srv, ol_call *call)
+{
+    if (call->cancel) {
+        fail_call(call, srv->state->cancelled_error, NULL);
+        return;
+    }
+    ol_driver *d = take_driver(srv);
+    if (d == NULL) {
+        fail_call(call, NULL, NULL);
+        return;
+    }
+    call->driver = d;
+    PyObject *coro = call->coro;
+    call->coro = NULL;
+    /* The call may be done (and its thread gone) when this returns. */
+    if (ol_driver_start(d, coro, Py_NewRef(call->context), call_done, (PyObject *)call) < 0) {
+        call->driver = NULL;
+        Py_DECREF(d);
+        fail_call(call, NULL, NULL);
+    }
+}
+
+/* Server._run_bridge(): the loop's reader callback on the bridge eventfd. */
+PyObject *ol_bridge_run(ol_server *srv, PyObject *unused)
+{
+    (void)unused;
+    uint64_t v;
+    while (read(srv->bridgefd, &v, sizeof(v)) > 0)
+        ;
+    pthread_mutex_lock(&srv->bridge_lock);
+    ol_call *calls = srv->bridge_queue, *cancels = srv->bridge_cancels;
+    srv->bridge_queue = srv->bridge_queue_tail = NULL;
+    srv->bridge_cancels = NULL;
+    pthread_mutex_unlock(&srv->bridge_lock);
+    srv->now = ol_now();
+    /* Each queue entry holds a reference (enqueue), dropped here. */
+    while (calls != NULL) {
+        ol_call *call = calls;
+        calls = call->next;
+        start_call(srv, call);
+        Py_DECREF(call);
+    }
+    while (cancels != NULL) {
+        ol_call *call = cancels;
+        cancels = call->next_cancel;
+        if (!call->done && call->driver != NULL)
+            ol_driver_cancel(call->driver);
+        Py_DECREF(call);
+    }
+    if (PyErr_Occurred())
+        ol_server_log_error(srv, "unexpected error in the bridge");
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The calling thread's side                                                */
+
+/* Queue a call to start, or a request to cancel it (GIL held). Returns 1
+ * if the loop must be woken (the queue was empty), which the caller does
+ * once it has released the GIL the loop will need. */
+static int enqueue(ol_server *srv, ol_call *call, int as_cancel)
+{
+    Py_INCREF(call);
+    pthread_mutex_lock(&srv->bridge_lock);
+    int was_empty = srv->bridge_queue == NULL && srv->bridge_cancels == NULL;
+    if (as_cancel) {
+        call->next_cancel = srv->bridge_cancels;
+        srv->bridge_cancels = call;
+    } else if (srv->bridge_queue_tail != NULL) {
+        call->next = NULL;
+        srv->bridge_queue_tail->next = call;
+        srv->bridge_queue_tail = call;
+    } else {
+        call->next = NULL;
+        srv->bridge_queue = srv->bridge_queue_tail = call;
+    }
+    pthread_mutex_unlock(&srv->bridge_lock);
+    return was_empty;
+}
+
+#define CANCEL_HANGUP 1  /* the client of the request hung up */
+#define CANCEL_TIMEOUT 2 /* --timeout-async or the timeout argument passed */
+
+/*
+ * Wait for the call, GIL released. Watches the client of the request this
+ * thread serves (POLLRDHUP: it hung up) and the timeout. Returns 0 when
+ * done, or the reason to cancel it.
+ */
+static int wait_call(ol_call *call, int wake_fd, int client_fd, double timeout)
+{
+    struct pollfd fds[2] = {{.fd = call->efd, .events = POLLIN},
+                            {.fd = client_fd, .events = POLLRDHUP}};
+    int nfds = client_fd >= 0 ? 2 : 1;
+    double deadline = timeout > 0 ? ol_now() + timeout : 0;
+    int want_cancel = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (wake_fd >= 0)
+        signal_fd(wake_fd);
+    for (;;) {
+        int ms = -1;
+        if (deadline > 0) {
+            double left = deadline - ol_now();
+            ms = left > 0 ? (int)(left * 1000) + 1 : 0;
+        }
+        int r = poll(fds, (nfds_t)nfds, ms);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r > 0 && (fds[0].revents & POLLIN)) {
+            uint64_t v;
+            ssize_t ignored = read(call->efd, &v, sizeof(v));
+            (void)ignored;
+            if (__atomic_load_n(&call->done, __ATOMIC_ACQUIRE))
+                break;
+            continue;
+        }
+        if (r == 0) {
+            want_cancel = CANCEL_TIMEOUT;
+            break;
+        }
+        if (nfds == 2 && (fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+            want_cancel = CANCEL_HANGUP;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    return want_cancel;
+}
+
+/* Block until the loop reports the call done (after a cancel request). */
+static void wait_done(ol_call *call)
+{
+    struct pollfd p = {.fd = call->efd, .events = POLLIN};
+    Py_BEGIN_ALLOW_THREADS
+    while (!__atomic_load_n(&call->done, __ATOMIC_ACQUIRE)) {
+        if (poll(&p, 1, 100) > 0) {
+            uint64_t v;
+            ssize_t ignored = read(call->efd, &v, sizeof(v));
+            (void)ignored;
+        }
+    }
+    Py_END_ALLOW_THREADS
+}
+
+/* Make the context variables the coroutine set visible to the caller. */
+static int copy_back(PyObject *context)
+{
+    PyObject *items = PyObject_CallMethod(context, "items", NULL);
+    PyObject *it = items ? PyObject_GetIter(items) : NULL;
+    Py_XDECREF(items);
+    if (it == NULL)
+        return -1;
+    PyObject *pair;
+    while ((pair = PyIter_Next(it)) != NULL) {
+        PyObject *var = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        PyObject *current = NULL;
+        if (PyContextVar_Get(var, NULL, &current) == 0 && current != value) {
+            PyObject *token = PyContextVar_Set(var, value);
+            Py_XDECREF(token);
+        }
+        Py_XDECREF(current);
+        Py_DECREF(pair);
+        if (PyErr_Occurred())
+            break;
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* The request this thread is serving (wsgi.c), for its client socket and
+ * its body. */
+extern __thread ol_req *ol_current_request;
+
+/*
+ * Server.run_coroutine(coro, timeout=None): run coro on the worker loop
+ * from another thread and return its result. Raises what the coroutine
+ * raised; raises CancelledError when the client of the current request hung
+ * up or the timeout passed (the coroutine was cancelled and has unwound).
+ */
+PyObject *ol_bridge_call(ol_server *srv, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "run_coroutine(coro, timeout=None)");
+        return NULL;
+    }
+    if (srv->bridgefd < 0 || srv->closed) {
+        PyErr_SetString(PyExc_RuntimeError, "the oneloop worker loop is not running");
+        return NULL;
+    }
+    if (PyThread_get_thread_ident() == srv->loop_thread) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "run_coroutine() called on the event loop thread: await the coroutine instead");
+        return NULL;
+    }
+    double timeout = srv->async_timeout;
+    if (nargs == 2 && args[1] != Py_None && (timeout = PyFloat_AsDouble(args[1])) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "timeout must not be negative");
+        return NULL;
+    }
+    ol_call *call = PyObject_New(ol_call, srv->state->call_type);
+    if (call == NULL)
+        return NULL;
+    memset((char *)call + sizeof(PyObject), 0, sizeof(ol_call) - sizeof(PyObject));
+    call->efd = thread_efd();
+    call->coro = Py_NewRef(args[0]);
+    call->context = PyContext_CopyCurrent();
+    ol_req *r = ol_current_request;
+    call->request = Py_XNewRef((PyObject *)r);
+    /* Reads of the body from the loop thread must never wait for the client. */
+    if (call->efd < 0 || call->context == NULL || (r != NULL && ol_wsgi_buffer_body(r) < 0)) {
+        if (call->efd < 0 && !PyErr_Occurred())
+            PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(call);
+        return NULL;
+    }
+    int client_fd = -1;
+    if (r != NULL && r->conn != NULL && !(r->conn->flags & CONN_CLOSED))
+        client_fd = r->conn->fd;
+    int wake = enqueue(srv, call, 0);
+    int reason = wait_call(call, wake ? srv->bridgefd : -1, client_fd, timeout);
+    if (reason) {
+        __atomic_store_n(&call->cancel, 1, __ATOMIC_RELEASE);
+        if (enqueue(srv, call, 1))
+            signal_fd(srv->bridgefd);
+        wait_done(call);
+        /* A timeout is the app's to handle: an ordinary TimeoutError (Flask's
+         * error handlers see it). A hang-up stays a CancelledError, which
+         * unwinds the view without an answer nobody would read. */
+        if (reason == CANCEL_TIMEOUT && call->exc != NULL &&
+            PyErr_GivenExceptionMatches(call->exc, srv->state->cancelled_error)) {
+            PyObject *timeout_error = PyObject_CallFunction(
+                PyExc_TimeoutError, "s", "the async call was cancelled after its timeout");
+            if (timeout_error != NULL) {
+                PyException_SetCause(timeout_error, Py_NewRef(call->exc));
+                Py_SETREF(call->exc, timeout_error);
+            }
+        }
+        if (reason == CANCEL_HANGUP && r != NULL)
+            r->flags |= REQ_DISCONNECTED;
+    }
+    PyObject *result = NULL;
+    if (copy_back(call->context) < 0)
+        PyErr_Clear();
+    if (call->exc != NULL)
+        PyErr_SetRaisedException_compat(Py_NewRef(call->exc));
+    else
+        result = Py_NewRef(call->result ? call->result : Py_None);
+    Py_DECREF(call);
+    return result;
+}
+
+static void call_dealloc(ol_call *call)
+{
+    PyTypeObject *type = Py_TYPE(call);
+    Py_XDECREF(call->coro);
+    Py_XDECREF(call->context);
+    Py_XDECREF(call->result);
+    Py_XDECREF(call->exc);
+    Py_XDECREF(call->request);
+    PyObject_Free(call);
+    Py_DECREF(type);
+}
+
+static PyObject *call_get_request(ol_call *call, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(call->request ? call->request : Py_None);
+}
+
+static PyGetSetDef call_getset[] = {
+    {"request", (getter)call_get_request, NULL, "The request whose thread made the call.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot call_slots[] = {
+    {Py_tp_doc, "A coroutine call from a thread to the loop (bridge.c)."},
+    {Py_tp_dealloc, call_dealloc},
+    {Py_tp_getset, call_getset},
+    {0, NULL},
+};
+
+PyType_Spec ol_call_spec = {
+    .name = "oneloop._core.Call",
+    .basicsize = sizeof(ol_call),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = call_slots,
+};
+
+/* ------------------------------------------------------------------------ */
+
+int ol_bridge_open(ol_server *srv)
+{
+    if (pthread_mutex_init(&srv->bridge_lock, NULL) != 0)
+        return -1;
+    srv->bridge_lock_ready = 1;
+    srv->bridgefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    srv->bridge_drivers = PyList_New(0);
+    srv->loop_thread = PyThread_get_thread_ident();
+    return (srv->bridgefd >= 0 && srv->bridge_drivers != NULL) ? 0 : -1;
+}
+
+void ol_bridge_close(ol_server *srv)
+{
+    if (srv->bridge_lock_ready) { /* wake threads whose calls never started */
+        pthread_mutex_lock(&srv->bridge_lock);
+        ol_call *calls = srv->bridge_queue, *cancels = srv->bridge_cancels;
+        srv->bridge_queue = srv->bridge_queue_tail = NULL;
+        srv->bridge_cancels = NULL;
+        pthread_mutex_unlock(&srv->bridge_lock);
+        while (calls != NULL) {
+            ol_call *call = calls;
+            calls = call->next;
+            fail_call(call, PyExc_RuntimeError, "the oneloop worker is stopping");
+            Py_DECREF(call);
+        }
+        while (cancels != NULL) {
+            ol_call *call = cancels;
+            cancels = call->next_cancel;
+            Py_DECREF(call);
+        }
+    }
+    if (srv->bridge_drivers != NULL) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(srv->bridge_drivers); i++)
+            ol_driver_release((ol_driver *)PyList_GET_ITEM(srv->bridge_drivers, i));
+        Py_CLEAR(srv->bridge_drivers);
+    }
+    if (srv->bridgefd >= 0)
+        close(srv->bridgefd);
+    srv->bridgefd = -1;
+}

@@ -1,0 +1,232 @@
+"""Testing apps that keep async clients across requests.
+
+Flask's ``app.test_client()`` runs async views through the same
+new-loop-per-call path as any WSGI server, so the tests of an app with a
+module-level async client fail from the second request on. Two helpers:
+
+``one_loop()``
+    A context manager: for its duration every async call made through
+    Flask's ``ensure_sync``, asgiref's ``async_to_sync``,
+    ``oneloop.run_coroutine`` or legacy ``get_event_loop().run_until_complete``
+    runs on one event loop kept in a background thread -- as in a oneloop
+    worker -- so ``app.test_client()`` works with such apps::
+
+        from oneloop.testing import one_loop
+
+        def test_index():
+            with one_loop():
+                client = app.test_client()
+                assert client.get("/").status_code == 200
+                assert client.get("/").status_code == 200  # same loop, still works
+
+``serve(app, **options)``
+    A context manager that runs the real server on a free loopback port in a
+    subprocess and yields its base URL, for end-to-end tests::
+
+        with serve("myapp:app", threads=4) as url:
+            assert httpx.get(url + "/").status_code == 200
+
+Installed as a pytest plugin, oneloop also provides the fixtures
+``oneloop_loop`` (``one_loop()`` around the test) and ``oneloop_serve``
+(a factory for ``serve``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from . import bridge
+
+
+class _ThreadedLoop:
+    """The stand-in for a worker's core: run_coroutine() on a loop thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def run_coroutine(self, coro: Any, timeout: float | None = None) -> Any:
+        if threading.get_ident() == self.loop._thread_id:  # type: ignore[attr-defined]
+            coro.close()
+            raise RuntimeError("run_coroutine() called on the event loop thread")
+        context = contextvars.copy_context()
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def start() -> None:
+            task = self.loop.create_task(coro, context=context)
+
+            def finished(t: asyncio.Task) -> None:
+                if t.cancelled():
+                    done.set_exception(asyncio.CancelledError())
+                elif t.exception() is not None:
+                    done.set_exception(t.exception())
+                else:
+                    done.set_result(t.result())
+
+            task.add_done_callback(finished)
+            holder.append(task)
+
+        holder: list[asyncio.Task] = []
+        self.loop.call_soon_threadsafe(start)
+        try:
+            result = done.result(timeout or None)
+        except concurrent.futures.TimeoutError:
+            self.loop.call_soon_threadsafe(lambda: holder and holder[0].cancel())
+            with contextlib.suppress(Exception):
+                done.result()
+            raise asyncio.CancelledError() from None
+        finally:
+            for var, value in context.items():
+                if var.get(_MISSING) is not value:
+                    var.set(value)
+        return result
+
+
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def one_loop(loop_factory: Any = None) -> Iterator[asyncio.AbstractEventLoop]:
+    """Run the async calls of WSGI code on one loop for the duration (see module doc)."""
+    if bridge._server is not None:
+        raise RuntimeError("one_loop() inside a oneloop worker or another one_loop()")
+    loop = (loop_factory or asyncio.new_event_loop)()
+    ready = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="oneloop-test-loop", daemon=True)
+    thread.start()
+    ready.wait()
+    previous_flask = _flask_async_to_sync()
+    try:
+        bridge._server, bridge._loop = _ThreadedLoop(loop), loop
+        bridge.install_flask()
+        saved = _thread_state()
+        bridge.prepare_thread(loop)
+        asyncio.run_coroutine_threadsafe(bridge.run_startup(), loop).result()
+        try:
+            yield loop
+        finally:
+            asyncio.run_coroutine_threadsafe(bridge.run_shutdown(), loop).result()
+            _restore_thread_state(saved)
+    finally:
+        bridge.uninstall()
+        _restore_flask(previous_flask)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def _flask_async_to_sync() -> Any:
+    try:
+        import flask
+    except ImportError:
+        return None
+    return flask.Flask.__dict__.get("async_to_sync")
+
+
+def _restore_flask(previous: Any) -> None:
+    if previous is None:
+        return
+    import flask
+
+    flask.Flask.async_to_sync = previous  # type: ignore[method-assign]
+
+
+def _thread_state() -> tuple[Any, Any, Any]:
+    try:
+        from asgiref.sync import SyncToAsync
+
+        local = SyncToAsync.threadlocal
+        saved_asgiref = (
+            getattr(local, "main_event_loop", None),
+            getattr(local, "main_event_loop_pid", None),
+        )
+    except ImportError:
+        saved_asgiref = None
+    policy = asyncio.get_event_loop_policy()
+    loop = getattr(getattr(policy, "_local", None), "_loop", None)
+    return saved_asgiref, loop, policy
+
+
+def _restore_thread_state(saved: tuple[Any, Any, Any]) -> None:
+    saved_asgiref, loop, _ = saved
+    if saved_asgiref is not None:
+        from asgiref.sync import SyncToAsync
+
+        SyncToAsync.threadlocal.main_event_loop = saved_asgiref[0]
+        SyncToAsync.threadlocal.main_event_loop_pid = saved_asgiref[1]
+    asyncio.set_event_loop(loop)
+
+
+# -- the real server, for end-to-end tests -------------------------------
+
+
+@contextlib.contextmanager
+def serve(app: str, *, host: str = "127.0.0.1", ready_timeout: float = 30.0, **options: Any) -> Iterator[str]:
+    """Run `oneloop app` on a free port of `host`; yield its base URL.
+
+    `app` is an import string ("module:attr"). Options are those of the
+    command line, with underscores (``threads=4``, ``access_log=False``).
+    """
+    if not isinstance(app, str):
+        raise TypeError('serve() runs the app in a subprocess: pass an import string, "module:attr"')
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(1024)
+    port = sock.getsockname()[1]
+    args = [sys.executable, "-m", "oneloop", "--fd", str(sock.fileno())]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value is False:
+            args.append("--no-" + name.replace("_", "-"))
+        else:
+            args += [flag, str(value)]
+    args.append(app)
+    proc = subprocess.Popen(args, pass_fds=[sock.fileno()], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    sock.close()
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}"
+    try:
+        _wait_until_serving(host, port, proc, ready_timeout)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_until_serving(host: str, port: int, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"oneloop exited with status {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1) as s:
+            s.sendall(request)
+            if s.recv(12).startswith(b"HTTP/1."):
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"oneloop did not answer on {host}:{port} within {timeout}s")
