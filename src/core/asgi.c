@@ -28,7 +28,8 @@
 /* Ready: an awaitable whose result is known when it is created.            */
 
 typedef struct {
-    PyObject_HEAD PyObject *value;
+    PyObject_HEAD
+    PyObject *value;
 } ol_ready;
 
 static PyObject *ready_await(PyObject *self)

@@ -10,10 +10,14 @@
  * thread then copies context changes back into its own context and returns
  * the result or raises the exception, traceback intact.
  *
- * While it waits, a thread that is serving a request also watches its
- * client: if the client hangs up (or --timeout-async passes) it asks the
- * loop to cancel the coroutine, which gets CancelledError where it waits,
- * and then raises CancelledError itself once the coroutine has unwound.
+ * While it waits the thread can be handed sync work to run for the
+ * coroutine (asgiref's thread-sensitive sync_to_async, through the executor
+ * oneloop.bridge gives it): as under asgiref's own async_to_sync, blocking
+ * code an async view defers runs in the request's own thread.
+ *
+ * A thread that is serving a request also watches its client: if the client hangs up (or
+ * --timeout-async passes) it asks the loop to cancel the coroutine, which gets CancelledError where
+ * it waits, and then raises CancelledError itself once the coroutine has unwound.
  *
  * A call is a small object shared by the waiting thread and the driver
  * running it; the thread never returns before the loop is done with it.
@@ -27,16 +31,16 @@
 #include <unistd.h>
 
 typedef struct ol_call {
-    PyObject_HEAD          /* the driver's owner object; never handed to Python code */
-    PyObject *coro;        /* until started (then the driver's) */
-    PyObject *context;     /* the caller's context copy; changes flow back */
-    PyObject *result;      /* set by the loop when done */
+    PyObject_HEAD      /* the driver's owner object; never handed to Python code */
+    PyObject *coro;    /* until started (then the driver's) */
+    PyObject *context; /* the caller's context copy; changes flow back */
+    PyObject *result;  /* set by the loop when done */
     PyObject *exc;
-    ol_driver *driver;     /* while running */
-    int efd;               /* the caller's eventfd */
-    int done;              /* set by the loop (GIL held), read by the caller */
-    int cancel;            /* asked by the caller */
-    PyObject *request;     /* the WSGI request of the calling thread, or NULL */
+    ol_driver *driver;           /* while running */
+    int efd;                     /* the caller's eventfd */
+    int done;                    /* set by the loop (GIL held), read by the caller */
+    int cancel;                  /* asked by the caller */
+    PyObject *request;           /* the WSGI request of the calling thread, or NULL */
     struct ol_call *next;        /* in the server's queue of calls to start */
     struct ol_call *next_cancel; /* in its queue of cancellation requests */
 } ol_call;
@@ -45,9 +49,15 @@ typedef struct ol_call {
 static pthread_key_t efd_key;
 static pthread_once_t efd_once = PTHREAD_ONCE_INIT;
 
-static void close_efd(void *p) { close((int)(intptr_t)p - 1); }
+static void close_efd(void *p)
+{
+    close((int)(intptr_t)p - 1);
+}
 
-static void make_key(void) { pthread_key_create(&efd_key, close_efd); }
+static void make_key(void)
+{
+    pthread_key_create(&efd_key, close_efd);
+}
 
 static int thread_efd(void)
 {
@@ -117,7 +127,13 @@ static void fail_call(ol_call *call, PyObject *exc_type, const char *message)
     else if (exc_type != NULL)
         PyErr_SetNone(exc_type);
     call->exc = PyErr_GetRaisedException_compat();
-    Py_CLEAR(call->coro);
+    if (call->coro != NULL) { /* never started: no "never awaited" warning */
+        PyObject *closed = PyObject_CallMethod(call->coro, "close", NULL);
+        if (closed == NULL)
+            PyErr_WriteUnraisable(call->coro);
+        Py_XDECREF(closed);
+        Py_CLEAR(call->coro);
+    }
     mark_done(call);
 }
 
@@ -201,22 +217,45 @@ static int enqueue(ol_server *srv, ol_call *call, int as_cancel)
     return was_empty;
 }
 
-#define CANCEL_HANGUP 1  /* the client of the request hung up */
+#define CANCEL_HANGUP  1 /* the client of the request hung up */
 #define CANCEL_TIMEOUT 2 /* --timeout-async or the timeout argument passed */
 
 /*
- * Wait for the call, GIL released. Watches the client of the request this
- * thread serves (POLLRDHUP: it hung up) and the timeout. Returns 0 when
- * done, or the reason to cancel it.
+ * The thread's eventfd fired (GIL released, *ts the thread's state). Returns
+ * 1 when the call is done; otherwise runs the work the loop handed to this
+ * thread through `executor` (GIL taken for it) and returns 0.
  */
-static int wait_call(ol_call *call, int wake_fd, int client_fd, double timeout)
+static int on_wake(ol_call *call, PyObject *executor, PyThreadState **ts)
+{
+    uint64_t v;
+    ssize_t ignored = read(call->efd, &v, sizeof(v));
+    (void)ignored;
+    if (__atomic_load_n(&call->done, __ATOMIC_ACQUIRE))
+        return 1;
+    if (executor != NULL) {
+        PyEval_RestoreThread(*ts);
+        PyObject *ran = PyObject_CallMethod(executor, "_run_pending", NULL);
+        if (ran == NULL)
+            PyErr_WriteUnraisable(executor);
+        Py_XDECREF(ran);
+        *ts = PyEval_SaveThread();
+    }
+    return 0;
+}
+
+/*
+ * Wait for the call, GIL released, running what the executor is handed.
+ * Watches the client of the request this thread serves (POLLRDHUP: it hung
+ * up) and the timeout. Returns 0 when done, or the reason to cancel it.
+ */
+static int wait_call(ol_call *call, PyObject *executor, int wake_fd, int client_fd, double timeout)
 {
     struct pollfd fds[2] = {{.fd = call->efd, .events = POLLIN},
                             {.fd = client_fd, .events = POLLRDHUP}};
     int nfds = client_fd >= 0 ? 2 : 1;
     double deadline = timeout > 0 ? ol_now() + timeout : 0;
     int want_cancel = 0;
-    Py_BEGIN_ALLOW_THREADS
+    PyThreadState *ts = PyEval_SaveThread();
     if (wake_fd >= 0)
         signal_fd(wake_fd);
     for (;;) {
@@ -229,10 +268,7 @@ static int wait_call(ol_call *call, int wake_fd, int client_fd, double timeout)
         if (r < 0 && errno == EINTR)
             continue;
         if (r > 0 && (fds[0].revents & POLLIN)) {
-            uint64_t v;
-            ssize_t ignored = read(call->efd, &v, sizeof(v));
-            (void)ignored;
-            if (__atomic_load_n(&call->done, __ATOMIC_ACQUIRE))
+            if (on_wake(call, executor, &ts))
                 break;
             continue;
         }
@@ -245,23 +281,22 @@ static int wait_call(ol_call *call, int wake_fd, int client_fd, double timeout)
             break;
         }
     }
-    Py_END_ALLOW_THREADS
+    PyEval_RestoreThread(ts);
     return want_cancel;
 }
 
-/* Block until the loop reports the call done (after a cancel request). */
-static void wait_done(ol_call *call)
+/* After a cancel request: wait until the coroutine has unwound, still
+ * running what it hands this thread (a sync_to_async in a finally block). */
+static void wait_done(ol_call *call, PyObject *executor)
 {
     struct pollfd p = {.fd = call->efd, .events = POLLIN};
-    Py_BEGIN_ALLOW_THREADS
-    while (!__atomic_load_n(&call->done, __ATOMIC_ACQUIRE)) {
-        if (poll(&p, 1, 100) > 0) {
-            uint64_t v;
-            ssize_t ignored = read(call->efd, &v, sizeof(v));
-            (void)ignored;
-        }
+    PyThreadState *ts = PyEval_SaveThread();
+    for (;;) {
+        int r = poll(&p, 1, -1);
+        if (r > 0 && on_wake(call, executor, &ts))
+            break;
     }
-    Py_END_ALLOW_THREADS
+    PyEval_RestoreThread(ts);
 }
 
 /* Make the context variables the coroutine set visible to the caller. */
@@ -294,15 +329,17 @@ static int copy_back(PyObject *context)
 extern __thread ol_req *ol_current_request;
 
 /*
- * Server.run_coroutine(coro, timeout=None): run coro on the worker loop
- * from another thread and return its result. Raises what the coroutine
- * raised; raises CancelledError when the client of the current request hung
- * up or the timeout passed (the coroutine was cancelled and has unwound).
+ * Server.run_coroutine(coro, timeout=None, executor=None): run coro on the
+ * worker loop from another thread and return its result. Raises what the
+ * coroutine raised; raises CancelledError when the client of the current
+ * request hung up or the timeout passed (the coroutine was cancelled and
+ * has unwound). While waiting, the thread runs executor._run_pending()
+ * each time its eventfd (thread_eventfd()) is signalled.
  */
 PyObject *ol_bridge_call(ol_server *srv, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "run_coroutine(coro, timeout=None)");
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "run_coroutine(coro, timeout=None, executor=None)");
         return NULL;
     }
     if (srv->bridgefd < 0 || srv->closed) {
@@ -310,16 +347,18 @@ PyObject *ol_bridge_call(ol_server *srv, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     }
     if (PyThread_get_thread_ident() == srv->loop_thread) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "run_coroutine() called on the event loop thread: await the coroutine instead");
+        PyErr_SetString(
+            PyExc_RuntimeError,
+            "run_coroutine() called on the event loop thread: await the coroutine instead");
         return NULL;
     }
     double timeout = srv->async_timeout;
-    if (nargs == 2 && args[1] != Py_None && (timeout = PyFloat_AsDouble(args[1])) < 0) {
+    if (nargs >= 2 && args[1] != Py_None && (timeout = PyFloat_AsDouble(args[1])) < 0) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "timeout must not be negative");
         return NULL;
     }
+    PyObject *executor = nargs == 3 && args[2] != Py_None ? args[2] : NULL;
     ol_call *call = PyObject_New(ol_call, srv->state->call_type);
     if (call == NULL)
         return NULL;
@@ -336,16 +375,19 @@ PyObject *ol_bridge_call(ol_server *srv, PyObject *const *args, Py_ssize_t nargs
         Py_DECREF(call);
         return NULL;
     }
+    /* Once the client is gone, later calls (an async teardown_request) run
+     * to the end: watching the hung-up socket would cancel them at once. */
     int client_fd = -1;
-    if (r != NULL && r->conn != NULL && !(r->conn->flags & CONN_CLOSED))
+    if (r != NULL && r->conn != NULL && !(r->conn->flags & CONN_CLOSED) &&
+        !(r->flags & REQ_DISCONNECTED))
         client_fd = r->conn->fd;
     int wake = enqueue(srv, call, 0);
-    int reason = wait_call(call, wake ? srv->bridgefd : -1, client_fd, timeout);
+    int reason = wait_call(call, executor, wake ? srv->bridgefd : -1, client_fd, timeout);
     if (reason) {
         __atomic_store_n(&call->cancel, 1, __ATOMIC_RELEASE);
         if (enqueue(srv, call, 1))
             signal_fd(srv->bridgefd);
-        wait_done(call);
+        wait_done(call, executor);
         /* A timeout is the app's to handle: an ordinary TimeoutError (Flask's
          * error handlers see it). A hang-up stays a CancelledError, which
          * unwinds the view without an answer nobody would read. */
@@ -408,6 +450,18 @@ PyType_Spec ol_call_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = call_slots,
 };
+
+/* _core.thread_eventfd(): the eventfd this thread waits on in
+ * run_coroutine(); its executor signals it when it is handed work. */
+PyObject *ol_bridge_thread_eventfd(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    int fd = thread_efd();
+    if (fd < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(fd);
+}
 
 /* ------------------------------------------------------------------------ */
 

@@ -88,8 +88,8 @@ PyObject *ol_conn_client(ol_conn *c)
     if (c->peer_family == AF_INET || c->peer_family == AF_INET6) {
         /* An IPv4 client of a dual-stack socket arrives as ::ffff:a.b.c.d;
          * report (and trust-check) it as the IPv4 address it is. */
-        int mapped = c->peer_family == AF_INET6 &&
-                     IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)c->peer_addr);
+        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        int mapped = c->peer_family == AF_INET6 && memcmp(c->peer_addr, v4mapped, 12) == 0;
         const void *addr = mapped ? c->peer_addr + 12 : c->peer_addr;
         if (inet_ntop(mapped ? AF_INET : c->peer_family, addr, host, sizeof(host)) == NULL)
             strcpy(host, "?");
@@ -396,10 +396,12 @@ static int wait_writable(ol_conn *c)
     struct pollfd p = {.fd = c->fd, .events = POLLOUT};
     int timeout = (int)(c->server->cfg.send_timeout * 1000);
     int r;
-    Py_BEGIN_ALLOW_THREADS do r = poll(&p, 1, timeout > 0 ? timeout : -1);
-    while (r < 0 && errno == EINTR)
-        ;
-    Py_END_ALLOW_THREADS return r > 0 && !(p.revents & (POLLERR | POLLNVAL)) ? 0 : -1;
+    Py_BEGIN_ALLOW_THREADS
+    do
+        r = poll(&p, 1, timeout > 0 ? timeout : -1);
+    while (r < 0 && errno == EINTR);
+    Py_END_ALLOW_THREADS
+    return r > 0 && !(p.revents & (POLLERR | POLLNVAL)) ? 0 : -1;
 }
 
 /* Blocking send of every byte, GIL released around the system calls; for
@@ -409,12 +411,13 @@ static int writev_blocking(ol_conn *c, struct iovec *iov, int n)
     while (n > 0) {
         ssize_t w;
         int err;
-        Py_BEGIN_ALLOW_THREADS do w = writev(c->fd, iov, n);
-        while (w < 0 && errno == EINTR)
-            ;
+        Py_BEGIN_ALLOW_THREADS
+        do
+            w = writev(c->fd, iov, n);
+        while (w < 0 && errno == EINTR);
         err = errno;
-        Py_END_ALLOW_THREADS if (w < 0)
-        {
+        Py_END_ALLOW_THREADS
+        if (w < 0) {
             if ((err == EAGAIN || err == EWOULDBLOCK) && wait_writable(c) == 0)
                 continue;
             return -1;

@@ -247,7 +247,8 @@ typedef struct ol_config {
 } ol_config;
 
 struct ol_server {
-    PyObject_HEAD ol_state *state;
+    PyObject_HEAD
+    ol_state *state;
     ol_config cfg;
     int interface;
     int epfd, timerfd, wakefd;
@@ -290,14 +291,14 @@ struct ol_server {
     struct ol_call *bridge_queue, *bridge_queue_tail, *bridge_cancels;
     PyObject *bridge_drivers; /* host task drivers for bridged calls */
     unsigned long loop_thread;
-    double async_timeout;     /* --timeout-async; 0 = none */
+    double async_timeout; /* --timeout-async; 0 = none */
 
     /* The loop-stall watchdog (watchdog.c). */
     int beatfd;
-    double loop_beat;         /* when the loop last proved alive */
-    PyObject *running;        /* the driver whose coroutine the loop is running (borrowed) */
-    double stall_threshold;   /* --loop-stall-warning; 0 = off */
-    PyObject *on_stall;       /* on_stall(seconds, driver, loop_thread_id) */
+    double loop_beat;       /* when the loop last proved alive */
+    PyObject *running;      /* the driver whose coroutine the loop is running (borrowed) */
+    double stall_threshold; /* --loop-stall-warning; 0 = off */
+    PyObject *on_stall;     /* on_stall(seconds, driver, loop_thread_id) */
     pthread_t watch_thread;
     int watch_started, watch_stop;
 };
@@ -343,8 +344,9 @@ extern PyType_Spec ol_server_spec;
 #define REQ_OVERRUN       0x40000u /* the app wrote past its Content-Length */
 
 struct ol_req {
-    PyObject_HEAD ol_conn *conn; /* counted reference; NULL once detached */
-    ol_server *server;           /* strong */
+    PyObject_HEAD
+    ol_conn *conn;     /* counted reference; NULL once detached */
+    ol_server *server; /* strong */
     unsigned flags;
     int status;
     int error_status;         /* status for a failed request, when not 500 */
@@ -428,6 +430,7 @@ int ol_bridge_open(ol_server *srv);
 void ol_bridge_close(ol_server *srv);
 PyObject *ol_bridge_run(ol_server *srv, PyObject *unused);
 PyObject *ol_bridge_call(ol_server *srv, PyObject *const *args, Py_ssize_t nargs);
+PyObject *ol_bridge_thread_eventfd(PyObject *module, PyObject *unused);
 
 void ol_pool_lock(ol_server *srv);
 void ol_pool_unlock(ol_server *srv);

@@ -28,20 +28,23 @@
 
 struct ol_driver {
     PyObject_HEAD
-    ol_server *server;  /* strong */
-    PyObject *task;     /* the host task */
-    PyObject *coro;     /* what it runs now: a coroutine or an awaitable's iterator */
-    PyObject *yielded;  /* what the first step yielded, for the task to wait on */
-    PyObject *idle;     /* the future the task waits on between coroutines */
-    PyObject *context;  /* the contextvars.Context the coroutine runs in */
-    ol_done_fn done;    /* told how the coroutine ended */
-    PyObject *owner;    /* passed to done (strong) */
-    int keep;           /* wait for more work when idle; else the task ends */
-    int ended;          /* the task has finished */
-    int suspended;      /* the current coroutine has been stepped by the task */
+    ol_server *server; /* strong */
+    PyObject *task;    /* the host task */
+    PyObject *coro;    /* what it runs now: a coroutine or an awaitable's iterator */
+    PyObject *yielded; /* what the first step yielded, for the task to wait on */
+    PyObject *idle;    /* the future the task waits on between coroutines */
+    PyObject *context; /* the contextvars.Context the coroutine runs in */
+    ol_done_fn done;   /* told how the coroutine ended */
+    PyObject *owner;   /* passed to done (strong) */
+    int keep;          /* wait for more work when idle; else the task ends */
+    int ended;         /* the task has finished */
+    int suspended;     /* the current coroutine has been stepped by the task */
 };
 
-static PyObject *new_future(ol_server *srv) { return PyObject_CallNoArgs(srv->create_future); }
+static PyObject *new_future(ol_server *srv)
+{
+    return PyObject_CallNoArgs(srv->create_future);
+}
 
 /* Resolve a future unless someone (a cancelled awaiter) already did. */
 static void resolve_none(PyObject *fut)
@@ -214,7 +217,7 @@ static PyObject *driver_throw(ol_driver *d, PyObject *args)
     PyObject *typ, *val = NULL, *tb = NULL;
     if (!PyArg_UnpackTuple(args, "throw", 1, 3, &typ, &val, &tb))
         return NULL;
-    PyObject *exc = PyExceptionInstance_Check(typ)         ? Py_NewRef(typ)
+    PyObject *exc = PyExceptionInstance_Check(typ)    ? Py_NewRef(typ)
                     : (val != NULL && val != Py_None) ? Py_NewRef(val)
                                                       : PyObject_CallNoArgs(typ);
     if (exc == NULL)
@@ -253,7 +256,10 @@ static PyObject *driver_close(ol_driver *d, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *driver_await(PyObject *self) { return Py_NewRef(self); }
+static PyObject *driver_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
 
 static int driver_traverse(ol_driver *d, visitproc visit, void *arg)
 {
@@ -354,7 +360,10 @@ ol_driver *ol_driver_new(ol_server *srv)
     return d;
 }
 
-int ol_driver_ready(const ol_driver *d) { return d->coro == NULL && !d->ended; }
+int ol_driver_ready(const ol_driver *d)
+{
+    return d->coro == NULL && !d->ended;
+}
 
 /* The owner no longer needs the driver: it finishes what it runs, then its
  * task ends. */
@@ -380,7 +389,8 @@ static int call_task_hook(ol_server *srv, PyObject *hook, PyObject *task)
  * thread outside any task step. Returns 0, or -1 with an exception when it
  * could not even start (done is then not called).
  */
-int ol_driver_start(ol_driver *d, PyObject *coro, PyObject *context, ol_done_fn done, PyObject *owner)
+int ol_driver_start(ol_driver *d, PyObject *coro, PyObject *context, ol_done_fn done,
+                    PyObject *owner)
 {
     ol_server *srv = d->server;
     ol_state *st = srv->state;

@@ -85,6 +85,10 @@ PyDoc_STRVAR(parse_request_doc,
 
 static PyMethodDef module_methods[] = {
     {"parse_request", parse_request, METH_O, parse_request_doc},
+    {"thread_eventfd", ol_bridge_thread_eventfd, METH_NOARGS,
+     "thread_eventfd()\n--\n\n"
+     "The eventfd this thread waits on in Server.run_coroutine(); writing to\n"
+     "it makes the waiting thread run its executor's pending work."},
     {NULL, NULL, 0, NULL},
 };
 

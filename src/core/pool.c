@@ -214,7 +214,8 @@ void ol_pool_free(ol_server *srv)
         return;
     ol_pool_stop(srv);
     if (p->monitor_started) {
-        Py_BEGIN_ALLOW_THREADS pthread_join(p->monitor, NULL);
+        Py_BEGIN_ALLOW_THREADS
+        pthread_join(p->monitor, NULL);
         Py_END_ALLOW_THREADS
     }
     srv->pool = NULL;

@@ -572,7 +572,8 @@ static PyObject *server_start(ol_server *srv, PyObject *unused)
         return NULL;
     }
     PyObject *bridge = PyObject_GetAttrString((PyObject *)srv, "_run_bridge");
-    PyObject *added = bridge ? PyObject_CallMethod(srv->loop, "add_reader", "iO", srv->bridgefd, bridge) : NULL;
+    PyObject *added =
+        bridge ? PyObject_CallMethod(srv->loop, "add_reader", "iO", srv->bridgefd, bridge) : NULL;
     Py_XDECREF(bridge);
     if (added == NULL)
         return NULL;
@@ -781,7 +782,7 @@ static PyMethodDef server_methods[] = {
     {"_run_bridge", (PyCFunction)ol_bridge_run, METH_NOARGS,
      "Start queued calls from threads (called by the event loop)."},
     {"run_coroutine", (PyCFunction)(void (*)(void))ol_bridge_call, METH_FASTCALL,
-     "run_coroutine(coro, timeout=None)\n--\n\n"
+     "run_coroutine(coro, timeout=None, executor=None)\n--\n\n"
      "From a thread other than the loop's: run coro on the worker loop in a copy of the\n"
      "caller's context and return its result (see oneloop.bridge)."},
     {"_run_pending", (PyCFunction)server_run_pending, METH_NOARGS,

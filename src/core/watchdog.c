@@ -36,8 +36,8 @@ PyObject *ol_watch_beat(ol_server *srv, PyObject *unused)
 static void report(ol_server *srv, double stalled)
 {
     PyObject *running = srv->running; /* borrowed: the loop is stuck in it */
-    PyObject *r = PyObject_CallFunction(srv->on_stall, "dOk", stalled,
-                                        running ? running : Py_None, srv->loop_thread);
+    PyObject *r = PyObject_CallFunction(srv->on_stall, "dOk", stalled, running ? running : Py_None,
+                                        srv->loop_thread);
     if (r == NULL)
         PyErr_WriteUnraisable(srv->on_stall);
     Py_XDECREF(r);
@@ -81,7 +81,8 @@ int ol_watch_start(ol_server *srv)
         return -1;
     }
     PyObject *beat = PyObject_GetAttrString((PyObject *)srv, "_beat");
-    PyObject *r = beat ? PyObject_CallMethod(srv->loop, "add_reader", "iO", srv->beatfd, beat) : NULL;
+    PyObject *r =
+        beat ? PyObject_CallMethod(srv->loop, "add_reader", "iO", srv->beatfd, beat) : NULL;
     Py_XDECREF(beat);
     if (r == NULL)
         return -1;

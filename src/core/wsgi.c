@@ -24,8 +24,9 @@ __thread ol_req *ol_current_request;
 /* wsgi.input                                                               */
 
 typedef struct {
-    PyObject_HEAD ol_req *request; /* strong */
-    char *buf;                     /* decoded body bytes not read by the app yet */
+    PyObject_HEAD
+    ol_req *request; /* strong */
+    char *buf;       /* decoded body bytes not read by the app yet */
     size_t pos, len, cap;
 } ol_input;
 
@@ -35,10 +36,12 @@ static int wait_readable(ol_conn *c)
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
     int timeout = (int)(c->server->cfg.body_timeout * 1000);
     int r;
-    Py_BEGIN_ALLOW_THREADS do r = poll(&p, 1, timeout > 0 ? timeout : -1);
-    while (r < 0 && errno == EINTR)
-        ;
-    Py_END_ALLOW_THREADS return r > 0 ? 0 : -1;
+    Py_BEGIN_ALLOW_THREADS
+    do
+        r = poll(&p, 1, timeout > 0 ? timeout : -1);
+    while (r < 0 && errno == EINTR);
+    Py_END_ALLOW_THREADS
+    return r > 0 ? 0 : -1;
 }
 
 static int input_append(ol_input *in, const char *data, size_t n)
@@ -301,7 +304,8 @@ static PyType_Spec input_spec = {
 /* wsgi.file_wrapper                                                        */
 
 typedef struct {
-    PyObject_HEAD PyObject *filelike;
+    PyObject_HEAD
+    PyObject *filelike;
     Py_ssize_t blksize;
 } ol_file_wrapper;
 
@@ -753,26 +757,24 @@ static int send_file(ol_req *r, int fd, off_t offset, off_t size)
     while (size > 0) {
         ssize_t n;
         int err;
-        Py_BEGIN_ALLOW_THREADS n = sendfile(c->fd, fd, &offset, (size_t)size);
+        Py_BEGIN_ALLOW_THREADS
+        n = sendfile(c->fd, fd, &offset, (size_t)size);
         err = errno;
-        Py_END_ALLOW_THREADS if (n > 0)
-        {
+        Py_END_ALLOW_THREADS
+        if (n > 0) {
             size -= n;
             r->sent += (uint64_t)n;
-        }
-        else if (n == 0)
-        {
+        } else if (n == 0) {
             break; /* the file shrank */
-        }
-        else if (err == EAGAIN)
-        {
+        } else if (err == EAGAIN) {
             struct pollfd p = {.fd = c->fd, .events = POLLOUT};
             int ready;
-            Py_BEGIN_ALLOW_THREADS ready = poll(&p, 1, (int)(r->server->cfg.send_timeout * 1000));
-            Py_END_ALLOW_THREADS if (ready <= 0) return -1;
-        }
-        else if (err != EINTR)
-        {
+            Py_BEGIN_ALLOW_THREADS
+            ready = poll(&p, 1, (int)(r->server->cfg.send_timeout * 1000));
+            Py_END_ALLOW_THREADS
+            if (ready <= 0)
+                return -1;
+        } else if (err != EINTR) {
             return -1;
         }
     }
@@ -877,8 +879,8 @@ static void run_app(ol_conn *c, ol_req *r)
     if (e == -1) {
         /* A request body the client broke (too large, too slow, gone) is the
          * client's doing: one line, no traceback. */
-        int hung_up = (r->flags & REQ_DISCONNECTED) &&
-                      PyErr_ExceptionMatches(srv->state->cancelled_error);
+        int hung_up =
+            (r->flags & REQ_DISCONNECTED) && PyErr_ExceptionMatches(srv->state->cancelled_error);
         if (hung_up) {
             PyErr_Clear();
             ol_server_log_info(srv, "the client hung up; its async call was cancelled");

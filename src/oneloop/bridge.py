@@ -18,7 +18,14 @@ Three routes lead there, all installed when a worker starts:
   included).
 * Legacy code: ``asyncio.get_event_loop()`` in a WSGI thread returns a
   stand-in whose ``run_until_complete(coro)`` runs the coroutine on the
-  worker loop, instead of raising "There is no current event loop".
+  worker loop, instead of raising "There is no current event loop" (or
+  returning a loop an ``asyncio.run()`` closed).
+
+While a WSGI thread waits for a coroutine it runs the sync work that
+asgiref's thread-sensitive ``sync_to_async`` hands back to it, as it would
+under asgiref's own ``async_to_sync``: blocking code deferred by concurrent
+async views runs in their requests' threads, in parallel, not in one
+thread for the whole worker.
 
 At start-up the worker checks from a WSGI-like thread that each installed
 route really lands on its loop and logs a warning naming the versions if a
@@ -28,8 +35,12 @@ library defeats it.
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
+import contextvars
 import functools
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -40,6 +51,7 @@ T = TypeVar("T")
 
 _server: Any = None  # the running worker's _core.Server
 _loop: asyncio.AbstractEventLoop | None = None
+_asgiref_sync: Any = None  # asgiref.sync, when installed
 _startup: list[Callable[[], Awaitable[Any]]] = []
 _shutdown: list[Callable[[], Awaitable[Any]]] = []
 
@@ -66,7 +78,122 @@ def run_coroutine(coro: Coroutine[Any, Any, T], timeout: float | None = None) ->
             "oneloop.run_coroutine() needs a running oneloop worker "
             "(in tests, use oneloop.testing.one_loop())"
         )
-    return server.run_coroutine(coro, timeout)
+    return _call(server, coro, timeout)
+
+
+def _call(server: Any, coro: Any, timeout: float | None) -> Any:
+    """server.run_coroutine(), with asgiref's sync_to_async sent back to this
+    thread (see RequestThreadExecutor) when asgiref is in use."""
+    if _asgiref_sync is None:
+        return server.run_coroutine(coro, timeout)
+    executor = _thread_executor()
+    token = _request_executor.set(executor)  # the coroutine's context copy inherits it
+    executor.open()
+    try:
+        return server.run_coroutine(coro, timeout, executor)
+    finally:
+        executor.close()
+        _request_executor.reset(token)
+
+
+class RequestThreadExecutor(concurrent.futures.Executor):
+    """Runs functions in the WSGI thread that is waiting for a coroutine.
+
+    The loop submits (asgiref's sync_to_async does, through LoopExecutor);
+    the waiting thread, woken on its eventfd, runs the work between polls
+    (``_run_pending``, called from the C bridge). One per thread; calls
+    nested in the same thread share it. Work submitted while nobody waits
+    fails at once instead of hanging.
+    """
+
+    def __init__(self) -> None:
+        from ._core import thread_eventfd
+
+        self._fd = thread_eventfd()
+        self._thread = threading.get_ident()
+        self._lock = threading.Lock()
+        self._items: collections.deque[tuple[concurrent.futures.Future, Callable, tuple, dict]] = (
+            collections.deque()
+        )
+        self._waiting = 0
+
+    def open(self) -> None:
+        with self._lock:
+            self._waiting += 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+            if self._waiting:
+                return
+            leftover, self._items = list(self._items), collections.deque()
+        for future, *_ in leftover:  # submitted after the coroutine ended
+            if future.set_running_or_notify_cancel():
+                future.set_exception(
+                    RuntimeError("the request's thread no longer waits for async work")
+                )
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        if threading.get_ident() == self._thread:
+            raise RuntimeError("RequestThreadExecutor.submit() from its own thread would deadlock")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            if not self._waiting:
+                raise RuntimeError("the request's thread no longer waits for async work")
+            self._items.append((future, fn, args, kwargs))
+        os.eventfd_write(self._fd, 1)
+        return future
+
+    def _run_pending(self) -> None:
+        while True:
+            with self._lock:
+                if not self._items:
+                    return
+                future, fn, args, kwargs = self._items.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # delivered to the awaiting coroutine
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
+class LoopExecutor(concurrent.futures.Executor):
+    """asgiref's executor for the worker loop (``AsyncToSync.loop_thread_executors``).
+
+    Thread-sensitive ``sync_to_async`` without an asgiref caller above it
+    uses the executor registered for its loop -- the one asgiref itself
+    registers for the loop it runs in a new thread. Here it sends the work
+    to the WSGI thread whose coroutine (or a task it spawned) asks; code
+    with no such thread (startup hooks, ASGI) gets asgiref's default, its
+    single shared thread.
+    """
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        executor = _request_executor.get(None)
+        if executor is None:
+            return _asgiref_sync.SyncToAsync.single_thread_executor.submit(fn, *args, **kwargs)
+        return executor.submit(fn, *args, **kwargs)
+
+
+_request_executor: contextvars.ContextVar[RequestThreadExecutor] = contextvars.ContextVar(
+    "oneloop.request_executor"
+)
+_threads = threading.local()
+
+
+def _thread_executor() -> RequestThreadExecutor:
+    try:
+        return _threads.executor
+    except AttributeError:
+        _threads.executor = executor = RequestThreadExecutor()
+        return executor
 
 
 def async_to_sync(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
@@ -115,7 +242,9 @@ async def run_shutdown() -> None:
 # -- installing the routes -------------------------------------------------
 
 
-def _flask_async_to_sync(self: Any, func: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+def _flask_async_to_sync(
+    self: Any, func: Callable[..., Coroutine[Any, Any, Any]]
+) -> Callable[..., Any]:
     """Flask.async_to_sync for oneloop workers: run on the worker loop.
 
     Flask calls this once per view call, so it stays a bare closure (no
@@ -125,6 +254,8 @@ def _flask_async_to_sync(self: Any, func: Callable[..., Coroutine[Any, Any, Any]
     def run(*args: Any, **kwargs: Any) -> Any:
         if server is None:
             return run_coroutine(func(*args, **kwargs))
+        if _asgiref_sync is not None:
+            return _call(server, func(*args, **kwargs), None)
         return server.run_coroutine(func(*args, **kwargs), None)
 
     return run
@@ -160,19 +291,38 @@ def prepare_thread(loop: asyncio.AbstractEventLoop) -> None:
     else:
         SyncToAsync.threadlocal.main_event_loop = loop
         SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
-    asyncio.set_event_loop(ThreadLoop())
+    _threads.inherited_loop = _own_loop(_event_loop_policy())
+    _threads.bridged = True
 
 
-def install(server: Any, loop: asyncio.AbstractEventLoop) -> None:
-    global _server, _loop
+def release_thread() -> None:
+    """Undo prepare_thread() (oneloop.testing, for the test's own thread)."""
+    _threads.bridged = False
+
+
+def install(server: Any, loop: asyncio.AbstractEventLoop, wsgi: bool = True) -> None:
+    """Route async calls to `loop`; `wsgi`: its threads serve a WSGI app and
+    take back the sync work their coroutines defer."""
+    global _server, _loop, _asgiref_sync
     _server, _loop = server, loop
     status = install_flask()
     error_log.debug("Flask async views: %s", status)
+    _install_get_event_loop()
+    try:
+        import asgiref.sync
+    except ImportError:
+        return
+    if wsgi:
+        _asgiref_sync = asgiref.sync
+        asgiref.sync.AsyncToSync.loop_thread_executors[loop] = LoopExecutor()
 
 
 def uninstall() -> None:
-    global _server, _loop
-    _server, _loop = None, None
+    global _server, _loop, _asgiref_sync
+    if _asgiref_sync is not None and _loop is not None:
+        _asgiref_sync.AsyncToSync.loop_thread_executors.pop(_loop, None)
+    _server, _loop, _asgiref_sync = None, None, None
+    _uninstall_get_event_loop()
 
 
 async def self_test(loop: asyncio.AbstractEventLoop) -> list[str]:
@@ -185,12 +335,16 @@ async def self_test(loop: asyncio.AbstractEventLoop) -> list[str]:
     def check() -> list[str]:
         prepare_thread(loop)
         problems = []
-        routes: list[tuple[str, Callable[[], int]]] = [("oneloop.run_coroutine", lambda: run_coroutine(probe()))]
+        routes: list[tuple[str, Callable[[], int]]] = [
+            ("oneloop.run_coroutine", lambda: run_coroutine(probe()))
+        ]
         try:
             import flask
 
             if getattr(flask.Flask.__dict__.get("async_to_sync"), "__oneloop__", False):
-                routes.append(("Flask async views", lambda: flask.Flask.async_to_sync(None, probe)()))  # type: ignore[arg-type]
+                routes.append(
+                    ("Flask async views", lambda: flask.Flask.async_to_sync(None, probe)())
+                )  # type: ignore[arg-type]
         except ImportError:
             pass
         try:
@@ -225,6 +379,56 @@ def _version(dist: str) -> str:
 
 
 # -- legacy asyncio.get_event_loop() in WSGI threads ---------------------
+
+_patched_policy: Any = None
+
+
+def _event_loop_policy() -> Any:
+    # asyncio.get_event_loop_policy() warns from Python 3.14 on; the private
+    # accessor it wraps does not.
+    getter = (
+        getattr(asyncio.events, "_get_event_loop_policy", None) or asyncio.get_event_loop_policy
+    )
+    return getter()
+
+
+def _install_get_event_loop() -> None:
+    """Make asyncio.get_event_loop() in bridged threads return the
+    ThreadLoop stand-in when the thread has no usable loop of its own.
+
+    The policy's method is shadowed on the instance, not replaced with a new
+    policy: the main thread's loop and a custom policy (uvloop's) stay."""
+    global _patched_policy
+    _uninstall_get_event_loop()
+    policy = _event_loop_policy()
+    original = policy.get_event_loop
+
+    def get_event_loop() -> asyncio.AbstractEventLoop:
+        if not getattr(_threads, "bridged", False):
+            return original()
+        # A loop the thread's code set for itself, if still usable (the one
+        # an asyncio.run() in a view closed and unset is not; one set before
+        # the thread was bridged, by a test runner say, is not its code's).
+        loop = _own_loop(policy)
+        if loop is None or loop.is_closed() or loop is _threads.inherited_loop:
+            return _THREAD_LOOP
+        return loop
+
+    policy.get_event_loop = get_event_loop
+    _patched_policy = policy
+
+
+def _own_loop(policy: Any) -> asyncio.AbstractEventLoop | None:
+    """The loop set in this thread with set_event_loop(), if any. Read
+    without get_event_loop(), which may create one or warn."""
+    return getattr(getattr(policy, "_local", None), "_loop", None)
+
+
+def _uninstall_get_event_loop() -> None:
+    global _patched_policy
+    if _patched_policy is not None:
+        vars(_patched_policy).pop("get_event_loop", None)
+        _patched_policy = None
 
 
 class ThreadLoop(asyncio.AbstractEventLoop):
@@ -278,3 +482,4 @@ class ThreadLoop(asyncio.AbstractEventLoop):
 
 
 _THREAD_LOOP_API = {"run_until_complete", "is_running", "is_closed", "close", "get_debug", "time"}
+_THREAD_LOOP = ThreadLoop()

@@ -3,6 +3,7 @@ with gunicorn's format atoms, and the hooks the C core calls."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import logging.config
@@ -138,21 +139,38 @@ def make_access_hook(config: Config):
     return on_access
 
 
+_COROUTINE_FLAGS = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _innermost_coroutine_code(frame: Any) -> Any:
+    while frame is not None:
+        if frame.f_code.co_flags & _COROUTINE_FLAGS:
+            return frame.f_code
+        frame = frame.f_back
+    return None
+
+
 def on_stall(seconds: float, driver: Any, loop_thread: int) -> None:
     """Hook of the watchdog: the event loop has been blocked `seconds`."""
     import traceback
 
-    what, where = "", ""
-    if driver is not None:
+    frame = sys._current_frames().get(loop_thread)
+    # The coroutine that blocks: the innermost on the loop thread's stack
+    # (a view run by the core, or by asgiref's async_to_sync for Django).
+    what = ""
+    coroutine_code = _innermost_coroutine_code(frame)
+    if coroutine_code is None and driver is not None:
         coro = driver.coroutine
-        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
-        what = f" in {getattr(code, 'co_qualname', None) or getattr(coro, '__qualname__', coro)!r}"
+        coroutine_code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+    if coroutine_code is not None:
+        what = f" in {coroutine_code.co_qualname!r}"
+    where = ""
+    if driver is not None:
         owner = driver.owner
         request = getattr(owner, "request", owner)
         if request is not None and getattr(request, "method", None):
             target = request.target.decode("latin-1", "replace") if request.target else ""
             where = f" serving {request.method} {target}"
-    frame = sys._current_frames().get(loop_thread)
     stack = "".join(traceback.format_stack(frame, limit=8)) if frame is not None else ""
     error_log.warning(
         "The event loop has been blocked for %.2fs%s%s: blocking code in async views "

@@ -38,6 +38,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -46,50 +47,57 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from . import bridge
+from . import _core, bridge
 
 
 class _ThreadedLoop:
-    """The stand-in for a worker's core: run_coroutine() on a loop thread."""
+    """The stand-in for a worker's core: run_coroutine() on a loop thread,
+    with the same semantics as the C bridge (context copied in and back,
+    the executor's work run while waiting, TimeoutError after `timeout`)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
 
-    def run_coroutine(self, coro: Any, timeout: float | None = None) -> Any:
+    def run_coroutine(self, coro: Any, timeout: float | None = None, executor: Any = None) -> Any:
         if threading.get_ident() == self.loop._thread_id:  # type: ignore[attr-defined]
             coro.close()
             raise RuntimeError("run_coroutine() called on the event loop thread")
         context = contextvars.copy_context()
-        done: concurrent.futures.Future = concurrent.futures.Future()
-
-        def start() -> None:
-            task = self.loop.create_task(coro, context=context)
-
-            def finished(t: asyncio.Task) -> None:
-                if t.cancelled():
-                    done.set_exception(asyncio.CancelledError())
-                elif t.exception() is not None:
-                    done.set_exception(t.exception())
-                else:
-                    done.set_result(t.result())
-
-            task.add_done_callback(finished)
-            holder.append(task)
-
-        holder: list[asyncio.Task] = []
-        self.loop.call_soon_threadsafe(start)
+        future = asyncio.run_coroutine_threadsafe(_in_context(coro, context), self.loop)
+        wake = _core.thread_eventfd()
+        future.add_done_callback(lambda _: os.eventfd_write(wake, 1))
+        poller = select.poll()
+        poller.register(wake, select.POLLIN)
+        deadline = time.monotonic() + timeout if timeout else None
+        timed_out = False
         try:
-            result = done.result(timeout or None)
-        except concurrent.futures.TimeoutError:
-            self.loop.call_soon_threadsafe(lambda: holder and holder[0].cancel())
-            with contextlib.suppress(Exception):
-                done.result()
-            raise asyncio.CancelledError() from None
+            while not future.done():
+                left = (
+                    None if deadline is None or timed_out else max(0.0, deadline - time.monotonic())
+                )
+                if not poller.poll(None if left is None else left * 1000 + 1):
+                    timed_out = True  # cancel; then wait for the coroutine to unwind
+                    self.loop.call_soon_threadsafe(future.cancel)
+                    continue
+                os.eventfd_read(wake)
+                if executor is not None:
+                    executor._run_pending()
+            try:
+                return future.result()
+            except concurrent.futures.CancelledError:
+                if timed_out:
+                    raise TimeoutError("the async call was cancelled after its timeout") from None
+                raise asyncio.CancelledError() from None
         finally:
             for var, value in context.items():
                 if var.get(_MISSING) is not value:
                     var.set(value)
-        return result
+
+
+async def _in_context(coro: Any, context: contextvars.Context) -> Any:
+    """Await coro in `context` (a task made by run_coroutine_threadsafe
+    runs in a copy of the loop thread's)."""
+    return await asyncio.get_running_loop().create_task(coro, context=context)
 
 
 _MISSING = object()
@@ -113,8 +121,7 @@ def one_loop(loop_factory: Any = None) -> Iterator[asyncio.AbstractEventLoop]:
     ready.wait()
     previous_flask = _flask_async_to_sync()
     try:
-        bridge._server, bridge._loop = _ThreadedLoop(loop), loop
-        bridge.install_flask()
+        bridge.install(_ThreadedLoop(loop), loop)
         saved = _thread_state()
         bridge.prepare_thread(loop)
         asyncio.run_coroutine_threadsafe(bridge.run_startup(), loop).result()
@@ -148,44 +155,41 @@ def _restore_flask(previous: Any) -> None:
     flask.Flask.async_to_sync = previous  # type: ignore[method-assign]
 
 
-def _thread_state() -> tuple[Any, Any, Any]:
+def _thread_state() -> Any:
+    """The asgiref thread-local prepare_thread() changes, to restore."""
     try:
         from asgiref.sync import SyncToAsync
-
-        local = SyncToAsync.threadlocal
-        saved_asgiref = (
-            getattr(local, "main_event_loop", None),
-            getattr(local, "main_event_loop_pid", None),
-        )
     except ImportError:
-        saved_asgiref = None
-    policy = asyncio.get_event_loop_policy()
-    loop = getattr(getattr(policy, "_local", None), "_loop", None)
-    return saved_asgiref, loop, policy
+        return None
+    local = SyncToAsync.threadlocal
+    return getattr(local, "main_event_loop", None), getattr(local, "main_event_loop_pid", None)
 
 
-def _restore_thread_state(saved: tuple[Any, Any, Any]) -> None:
-    saved_asgiref, loop, _ = saved
+def _restore_thread_state(saved_asgiref: Any) -> None:
+    bridge.release_thread()
     if saved_asgiref is not None:
         from asgiref.sync import SyncToAsync
 
         SyncToAsync.threadlocal.main_event_loop = saved_asgiref[0]
         SyncToAsync.threadlocal.main_event_loop_pid = saved_asgiref[1]
-    asyncio.set_event_loop(loop)
 
 
 # -- the real server, for end-to-end tests -------------------------------
 
 
 @contextlib.contextmanager
-def serve(app: str, *, host: str = "127.0.0.1", ready_timeout: float = 30.0, **options: Any) -> Iterator[str]:
+def serve(
+    app: str, *, host: str = "127.0.0.1", ready_timeout: float = 30.0, **options: Any
+) -> Iterator[str]:
     """Run `oneloop app` on a free port of `host`; yield its base URL.
 
     `app` is an import string ("module:attr"). Options are those of the
     command line, with underscores (``threads=4``, ``access_log=False``).
     """
     if not isinstance(app, str):
-        raise TypeError('serve() runs the app in a subprocess: pass an import string, "module:attr"')
+        raise TypeError(
+            'serve() runs the app in a subprocess: pass an import string, "module:attr"'
+        )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -202,7 +206,9 @@ def serve(app: str, *, host: str = "127.0.0.1", ready_timeout: float = 30.0, **o
         else:
             args += [flag, str(value)]
     args.append(app)
-    proc = subprocess.Popen(args, pass_fds=[sock.fileno()], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        args, pass_fds=[sock.fileno()], env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     sock.close()
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}"

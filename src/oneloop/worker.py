@@ -112,11 +112,15 @@ class Worker:
         lifespan = Lifespan(self.app, self.interface, self.config.lifespan)
         await lifespan.startup()
         try:
-            await bridge.run_startup()
+            try:
+                await bridge.run_startup()
+            except Exception as exc:
+                error_log.error("an oneloop.on_startup hook failed", exc_info=exc)
+                raise LifespanFailure(f"startup hook failed: {exc!r}") from exc
             listeners = [li.core_tuple() for li in self.listeners]
             self.core = Server(self.app, self._core_config(lifespan), listeners, loop)
             self.core.start()
-            bridge.install(self.core, loop)
+            bridge.install(self.core, loop, wsgi=self.interface == "wsgi")
             if self.interface == "wsgi":
                 self._start_threads()
                 for problem in await bridge.self_test(loop):
@@ -175,18 +179,6 @@ class Worker:
             finally:
                 asyncio.set_event_loop(None)
                 self.loop.close()
-
-
-async def _cancel_leftover_tasks() -> None:
-    """Tasks the app left running (and host tasks still finishing) end here,
-    not in "Task was destroyed but it is pending" at exit."""
-    await asyncio.sleep(0)
-    current = asyncio.current_task()
-    tasks = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-    for t in tasks:
-        t.cancel()
-    if tasks:
-        await asyncio.wait(tasks, timeout=1)
 
 
 async def _cancel_leftover_tasks() -> None:
