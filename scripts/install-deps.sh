@@ -24,3 +24,13 @@ fi
 
 "$PYTHON" -m pip install --quiet --upgrade pip
 "$PYTHON" -m pip install --quiet -e '.[test]'
+
+# The oldest Flask and asgiref oneloop supports, beside the newest that the
+# test extra installs: the one-loop tests run their apps against both.
+oldest=build/compat/oldest
+if [ ! -f "$oldest/.complete" ]; then
+    rm -rf "$oldest"
+    "$PYTHON" -m pip install --quiet --no-deps --target "$oldest" \
+        "flask==2.2.5" "werkzeug==2.2.3" "asgiref==3.6.0"
+    touch "$oldest/.complete"
+fi

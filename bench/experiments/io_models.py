@@ -1,6 +1,6 @@
 """Measure the I/O models of DESIGN.md section 3 in one run (see io_models.c).
 
-    python bench/experiments/io_models.py [--seconds 5]
+    python bench/experiments/io_models.py [--seconds 5] [--repeat 3]
 
 Builds the experiment module and bench/floor_server.c, then for each model
 starts a server pinned to CPU 0, loads it with wrk pinned to CPU 1
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -62,7 +63,11 @@ else:
 sock = socket.socket(); sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 sock.bind(("127.0.0.1", port)); sock.listen(4096); sock.setblocking(False)
 if model == "protocol":
-    loop.run_until_complete(loop.create_server(io_models.FixedProtocol, sock=sock))
+    # asyncio (and uvloop) use get_buffer/buffer_updated only for subclasses
+    # of BufferedProtocol; the C type itself cannot name a Python base.
+    class Protocol(io_models.FixedProtocol, asyncio.BufferedProtocol):
+        __slots__ = ()
+    loop.run_until_complete(loop.create_server(Protocol, sock=sock))
 else:
     io_models.serve_epoll(loop, sock.fileno())
 loop.run_forever()
@@ -85,12 +90,15 @@ def measure(cmd: list[str], port: int, seconds: float) -> tuple[float, float]:
         )
         before = cpu_seconds(proc.pid)
         out = subprocess.run(
-            ["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{seconds}s", url],
+            ["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{seconds:g}s", url],
             capture_output=True,
             text=True,
         ).stdout
         used = cpu_seconds(proc.pid) - before
-        rps = float(next(ln.split()[1] for ln in out.splitlines() if ln.startswith("Requests/sec")))
+        rates = [ln.split()[1] for ln in out.splitlines() if ln.startswith("Requests/sec")]
+        if not rates or proc.poll() is not None:
+            sys.exit(f"io_models: {cmd[-1]}: no result (server exited: {proc.poll()}):\n{out}")
+        rps = float(rates[0])
         return rps, used * 1e6 / (rps * seconds)
     finally:
         proc.kill()
@@ -100,6 +108,7 @@ def measure(cmd: list[str], port: int, seconds: float) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per model; medians shown")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         build(workdir)
@@ -119,7 +128,9 @@ def main() -> None:
             rows.append((label, [sys.executable, script, loop, model, str(9302 + i)], 9302 + i))
         print(f"{'I/O model':32} {'req/s':>10} {'server CPU us/req':>18}")
         for label, cmd, port in rows:
-            rps, us = measure(cmd, port, args.seconds)
+            runs = [measure(cmd, port, args.seconds) for _ in range(args.repeat)]
+            rps = statistics.median(r for r, _ in runs)
+            us = statistics.median(u for _, u in runs)
             print(f"{label:32} {rps:10.0f} {us:18.2f}")
 
 

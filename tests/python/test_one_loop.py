@@ -671,6 +671,61 @@ def test_run_coroutine_and_async_to_sync_from_sync_views(serve, services):
 
 
 # ---------------------------------------------------------------------------
+# the supported range: the oldest Flask and asgiref and the newest
+
+
+OLDEST_STACK_DIR = Path(__file__).parents[2] / "build" / "compat" / "oldest"
+OLDEST_STACK = {"flask": "2.2.5", "asgiref": "3.6.0"}  # scripts/install-deps.sh
+
+
+def stack_env(stack: str) -> dict:
+    if stack == "newest":
+        return {}
+    assert OLDEST_STACK_DIR.is_dir(), "scripts/install-deps.sh installs the oldest stack"
+    return {"PYTHONPATH": str(OLDEST_STACK_DIR)}
+
+
+def expected_stack(stack: str) -> dict:
+    from importlib.metadata import version
+
+    if stack == "oldest":
+        return OLDEST_STACK
+    return {"flask": version("flask"), "asgiref": version("asgiref")}
+
+
+@pytest.mark.parametrize("stack", ["oldest", "newest"])
+def test_oldest_and_newest_supported_flask_and_asgiref(serve, services, tmp_path, stack):
+    """Flask's async_to_sync override and asgiref's threadlocal both land on
+    the worker loop at each end of the supported range."""
+    env = app_env(services, HOOKS_LOG=str(tmp_path / "hooks.log"), **stack_env(stack))
+    seen_loops = {}
+    for app, paths in [
+        ("es_app", ["/"]),
+        ("hooks_app", ["/view", "/boom", "/items/3"]),
+        ("legacy_app", ["/asgiref", "/async-to-sync"]),
+    ]:
+        server = serve(f"one_loop.{app}:app", "--no-access-log", env=env)
+        assert httpx.get(server.url + "/_stack").json() == expected_stack(stack)
+        results = hammer(lambda c, i, p=paths: c.get(server.url + p[i % len(p)]), n=210)
+        boom = [r for r in results if r.i % len(paths) == 1 and app == "hooks_app"]
+        assert_all([r for r in results if r not in boom])
+        assert all(r.status == 500 and r.json["error"] == "RuntimeError" for r in boom)
+        loops = set()
+        for r in results:
+            if app == "hooks_app":
+                loops |= {str(r.json["loop"]), r.headers["x-loop-before"]}
+                loops |= {r.headers["x-loop-after"], r.headers["x-import-loop"]}
+            elif app == "legacy_app":
+                tag = "asgiref" if r.i % 2 == 0 else "async_to_sync"
+                assert r.json["seen"] == f"{tag}:None", r  # context changes flow back
+                loops.add(str(r.json["loop"]))
+        assert len(loops) <= 1, loops
+        seen_loops[app] = loops
+        finish(server, tracebacks=len(boom))
+    report(f"{stack} stack {expected_stack(stack)}: 3 apps x 210 requests; loops {seen_loops}")
+
+
+# ---------------------------------------------------------------------------
 # 10. on_startup / on_shutdown
 
 
@@ -787,3 +842,17 @@ def test_slow_upload_to_async_view_does_not_block_other_async_views(serve, frami
         f"{timings(results)}"
     )
     finish(server, STALL)
+
+
+# ---------------------------------------------------------------------------
+# the README's example
+
+
+def test_readme_example_serves_every_request_on_one_loop(serve):
+    examples = Path(__file__).parents[2] / "examples"
+    server = serve("flask_async:app", "--no-access-log", "--app-dir", str(examples))
+    results = hammer(lambda c, i: c.get(server.url + "/"), n=200)
+    assert_all(results)
+    assert all(r.json["upstream"] == [{"answer": 42}] * 2 for r in results)
+    assert len({r.json["loop"] for r in results}) == 1
+    finish(server)

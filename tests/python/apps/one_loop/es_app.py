@@ -10,8 +10,9 @@ import asyncio
 import os
 
 from elasticsearch import AsyncElasticsearch
-from one_loop.record import add_stack_route
 from flask import Flask, jsonify, request
+
+from one_loop.record import add_stack_route
 
 app = Flask(__name__)
 add_stack_route(app)

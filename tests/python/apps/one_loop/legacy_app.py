@@ -8,6 +8,7 @@ import contextvars
 import os
 import threading
 
+import asgiref.sync
 from elasticsearch import AsyncElasticsearch
 from flask import Flask, jsonify, request
 
@@ -53,6 +54,12 @@ def run_coroutine():
 @oneloop.async_to_sync
 async def tagged_sync(tag: str) -> dict:
     return await tagged(tag)
+
+
+@app.route("/asgiref")
+def asgiref_async_to_sync():
+    result = asgiref.sync.async_to_sync(tagged)("asgiref")
+    return jsonify(**result, seen=seen.get(), thread=threading.current_thread().name)
 
 
 @app.route("/async-to-sync")
