@@ -63,7 +63,8 @@ class _ThreadedLoop:
             coro.close()
             raise RuntimeError("run_coroutine() called on the event loop thread")
         context = contextvars.copy_context()
-        future = asyncio.run_coroutine_threadsafe(_in_context(coro, context), self.loop)
+        started: list[asyncio.Task] = []
+        future = asyncio.run_coroutine_threadsafe(_in_context(coro, context, started), self.loop)
         wake = _core.thread_eventfd()
         future.add_done_callback(lambda _: os.eventfd_write(wake, 1))
         poller = select.poll()
@@ -77,7 +78,7 @@ class _ThreadedLoop:
                 )
                 if not poller.poll(None if left is None else left * 1000 + 1):
                     timed_out = True  # cancel; then wait for the coroutine to unwind
-                    self.loop.call_soon_threadsafe(future.cancel)
+                    self.loop.call_soon_threadsafe(_cancel, started, future)
                     continue
                 os.eventfd_read(wake)
                 if executor is not None:
@@ -94,10 +95,22 @@ class _ThreadedLoop:
                     var.set(value)
 
 
-async def _in_context(coro: Any, context: contextvars.Context) -> Any:
+async def _in_context(coro: Any, context: contextvars.Context, started: list) -> Any:
     """Await coro in `context` (a task made by run_coroutine_threadsafe
-    runs in a copy of the loop thread's)."""
-    return await asyncio.get_running_loop().create_task(coro, context=context)
+    runs in a copy of the loop thread's), in a task put in `started`."""
+    task = asyncio.get_running_loop().create_task(coro, context=context)
+    started.append(task)
+    return await task
+
+
+def _cancel(started: list, future: concurrent.futures.Future) -> None:
+    """On the loop: cancel the coroutine's own task, so that the future the
+    caller waits on ends only once the coroutine has unwound (cancelling the
+    future would mark it done at once), or the future if it never started."""
+    if started:
+        started[0].cancel()
+    else:
+        future.cancel()
 
 
 _MISSING = object()
