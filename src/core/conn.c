@@ -777,10 +777,8 @@ void ol_conn_process(ol_conn *c)
             ol_conn_release_idle_buffers(c);
             break;
         }
-        if (srv->draining) {
-            ol_conn_close_gracefully(c);
-            break;
-        }
+        /* Draining too: a request that is here is served, and its response
+         * closes the connection ("Connection: close", request.c). */
         if (next_request(c) <= 0)
             break;
     }

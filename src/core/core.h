@@ -237,6 +237,7 @@ typedef struct ol_config {
     double body_timeout;              /* longest wait for more body bytes */
     double send_timeout;              /* longest wait for the client to take output */
     unsigned max_keep_alive_requests; /* 0 = unlimited */
+    unsigned long long max_requests;  /* --max-requests: then stop taking requests; 0 = never */
     int server_header;
     int date_header;
     int threads;             /* WSGI pool size */
@@ -253,7 +254,8 @@ struct ol_server {
     int interface;
     int epfd, timerfd, wakefd;
     int timer_tag, wake_tag; /* epoll tags of the two fds above */
-    int draining;            /* no new connections or requests */
+    int draining;            /* no new connections; responses close theirs */
+    int shut;                /* shutdown() ran */
     int closed;
 
     ol_listener *listeners;
@@ -314,6 +316,7 @@ void ol_server_register(ol_server *srv, ol_conn *c);
 void ol_server_unregister(ol_server *srv, ol_conn *c);
 int ol_server_accept(ol_server *srv, ol_listener *lst);
 void ol_server_tick(ol_server *srv);
+void ol_server_count_request(ol_server *srv);
 /* Process c on the next turn of the loop (ASGI): for input that is already
  * buffered when a response completes outside ol_conn_process(). */
 void ol_server_schedule(ol_server *srv, ol_conn *c);

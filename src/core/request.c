@@ -179,6 +179,10 @@ static void choose_framing(ol_req *r, size_t first_len, int more)
     unsigned max = r->server->cfg.max_keep_alive_requests;
     if (c != NULL && max && c->requests + 1 >= max)
         r->flags &= ~REQ_KEEP_ALIVE;
+    /* Shutting down: the head says the connection closes, so the client
+     * does not send another request into the close. */
+    if (r->server->draining)
+        r->flags &= ~REQ_KEEP_ALIVE;
     /* 100 Continue owed and the body never read: the client may be holding
      * the body back, so this connection cannot carry another request. */
     if (c != NULL && (r->flags & REQ_CONTINUE) && !c->body_done)
@@ -381,7 +385,7 @@ int ol_response_body(ol_req *r, const char *data, size_t len, int more)
 void ol_req_response_complete(ol_req *r)
 {
     ol_server *srv = r->server;
-    srv->total_requests++;
+    ol_server_count_request(srv);
     if (r->receive_waiter != NULL) /* a disconnect listener: the exchange is over */
         ol_asgi_on_disconnect(r);
     if (srv->on_access != NULL) {
@@ -579,7 +583,7 @@ void ol_req_fail(ol_req *r, int status)
     c->request = NULL;
     if (!(r->flags & REQ_HEAD_SENT) && status && !(c->flags & CONN_CLOSED)) {
         r->status = status;
-        r->server->total_requests++;
+        ol_server_count_request(r->server);
         if (r->server->on_access != NULL) {
             PyObject *res = PyObject_CallOneArg(r->server->on_access, (PyObject *)r);
             if (res == NULL)

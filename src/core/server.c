@@ -30,6 +30,10 @@
 #define ACCEPTS_PER_WAKE 64
 #define TICK_NS          100000000L
 
+/* Seconds a connection accepted just before shutdown has to send its
+ * first request, which is then served. */
+#define FIRST_REQUEST_GRACE 0.5
+
 double ol_now(void)
 {
     struct timespec ts;
@@ -385,7 +389,7 @@ static int read_config(ol_server *srv, PyObject *cfg)
 {
     ol_config *c = &srv->cfg;
     ol_limits_default(&c->limits);
-    size_t max_body, threads, max_requests;
+    size_t max_body, threads, max_requests, max_served;
     if (get_size(cfg, "limit_request_line", &c->limits.max_request_line) < 0 ||
         get_size(cfg, "limit_request_fields", &c->limits.max_fields) < 0 ||
         get_size(cfg, "limit_request_field_size", &c->limits.max_field_size) < 0 ||
@@ -396,6 +400,7 @@ static int read_config(ol_server *srv, PyObject *cfg)
         get_double(cfg, "timeout_send", &c->send_timeout) < 0 ||
         get_size(cfg, "threads", &threads) < 0 ||
         get_size(cfg, "max_keep_alive_requests", &max_requests) < 0 ||
+        get_size(cfg, "max_requests", &max_served) < 0 ||
         get_bool(cfg, "server_header", &c->server_header) < 0 ||
         get_bool(cfg, "date_header", &c->date_header) < 0 ||
         get_bool(cfg, "multiprocess", &c->multiprocess) < 0)
@@ -416,6 +421,7 @@ static int read_config(ol_server *srv, PyObject *cfg)
     c->max_body = max_body;
     c->threads = (int)(threads > 0 ? threads : 1);
     c->max_keep_alive_requests = (unsigned)max_requests;
+    c->max_requests = max_served;
     c->write_high_water = 65536;
     c->write_low_water = 16384;
     c->read_high_water = 65536;
@@ -596,20 +602,51 @@ static PyObject *server_start(ol_server *srv, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* Stop accepting; close idle connections now and the others when their
- * request is answered. Listening sockets stay open (they belong to Python,
- * and a supervisor may hand them to the next worker). */
+/* Between requests, with nothing left to send. */
 static int is_idle(ol_server *srv, ol_conn *c)
 {
     (void)srv;
     return c->request == NULL && (c->flags & CONN_IDLE) && ol_conn_pending(c) == 0;
 }
 
+/* Abort the connections matching a test that no pool thread is serving. */
+static void close_matching(ol_server *srv, int (*test)(ol_server *, ol_conn *))
+{
+    size_t n;
+    ol_conn **list = claim(srv, test, &n);
+    for (size_t i = 0; i < n; i++)
+        ol_conn_abort(list[i]);
+    release(srv, list, n);
+}
+
+static void forget_listeners(ol_server *srv)
+{
+    for (int i = 0; i < srv->nlisteners && srv->epfd >= 0; i++)
+        epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listeners[i].fd, NULL);
+}
+
+/* Idle after at least one response: a keep-alive connection with nothing
+ * to say. A connection accepted a moment ago that has not sent its first
+ * byte yet is not one: its request is likely on the wire. */
+static int is_kept_alive_idle(ol_server *srv, ol_conn *c)
+{
+    return c->requests > 0 && is_idle(srv, c);
+}
+
+static int is_new(ol_server *srv, ol_conn *c)
+{
+    return c->requests == 0 && is_idle(srv, c);
+}
+
+/* Stop accepting; close idle keep-alive connections now and the others
+ * when their request is answered. Listening sockets stay open (they belong
+ * to Python, and other workers of a supervisor go on accepting on them). */
 static PyObject *server_shutdown(ol_server *srv, PyObject *unused)
 {
     (void)unused;
-    if (srv->draining)
+    if (srv->shut)
         Py_RETURN_NONE;
+    srv->shut = 1;
     /* Requests that already arrived are served (and their connections then
      * closed); only connections with nothing to say are closed right away. */
     if (srv->pool == NULL && srv->epfd >= 0) {
@@ -617,15 +654,33 @@ static PyObject *server_shutdown(ol_server *srv, PyObject *unused)
         Py_XDECREF(r);
     }
     srv->draining = 1;
-    for (int i = 0; i < srv->nlisteners && srv->epfd >= 0; i++)
-        epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listeners[i].fd, NULL);
+    forget_listeners(srv);
+    close_matching(srv, is_kept_alive_idle);
+    /* New connections get a moment for their first request, which is then
+     * served (with "Connection: close"); the tick closes the silent ones. */
+    double until = ol_now() + FIRST_REQUEST_GRACE;
     size_t n;
-    ol_conn **idle = claim(srv, is_idle, &n);
+    ol_conn **fresh = claim(srv, is_new, &n);
     for (size_t i = 0; i < n; i++)
-        ol_conn_abort(idle[i]);
-    release(srv, idle, n);
+        if (fresh[i]->deadline > until)
+            fresh[i]->deadline = until;
+    release(srv, fresh, n);
     ol_pool_wake(srv);
     Py_RETURN_NONE;
+}
+
+/* A response is complete (any thread, GIL held). At --max-requests the
+ * server stops taking work by itself, at once: no new connections, and
+ * every response says "Connection: close", so a connection carries at most
+ * the request already on it. The worker notices within a tick and shuts
+ * down (closing the idle ones). */
+void ol_server_count_request(ol_server *srv)
+{
+    srv->total_requests++;
+    if (srv->total_requests == srv->cfg.max_requests && !srv->draining) {
+        srv->draining = 1;
+        forget_listeners(srv);
+    }
 }
 
 /* Abort every connection and release the fds. The loop must not run

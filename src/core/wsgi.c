@@ -988,10 +988,8 @@ int ol_wsgi_serve(ol_conn *c, PyThreadState **ts)
         srv->now = ol_now();
         if (r < 0)
             ol_conn_send_error(c, ol_error_status(r), ol_strerror(r));
-        else if (!srv->draining)
+        else /* draining too: the response closes the connection */
             handle_request(c, &head, (size_t)r);
-        else
-            ol_conn_close_gracefully(c);
         *ts = PyEval_SaveThread();
     }
     return (c->flags & CONN_CLOSED) ? -1 : 0;

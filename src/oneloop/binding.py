@@ -162,10 +162,14 @@ def _from_fd(fd: int) -> socket.socket:
         raise OSError(exc.errno, f"fd {fd} is not a usable socket: {exc.strerror}") from None
     if sock.type != socket.SOCK_STREAM:
         raise ConfigError(f"fd {fd} is not a stream socket")
+    # Forked workers share it; programs the app runs must not.
+    sock.set_inheritable(False)
     return sock
 
 
-def _describe(sock: socket.socket, ssl_context: ssl.SSLContext | None) -> tuple[Any, bool, str]:
+def describe_socket(
+    sock: socket.socket, ssl_context: ssl.SSLContext | None
+) -> tuple[Any, bool, str]:
     if sock.family == socket.AF_UNIX:
         path = sock.getsockname()
         path = path.decode() if isinstance(path, bytes) else path
@@ -190,13 +194,17 @@ def _specs(config: Config) -> list[tuple[str, Any]]:
 
 
 def systemd_fds() -> list[int]:
-    """Sockets passed by systemd socket activation (LISTEN_FDS), if meant for us."""
+    """Sockets passed by systemd socket activation (LISTEN_FDS), if meant for
+    us. The variables are then removed, as sd_listen_fds(1) does: they are
+    not meant for the processes the app starts."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         return []
     try:
         count = int(os.environ.get("LISTEN_FDS", "0"))
     except ValueError:
         return []
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
     return list(range(3, 3 + count))
 
 
@@ -212,7 +220,7 @@ def open_listeners(config: Config) -> list[Listener]:
             else:
                 sock = _from_fd(where)
             sock.setblocking(False)
-            addr, is_unix, url = _describe(sock, ssl_context)
+            addr, is_unix, url = describe_socket(sock, ssl_context)
             created = where if kind == "unix" else None
             listeners.append(Listener(sock, addr, ssl_context, is_unix, url, created))
     except BaseException:

@@ -8,11 +8,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from . import config as cfg
 from .config import OPTIONS, ConfigError
 from .loading import AppLoadError
+
+_METAVARS = {"bind": "ADDRESS", "pid": "FILE", "port": "PORT", "fd": "FD"}
+_SIZES = {"limit_request_line", "limit_request_field_size", "limit_request_body"}
+
+
+def _metavar(name: str, parse: Any) -> str:
+    """SECONDS, BYTES or N by what the option means; else its last word."""
+    if name in _METAVARS:
+        return _METAVARS[name]
+    if name in _SIZES:
+        return "BYTES"
+    if parse in (cfg._timeout, cfg._non_negative_float):
+        return "SECONDS"
+    if parse in (cfg._positive_int, cfg._non_negative_int):
+        return "N"
+    return name.split("_")[-1].upper()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,54 +44,66 @@ def _parser() -> argparse.ArgumentParser:
         "app", nargs="?", help="the app as MODULE:ATTRIBUTE (e.g. mysite.wsgi:application)"
     )
     parser.add_argument("--version", action="version", version=cfg.version_line())
+    aliases = {name: alias for alias, name in cfg.ALIASES.items()}
     for name, (parse, help_text) in OPTIONS.items():
-        flag = "--" + name.replace("_", "-")
+        flags = ["--" + name.replace("_", "-")]
+        if name in cfg.SHORT_FLAGS:
+            flags.insert(0, cfg.SHORT_FLAGS[name])
+        if name in aliases:
+            flags.append("--" + aliases[name].replace("_", "-"))
+        kwargs: dict[str, Any] = {"dest": name, "help": help_text}
         if name in cfg.FLAGS:
-            parser.add_argument(
-                flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text
-            )
-        elif name == "bind":
-            parser.add_argument(
-                "-b", flag, dest=name, action="append", metavar="ADDRESS", help=help_text
-            )
+            kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs: dict[str, Any] = {
-                "dest": name,
-                "help": help_text,
-                "metavar": name.split("_")[-1].upper(),
-            }
+            kwargs["metavar"] = _metavar(name, parse)
+            if name in cfg.LISTS:
+                kwargs["action"] = "append"
             choices = getattr(parse, "choices", None)
             if choices:
                 kwargs["choices"] = choices
                 kwargs.pop("metavar")
-            parser.add_argument(flag, **kwargs)
+        parser.add_argument(*flags, **kwargs)
     return parser
 
 
-def parse(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> cfg.Config:
+def arguments(argv: list[str] | None = None) -> dict[str, Any]:
+    """The options given on the command line (argparse exits on bad usage)."""
     parser = _parser()
     args = vars(parser.parse_args(argv))
-    values = cfg.from_environ(environ)
-    values.update(args)
-    if not values.get("app"):
-        parser.error("the app is required, as MODULE:ATTRIBUTE (or set ONELOOP_APP)")
+    args["_parser"] = parser
+    return args
+
+
+def resolve(args: dict[str, Any], environ: Mapping[str, str] | None = None) -> cfg.Config:
+    """Command-line options over the environment (and --env-file); ConfigError
+    on bad values. The supervisor calls it again on SIGHUP."""
+    values = {k: v for k, v in args.items() if not k.startswith("_")}
+    config = cfg.load(values, environ)
+    if not config.app:
+        raise ConfigError("the app is required, as MODULE:ATTRIBUTE (or set ONELOOP_APP)")
+    return config
+
+
+def parse(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> cfg.Config:
+    args = arguments(argv)
     try:
-        return cfg.build(values)
+        return resolve(args, environ)
     except ConfigError as exc:
-        parser.error(str(exc))
+        args["_parser"].error(str(exc))
         raise  # unreachable: parser.error exits
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse(argv)
+    args = arguments(argv)
+    try:
+        config = resolve(args)
+    except ConfigError as exc:
+        args["_parser"].error(str(exc))
     from .worker import run_config
 
     try:
-        return run_config(config)
-    except (ConfigError, AppLoadError) as exc:
-        print(f"oneloop: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
+        return run_config(config, lambda environ: resolve(args, environ))
+    except (ConfigError, AppLoadError, OSError) as exc:
         print(f"oneloop: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,14 +1,16 @@
 """Configuration: every option in one table, resolved once into a Config.
 
 Each option can be given on the command line, as an environment variable
-ONELOOP_<NAME> (for example ONELOOP_TIMEOUT_KEEP_ALIVE=10), or as a keyword
-to oneloop.run(). The command line wins over the environment, which wins
-over the defaults.
+ONELOOP_<NAME> (for example ONELOOP_TIMEOUT_KEEP_ALIVE=10), in --env-file,
+or as a keyword to oneloop.run(). The command line wins over the
+environment, which wins over the env file, which wins over the defaults.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -68,8 +70,27 @@ def _csv(value: Any) -> list[str]:
     return [part.strip() for part in str(value).split(",") if part.strip()]
 
 
+def _csv_list(value: Any) -> list[str]:
+    """A repeatable option: each value may itself be comma-separated."""
+    items = value if isinstance(value, list | tuple) else [value]
+    return [part for item in items for part in _csv(item)]
+
+
+def _timeout(value: Any) -> float:
+    n = _non_negative_float(value)
+    if 0 < n < 0.5:
+        raise ValueError("must be 0 (off) or at least 0.5 seconds")
+    return n
+
+
 def _default_threads() -> int:
     return 16
+
+
+# What --reload watches by default: Python sources, not editor droppings,
+# bytecode or version-control internals (uvicorn's defaults, plus caches).
+RELOAD_INCLUDE = ("*.py",)
+RELOAD_EXCLUDE = (".*", ".py[cod]", ".sw.*", "~*", "__pycache__")
 
 
 @dataclass
@@ -123,8 +144,21 @@ class Config:
     timeout_async: float = 0.0
     loop_stall_warning: float = 0.5
     max_keep_alive_requests: int = 0
-    # Process model (filled in by later features; one worker for now)
+    # Process model
     workers: int = 1
+    timeout: float = 30.0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    pid: str | None = None
+    reload: bool = False
+    reload_dir: list[str] = field(default_factory=list)
+    reload_include: list[str] = field(default_factory=list)
+    reload_exclude: list[str] = field(default_factory=list)
+    env_file: str | None = None
+    error_logfile: str | None = None
+    access_logfile: str | None = None
+    # Variables --env-file added to the environment (not an option).
+    env_file_vars: dict[str, str] = field(default_factory=dict)
 
     def listen_urls(self) -> list[str]:
         scheme = "https" if self.ssl_certfile else "http"
@@ -240,7 +274,65 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         _non_negative_int,
         "requests per connection before closing it (default: 0 = no limit)",
     ),
+    "workers": (
+        _non_negative_int,
+        "worker processes, each with its own event loop, under a supervisor "
+        "(default: $WEB_CONCURRENCY, else 1); 0 = serve in this process, no supervisor",
+    ),
+    "timeout": (
+        _timeout,
+        "seconds a worker's event loop may stay blocked (or a worker may take to boot) "
+        "before the supervisor kills it with a stack dump and starts another "
+        "(default: 30; 0 = never)",
+    ),
+    "max_requests": (
+        _non_negative_int,
+        "requests after which a worker is replaced, gracefully (default: 0 = never)",
+    ),
+    "max_requests_jitter": (
+        _non_negative_int,
+        "add a random 0..N to --max-requests for each worker, so they do not all "
+        "restart at once (default: 0)",
+    ),
+    "pid": (str, "write the process id of the supervisor (or lone worker) to this file"),
+    "reload": (
+        _bool,
+        "development: restart the workers when a source file changes (not for production)",
+    ),
+    "reload_dir": (
+        _csv_list,
+        "directory to watch with --reload; repeatable (default: the --app-dir)",
+    ),
+    "reload_include": (
+        _csv_list,
+        "glob of file names that trigger --reload, besides *.py, even if a default "
+        "exclude matches (e.g. .env); repeatable",
+    ),
+    "reload_exclude": (
+        _csv_list,
+        "glob of file and directory names --reload ignores, besides .*, .py[cod], "
+        ".sw.*, ~* and __pycache__; repeatable",
+    ),
+    "env_file": (
+        str,
+        "KEY=VALUE lines added to the environment (the real environment wins); "
+        "ONELOOP_* options included. Read again on SIGHUP",
+    ),
+    "error_logfile": (str, "write the error log to this file ('-': stderr); reopened on SIGUSR1"),
+    "access_logfile": (
+        str,
+        "write the access log to this file ('-': stdout); reopened on SIGUSR1",
+    ),
 }
+
+# Second names of options, as gunicorn spells them.
+ALIASES = {"graceful_timeout": "timeout_graceful_shutdown"}
+
+# Short flags on the command line.
+SHORT_FLAGS = {"bind": "-b", "workers": "-w", "timeout": "-t"}
+
+# Options that may be given more than once on the command line.
+LISTS = {"bind", "reload_dir", "reload_include", "reload_exclude"}
 
 # Options that take no value on the command line (--flag / --no-flag).
 FLAGS = {
@@ -250,6 +342,7 @@ FLAGS = {
     "access_log",
     "server_header",
     "date_header",
+    "reload",
 }
 
 
@@ -257,12 +350,18 @@ def env_name(option: str) -> str:
     return "ONELOOP_" + option.upper()
 
 
-def from_environ(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """Options set through ONELOOP_* variables (and FORWARDED_ALLOW_IPS)."""
+def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Options set through ONELOOP_* variables (and FORWARDED_ALLOW_IPS,
+    WEB_CONCURRENCY, as gunicorn and uvicorn read them)."""
     environ = os.environ if environ is None else environ
     found: dict[str, Any] = {}
     if "FORWARDED_ALLOW_IPS" in environ:
         found["forwarded_allow_ips"] = environ["FORWARDED_ALLOW_IPS"]
+    if "WEB_CONCURRENCY" in environ:
+        found["workers"] = environ["WEB_CONCURRENCY"]
+    for alias, name in ALIASES.items():
+        if env_name(alias) in environ:
+            found[name] = environ[env_name(alias)]
     for name in OPTIONS:
         key = env_name(name)
         if key in environ:
@@ -277,6 +376,7 @@ def build(values: dict[str, Any]) -> Config:
     config = Config()
     known = {f.name for f in fields(Config)}
     for name, raw in values.items():
+        name = ALIASES.get(name, name)
         if name not in known:
             raise ConfigError(f"unknown option {name!r}")
         if raw is None:
@@ -293,7 +393,56 @@ def build(values: dict[str, Any]) -> Config:
         setattr(config, name, value)
     if config.ssl_keyfile and not config.ssl_certfile:
         raise ConfigError("--ssl-keyfile needs --ssl-certfile")
+    if config.reload and config.workers == 0:
+        raise ConfigError("--reload needs the supervisor: use --workers 1 or more")
     return config
+
+
+def load(args: dict[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """A Config from command-line values over the environment, itself over
+    --env-file. The supervisor calls it again on SIGHUP with the environment
+    it started with, so an edited env file takes effect."""
+    environ = dict(os.environ if environ is None else environ)
+    path = args.get("env_file") or environ.get(env_name("env_file"))
+    file_vars = read_env_file(path) if path else {}
+    values = from_environ({**file_vars, **environ})
+    values.update(args)
+    config = build(values)
+    config.env_file_vars = {k: v for k, v in file_vars.items() if k not in environ}
+    return config
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines; blank lines, # comments and an `export ` prefix are
+    allowed; a value may be quoted: '...' literally, "..." with backslash
+    escapes (\\n, \\t, \\", \\\\)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"--env-file {path}: {exc.strerror}") from None
+    found: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        key, sep, value = text.removeprefix("export ").partition("=")
+        key = key.strip()
+        if not sep or not key.replace("_", "a").isalnum() or key[0].isdigit():
+            raise ConfigError(f"--env-file {path}, line {number}: expected KEY=VALUE")
+        found[key] = _env_value(value.strip())
+    return found
+
+
+def _env_value(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1]
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m[1], m[0]), value[1:-1])
+    return value.split(" #", 1)[0].rstrip()
+
+
+_ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\", "$": "$"}
 
 
 def version_line() -> str:

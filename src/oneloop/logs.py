@@ -21,25 +21,72 @@ DEFAULT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 
 
 def configure(config: Config) -> None:
-    """Set up logging once per process, from --log-config or the defaults."""
+    """Set up logging from --log-config, or --error-logfile/--access-logfile
+    and the defaults. Safe to call again (the supervisor does on SIGHUP)."""
     level = getattr(logging, config.log_level.upper())
     if config.log_config:
         _load_config_file(config.log_config)
     else:
-        _default_handlers()
+        _default_handlers(config)
     error_log.setLevel(level)
     access_log.setLevel(logging.INFO if config.access_log else logging.CRITICAL + 1)
     if level > logging.INFO:
         access_log.setLevel(max(level, access_log.level))
 
 
-def _default_handlers() -> None:
-    for logger, stream in ((error_log, sys.stderr), (access_log, sys.stdout)):
-        if not logger.handlers:
-            handler = logging.StreamHandler(stream)
-            handler.setFormatter(logging.Formatter(DEFAULT_FORMAT, "%Y-%m-%d %H:%M:%S %z"))
-            logger.addHandler(handler)
+# The handlers _default_handlers installed, replaced when it runs again.
+_installed: dict[str, logging.Handler] = {}
+
+
+def _default_handlers(config: Config) -> None:
+    targets = (
+        (error_log, config.error_logfile, sys.stderr, "--error-logfile"),
+        (access_log, config.access_logfile, sys.stdout, "--access-logfile"),
+    )
+    for logger, path, stream, option in targets:
+        old = _installed.pop(logger.name, None)
+        if old is not None:
+            logger.removeHandler(old)
+            if isinstance(old, logging.FileHandler):
+                old.close()
+        if logger.handlers:
+            continue  # set up by the embedding program (oneloop.run, gunicorn)
+        handler = _file_handler(path, option) if path and path != "-" else None
+        handler = handler or logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter(DEFAULT_FORMAT, "%Y-%m-%d %H:%M:%S %z"))
+        logger.addHandler(handler)
         logger.propagate = False
+        _installed[logger.name] = handler
+
+
+def _file_handler(path: str, option: str) -> logging.FileHandler:
+    try:
+        return logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: {exc.strerror}") from None
+
+
+def reopen_files() -> None:
+    """SIGUSR1: reopen every log file by name, after logrotate moved it."""
+    loggers = [logging.getLogger()]
+    loggers += [
+        v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)
+    ]
+    handlers = {h for logger in loggers for h in logger.handlers}
+    for handler in handlers:
+        if not isinstance(handler, logging.FileHandler):
+            continue
+        try:
+            # The handler owns the new stream; the old one is closed below.
+            stream = open(  # noqa: SIM115
+                handler.baseFilename, "a", encoding=handler.encoding, errors=handler.errors
+            )
+        except OSError as exc:
+            error_log.error("cannot reopen %s: %s", handler.baseFilename, exc.strerror)
+            continue
+        old = handler.setStream(stream)
+        if old is not None:
+            old.close()
 
 
 def _load_config_file(path: str) -> None:
@@ -124,15 +171,15 @@ class _Atoms(dict):
         return simple.get(key, "-")
 
 
-def make_access_hook(config: Config):
+def make_access_hook(config: Config, logger: logging.Logger = access_log):
     """The C core's on_access hook, or None when access logging is off."""
-    if not config.access_log or not access_log.isEnabledFor(logging.INFO):
+    if not config.access_log or not logger.isEnabledFor(logging.INFO):
         return None
     fmt = config.access_logformat
 
     def on_access(request: Any) -> None:
         try:
-            access_log.info(fmt % _Atoms(request))
+            logger.info(fmt % _Atoms(request))
         except Exception:
             error_log.exception("cannot format the access log line with %r", fmt)
 

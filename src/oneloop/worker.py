@@ -4,19 +4,26 @@ The order matters. The event loop is created and set as the main thread's
 current loop *before* the app is imported, so anything the app creates at
 import time (async clients, locks, queues) binds to the loop that will run
 for the worker's whole life.
+
+A worker runs alone (``--workers 0``), forked by oneloop's supervisor
+(oneloop.supervisor), or inside gunicorn's arbiter (oneloop.workers). A
+`Host` stands for whichever of them watches it: the worker's loop beats for
+it ten times a second, and tells it when the worker serves and stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import sys
 import threading
 import types
+from collections.abc import Callable
 from typing import Any
 
-from . import bridge, logs
+from . import bridge, logs, process, systemd
 from ._core import Server
 from .binding import Listener, open_listeners
 from .config import Config
@@ -24,6 +31,11 @@ from .lifespan import Lifespan, LifespanFailure
 from .loading import AppLoadError, detect_interface, import_app
 from .logs import error_log
 from .proxy import TrustedProxies
+
+# How often the loop proves to its host that it runs (and looks whether the
+# core reached --max-requests). A wedged loop misses beats; the supervisor's
+# --timeout is counted from the last one.
+BEAT_INTERVAL = 0.1
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -38,20 +50,78 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-class Worker:
-    """Serves the app on the given listeners until asked to stop."""
+class Host:
+    """Whoever watches a worker. This one stands for none: a worker running
+    alone, which tells systemd about itself when systemd is listening."""
 
-    def __init__(self, config: Config, listeners: list[Listener] | None = None) -> None:
+    access_logger = logs.access_log
+
+    def __init__(self) -> None:
+        self.notifier = systemd.Notifier()
+
+    def booted(self, worker: Worker) -> None:
+        urls = ", ".join(li.url for li in worker.listeners or ())
+        self.notifier.ready(f"Serving on {urls}")
+
+    def beat(self) -> bool:
+        """The loop runs; False when the host is gone and the worker should stop."""
+        self.notifier.ping()
+        return True
+
+    def stopping(self) -> None:
+        self.notifier.stopping()
+
+    def reopen_logs(self) -> None:
+        logs.reopen_files()
+
+    def signals(self) -> dict[int, Callable[[], None]]:
+        """Signals beyond TERM, INT, QUIT and USR1, and what they do."""
+        return {signal.SIGHUP: _hup_alone}
+
+
+def _hup_alone() -> None:
+    error_log.warning("SIGHUP ignored: reloading needs the supervisor (--workers 1 or more)")
+
+
+def jittered_max_requests(config: Config) -> int:
+    """--max-requests plus this worker's share of --max-requests-jitter (0: never)."""
+    if not config.max_requests:
+        return 0
+    return config.max_requests + random.randint(0, config.max_requests_jitter)
+
+
+class Worker:
+    """Serves the app on the given listeners until asked to stop.
+
+    `app` and `loop` are given by a host that made them itself (gunicorn
+    imports the app); otherwise the loop is made here, then the app imported.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        listeners: list[Listener] | None = None,
+        *,
+        app: Any = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        host: Host | None = None,
+        max_requests: int | None = None,
+    ) -> None:
         self.config = config
         self.listeners = listeners
-        self.loop = new_event_loop(config.loop)
+        self.host = host or Host()
+        self.loop = loop or new_event_loop(config.loop)
         asyncio.set_event_loop(self.loop)
-        self.app = import_app(config.app, config.app_dir, config.factory)
+        if app is None:
+            app = import_app(config.app, config.app_dir, config.factory)
+        self.app = app
         self.interface = detect_interface(self.app, config.interface)
+        self.max_requests = jittered_max_requests(config) if max_requests is None else max_requests
         self.core: Server | None = None
         self.threads: list[threading.Thread] = []
         self.stopping: asyncio.Event | None = None
         self.fast = False
+        self._ticker: asyncio.TimerHandle | None = None
 
     # -- set-up -----------------------------------------------------------
 
@@ -73,12 +143,13 @@ class Worker:
             on_stall=logs.on_stall,
             threads=c.threads,
             max_keep_alive_requests=c.max_keep_alive_requests,
+            max_requests=self.max_requests,
             server_header=c.server_header,
             date_header=c.date_header,
             multiprocess=c.workers > 1,
             root_path=c.root_path,
             on_error=logs.on_error,
-            on_access=logs.make_access_hook(c),
+            on_access=logs.make_access_hook(c, self.host.access_logger),
             lifespan_state=lifespan.state if lifespan.supported else None,
             wsgi_errors=_ErrorStream(),
             proxy_trusted=proxy,
@@ -102,8 +173,16 @@ class Worker:
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
-        for sig, fast in ((signal.SIGTERM, False), (signal.SIGINT, True), (signal.SIGQUIT, True)):
-            loop.add_signal_handler(sig, self.stop, fast)
+        self._handle_signals(loop)
+        self._tick()
+        try:
+            await self._serve(loop)
+        finally:
+            if self._ticker is not None:
+                self._ticker.cancel()
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.stopping is not None
         # Bind before the app's startup runs: a port in use fails fast, with
         # no startup side effects to undo. Connections made meanwhile wait
         # in the backlog until the core starts.
@@ -129,7 +208,9 @@ class Worker:
                 error_log.info(
                     "Serving %s app on %s (pid %d)", self.interface.upper(), li.url, os.getpid()
                 )
+            self.host.booted(self)
             await self.stopping.wait()
+            self.host.stopping()
             await self._drain()
         finally:
             await bridge.run_shutdown()
@@ -138,6 +219,37 @@ class Worker:
             await _cancel_leftover_tasks()
             self._close_listeners()
 
+    def _handle_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig, fast in ((signal.SIGTERM, False), (signal.SIGINT, True), (signal.SIGQUIT, True)):
+            loop.add_signal_handler(sig, self.stop, fast)
+        loop.add_signal_handler(signal.SIGUSR1, self.host.reopen_logs)
+        for sig, handler in self.host.signals().items():
+            loop.add_signal_handler(sig, handler)
+
+    def _tick(self) -> None:
+        """Every BEAT_INTERVAL on the loop: beat for the host, and stop once
+        the host is gone or --max-requests is reached."""
+        assert self.stopping is not None
+        if not self.host.beat() and not self.stopping.is_set():
+            error_log.warning("Worker pid %d: its supervisor is gone; stopping", os.getpid())
+            self.stop()
+        served = self._served_out()
+        if served:
+            # The core stopped taking requests at the limit; now leave.
+            error_log.info(
+                "Worker pid %d served %d requests (--max-requests): stopping", os.getpid(), served
+            )
+            self.stop()
+        self._ticker = self.loop.call_later(BEAT_INTERVAL, self._tick)
+
+    def _served_out(self) -> int:
+        """Requests served, once --max-requests is reached (and not yet acted on); else 0."""
+        core, stopping = self.core, self.stopping
+        if not self.max_requests or core is None or stopping is None or stopping.is_set():
+            return 0
+        served = core.total_requests
+        return served if served >= self.max_requests else 0
+
     def stop(self, fast: bool = False) -> None:
         """Begin shutting down: graceful (finish in-flight requests) or fast."""
         self.fast = self.fast or fast
@@ -145,21 +257,25 @@ class Worker:
             self.stopping.set()
 
     async def _drain(self) -> None:
+        """Stop accepting, close idle connections, let requests in flight
+        finish (and their responses reach the client) within
+        --timeout-graceful-shutdown; then stop the threads."""
         core = self.core
         assert core is not None
-        core.shutdown()
-        if not self.fast:
-            deadline = asyncio.get_running_loop().time() + self.config.timeout_graceful_shutdown
-            while (
-                core.active_requests
-                and asyncio.get_running_loop().time() < deadline
-                and not self.fast
-            ):
-                await asyncio.sleep(0.05)
-            if core.active_requests:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout_graceful_shutdown
+        # Outside this task: shutdown() serves requests that already
+        # arrived, and an ASGI request enters a task of its own.
+        shut = loop.create_future()
+        loop.call_soon(_call_into, shut, core.shutdown)
+        await shut
+        while (core.active_requests or core.connections) and not self.fast:
+            if loop.time() >= deadline:
                 error_log.warning("%d requests still running at shutdown", core.active_requests)
+                break
+            await asyncio.sleep(0.05)
         core.stop_threads()
-        await asyncio.get_running_loop().run_in_executor(None, self._join_threads)
+        await loop.run_in_executor(None, self._join_threads)
         core.close()
 
     def _close_listeners(self) -> None:
@@ -179,6 +295,13 @@ class Worker:
             finally:
                 asyncio.set_event_loop(None)
                 self.loop.close()
+
+
+def _call_into(future: asyncio.Future, fn: Callable[[], object]) -> None:
+    try:
+        future.set_result(fn())
+    except Exception as exc:
+        future.set_exception(exc)
 
 
 async def _cancel_leftover_tasks() -> None:
@@ -207,13 +330,25 @@ class _ErrorStream:
         sys.stderr.flush()
 
 
-def run_config(config: Config) -> int:
-    """Run one worker in this process until SIGTERM/SIGINT; the exit status."""
+def run_config(config: Config, reread: Callable[[dict[str, str]], Config] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; the exit status. With --workers 1 or more
+    under the supervisor, which calls `reread(environ)` on SIGHUP for the
+    new configuration; with --workers 0 in this process."""
     logs.configure(config)
-    try:
-        worker = Worker(config)
-        worker.run()
-    except LifespanFailure as exc:
-        error_log.error("%s", exc)
-        return 3
+    if config.workers > 0:
+        from .supervisor import Supervisor
+
+        return Supervisor(config, reread).run()
+    return run_alone(config)
+
+
+def run_alone(config: Config) -> int:
+    process.apply_env_file(config.env_file_vars)
+    with process.pidfile(config.pid):
+        try:
+            worker = Worker(config)
+            worker.run()
+        except LifespanFailure as exc:
+            error_log.error("%s", exc)
+            return 3
     return 0

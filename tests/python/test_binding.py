@@ -336,8 +336,9 @@ def test_unresolvable_host():
 
 def test_reuse_port(launch):
     port = free_port()
-    one = launch(*APP, "--reuse-port", "--port", str(port), "cli_apps:asgi_fn")
-    two = launch(*APP, "--reuse-port", "--port", str(port), "cli_apps:asgi_fn")
+    # --workers 0: each instance serves in the process started, so pids tell them apart
+    one = launch(*APP, "--workers", "0", "--reuse-port", "--port", str(port), "cli_apps:asgi_fn")
+    two = launch(*APP, "--workers", "0", "--reuse-port", "--port", str(port), "cli_apps:asgi_fn")
     pids = {get_json(f"http://127.0.0.1:{port}/")["pid"] for _ in range(40)}
     assert pids <= {one.proc.pid, two.proc.pid}
     assert one.proc.poll() is None and two.proc.poll() is None

@@ -706,7 +706,7 @@ def test_oldest_and_newest_supported_flask_and_asgiref(serve, services, tmp_path
     ]:
         server = serve(f"one_loop.{app}:app", "--no-access-log", env=env)
         assert httpx.get(server.url + "/_stack").json() == expected_stack(stack)
-        results = hammer(lambda c, i, p=paths: c.get(server.url + p[i % len(p)]), n=210)
+        results = hammer(lambda c, i, u=server.url, p=paths: c.get(u + p[i % len(p)]), n=210)
         boom = [r for r in results if r.i % len(paths) == 1 and app == "hooks_app"]
         assert_all([r for r in results if r not in boom])
         assert all(r.status == 500 and r.json["error"] == "RuntimeError" for r in boom)

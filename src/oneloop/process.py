@@ -1,0 +1,72 @@
+"""Process chores shared by the supervisor and a lone worker: the pid file,
+the --env-file variables, and dying with the parent."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+from collections.abc import Iterator
+
+from .config import ConfigError
+
+_PR_SET_PDEATHSIG = 1
+
+
+@contextlib.contextmanager
+def pidfile(path: str | None) -> Iterator[None]:
+    """Write this process's id to `path` for the duration (none: no file).
+    The file is written whole under a temporary name, then renamed, so a
+    reader never sees it half written; it is removed only if still ours."""
+    if not path:
+        yield
+        return
+    pid = str(os.getpid())
+    temporary = f"{path}.{pid}.tmp"
+    try:
+        with open(temporary, "w", encoding="ascii") as f:
+            f.write(pid + "\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise ConfigError(f"--pid {path}: {exc.strerror}") from None
+    try:
+        yield
+    finally:
+        _remove_if_ours(path, pid)
+
+
+def _remove_if_ours(path: str, pid: str) -> None:
+    try:
+        with open(path, encoding="ascii") as f:
+            if f.read().strip() == pid:
+                os.unlink(path)
+    except OSError:
+        pass
+
+
+# The --env-file variables this process has put into its environment.
+_applied: set[str] = set()
+
+
+def apply_env_file(variables: dict[str, str]) -> None:
+    """Put --env-file's variables into os.environ (where workers and the app
+    read them), dropping those an earlier reading added and this one lacks."""
+    for name in _applied - variables.keys():
+        os.environ.pop(name, None)
+    os.environ.update(variables)
+    _applied.clear()
+    _applied.update(variables)
+
+
+def die_with_parent(parent: int) -> bool:
+    """Ask Linux to send SIGTERM when the parent dies, so a worker whose
+    supervisor was killed does not serve on unsupervised. False if the
+    parent is already gone. (The worker's heartbeat also checks getppid(),
+    for systems without prctl.)"""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    return os.getppid() == parent

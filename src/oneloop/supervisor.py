@@ -1,0 +1,608 @@
+"""The supervisor: binds the listeners, forks the workers, keeps them healthy.
+
+Signals, as gunicorn's arbiter takes them: TERM stops gracefully, INT and
+QUIT stop fast, HUP reloads (new workers serve before the old ones drain;
+the configuration and the app's code are read again), TTIN and TTOU add and
+remove a worker, USR1 reopens the log files.
+
+The supervisor never imports the app and never starts an event loop or a
+thread, so a worker forked from it is a clean process that makes its own
+loop and then imports the app (oneloop.worker). It sleeps in select() on a
+pipe the signal handlers write to (and, with --reload, on the file watcher),
+and wakes ten times a second to read the workers' heartbeats from shared
+memory (oneloop.heartbeat).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import math
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import logs, process, systemd
+from .binding import Listener, make_ssl_context, open_listeners
+from .config import Config, ConfigError
+from .heartbeat import BOOTING, READY, STOPPING, Slot
+from .logs import error_log
+from .reload import Watcher
+from .worker import Host, jittered_max_requests
+
+TICK = 0.1  # seconds between looks at the heartbeats
+ABORT_GRACE = 1.0  # from SIGABRT (the worker dumps its stacks) to SIGKILL
+STOP_MARGIN = 1.0  # beyond --graceful-timeout, for the workers' shutdown hooks
+FAST_STOP_GRACE = 5.0  # a fast stop waits at most this long before SIGKILL
+CRASH_MEMORY = 10.0  # a crash this soon after the previous one continues a streak
+MAX_BACKOFF = 5.0  # longest wait before replacing a worker that keeps crashing
+RELOAD_SETTLE = 0.2  # --reload: wait for a burst of file changes to end
+
+HANDLED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGUSR1,
+    signal.SIGCHLD,
+)
+
+# Exit statuses with which a worker says it has already explained why it
+# could not boot (an app that does not import, a failed startup).
+_EXPLAINED = {1, 3}
+
+
+@dataclass(eq=False)
+class Child:
+    """The supervisor's record of one worker process."""
+
+    pid: int
+    slot: Slot
+    generation: int  # bumped by each reload; older ones give way
+    ready: bool = False  # has served
+    retiring: bool = False  # asked to stop (or stopping by itself); not counted
+    aborted: bool = False  # killed for --timeout
+    kill_at: float | None = None  # SIGKILL if still alive then
+
+
+class SupervisedHost(Host):
+    """The worker side of the heartbeat (runs in the forked worker)."""
+
+    def __init__(self, slot: Slot, parent: int) -> None:
+        self.slot = slot
+        self.parent = parent
+
+    def booted(self, worker: object) -> None:
+        self.slot.state = READY
+
+    def beat(self) -> bool:
+        self.slot.beat()
+        return os.getppid() == self.parent
+
+    def stopping(self) -> None:
+        self.slot.state = STOPPING
+
+    def signals(self) -> dict:
+        # The supervisor's signals; one sent to the whole process group
+        # (a terminal's hangup, a stray `kill -HUP -PGID`) must not kill us.
+        return {sig: _ignore for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)}
+
+
+def _ignore() -> None:
+    pass
+
+
+def _dump_stacks_on_abort() -> None:
+    """On SIGABRT (sent for --timeout) print every thread's stack, from C,
+    so a loop stuck without ever running Python is shown too; then exit
+    when Python code can run. faulthandler hands the signal back to the
+    Python handler set first, so no core is dumped; SIGKILL follows if the
+    process cannot even do that."""
+    signal.signal(signal.SIGABRT, _exit_aborted)
+    faulthandler.enable(all_threads=True)
+
+
+def _exit_aborted(sig: int, frame: object) -> None:
+    os._exit(128 + signal.SIGABRT)
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+class Supervisor:
+    """Runs `config.workers` workers until told to stop; `reread(environ)`
+    gives the configuration anew on SIGHUP (None: keep this one)."""
+
+    def __init__(
+        self, config: Config, reread: Callable[[dict[str, str]], Config] | None = None
+    ) -> None:
+        self.config = config
+        self.reread = reread
+        self.base_environ = dict(os.environ)  # before --env-file
+        self.pid = os.getpid()
+        self.listeners: list[Listener] = []
+        self.children: dict[int, Child] = {}
+        self.target = config.workers
+        self.generation = 0
+        self.pending: list[int] = []  # signals received, not yet handled
+        self.stopping: str | None = None  # "graceful" or "fast"
+        self.exit_code = 0
+        self.crash_streak = 0
+        self.last_crash = -math.inf
+        self.spawn_after = 0.0
+        self.announced = False  # told systemd and the log that all workers serve
+        self.reloading = False
+        self.paused = False  # --reload: a worker could not boot; wait for a change
+        self.reload_due: float | None = None
+        self.reload_reason = ""
+        self.notifier = systemd.Notifier()
+        self.watcher: Watcher | None = None
+        self._wake: tuple[int, int] | None = None
+
+    # -- the main loop ----------------------------------------------------
+
+    def run(self) -> int:
+        process.apply_env_file(self.config.env_file_vars)
+        self.listeners = open_listeners(self.config)
+        try:
+            with process.pidfile(self.config.pid):
+                self._install_signals()
+                if self.config.reload:
+                    self.watcher = Watcher.for_config(self.config)
+                self._loop()
+        finally:
+            self._clean_up()
+        return self.exit_code
+
+    def _loop(self) -> None:
+        while True:
+            self._handle_signals()
+            self._reap()
+            if self.stopping and not self.children:
+                return
+            now = time.monotonic()
+            self._watch_children(now)
+            self._watch_files(now)
+            if not self.stopping:
+                self._manage(now)
+            self.notifier.ping(self._healthy(now))
+            self._sleep()
+
+    def _sleep(self) -> None:
+        assert self._wake is not None
+        fds = [self._wake[0]]
+        watched = self.watcher.fileno() if self.watcher is not None else None
+        if watched is not None:
+            fds.append(watched)
+        readable, _, _ = select.select(fds, [], [], TICK)
+        if self._wake[0] in readable:
+            while True:
+                try:
+                    if not os.read(self._wake[0], 4096):
+                        break
+                except BlockingIOError:
+                    break
+
+    # -- signals ----------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake[1], warn_on_full_buffer=False)
+        for sig in HANDLED:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, sig: int, frame: object) -> None:
+        self.pending.append(sig)  # handled by the main loop, not in here
+
+    def _handle_signals(self) -> None:
+        while self.pending:
+            sig = self.pending.pop(0)
+            if sig != signal.SIGCHLD:
+                error_log.info("Received %s", signal.Signals(sig).name)
+            if sig == signal.SIGTERM:
+                self.stop(fast=False)
+            elif sig in (signal.SIGINT, signal.SIGQUIT):
+                self.stop(fast=True)
+            elif sig == signal.SIGHUP:
+                self.reload("SIGHUP")
+            elif sig == signal.SIGTTIN:
+                self._resize(+1)
+            elif sig == signal.SIGTTOU:
+                self._resize(-1)
+            elif sig == signal.SIGUSR1:
+                self._reopen_logs()
+
+    def _resize(self, by: int) -> None:
+        if self.stopping:
+            return
+        if self.target + by < 1:
+            error_log.warning("SIGTTOU ignored: one worker is the fewest")
+            return
+        self.target += by
+        error_log.info("Workers: %d (SIG%s)", self.target, "TTIN" if by > 0 else "TTOU")
+
+    def _reopen_logs(self) -> None:
+        logs.reopen_files()
+        for child in self.children.values():
+            self._send(child, signal.SIGUSR1)  # a booting worker ignores it
+
+    # -- starting workers -------------------------------------------------
+
+    def _spawn(self) -> None:
+        slot = Slot()
+        max_requests = jittered_max_requests(self.config)
+        # Signals stay blocked across fork() until the child has put back
+        # the default handlers: ours must never run in a worker.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        pid = os.fork()
+        if pid == 0:
+            self._become_worker(slot, max_requests, mask)  # never returns
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        self.children[pid] = Child(pid, slot, self.generation)
+        error_log.debug("Booting worker pid %d", pid)
+
+    def _become_worker(self, slot: Slot, max_requests: int, mask: set) -> None:
+        code = 1
+        try:
+            self._reset_signals(mask)
+            self._close_inherited(slot)
+            systemd.forget_environment()
+            if process.die_with_parent(self.pid):
+                _dump_stacks_on_abort()
+                host = SupervisedHost(slot, self.pid)
+                code = run_worker(self.config, self.listeners, host, max_requests)
+            else:
+                code = 0
+        except KeyboardInterrupt:
+            code = 0  # INT while booting: the terminal's Ctrl-C reached us too
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException as exc:
+            traceback.print_exc()
+            slot.set_error(f"the worker failed: {exc!r}")
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):  # exiting anyway
+                    stream.flush()
+            os._exit(code)
+
+    def _reset_signals(self, mask: set) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig in HANDLED:
+            signal.signal(sig, signal.SIG_DFL)
+        # Until the worker's loop takes them: INT and QUIT interrupt the
+        # boot; the supervisor's own signals are ignored (USR1 would kill).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGQUIT, signal.default_int_handler)
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def _close_inherited(self, keep: Slot) -> None:
+        if self._wake is not None:
+            for fd in self._wake:
+                os.close(fd)
+        if self.watcher is not None:
+            self.watcher.close()
+        for child in self.children.values():
+            child.slot.close()
+        self.notifier.close()
+
+    # -- watching workers -------------------------------------------------
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is not None:
+                self._exited(child, status)
+
+    def _exited(self, child: Child, status: int) -> None:
+        state, message = child.slot.state, child.slot.error()
+        child.slot.close()
+        if self.stopping or child.retiring or state == STOPPING:
+            error_log.debug("Worker pid %d exited (%s)", child.pid, _describe(status))
+            return
+        now = time.monotonic()
+        if not child.ready and state == BOOTING:
+            self._boot_failed(child, status, message, now)
+            return
+        error_log.error(
+            "Worker pid %d exited unexpectedly (%s); starting another", child.pid, _describe(status)
+        )
+        self._crashed(now)
+
+    def _note_ready(self) -> None:
+        for child in list(self.children.values()):
+            if not child.ready and child.slot.state != BOOTING:
+                self._on_ready(child)
+
+    def _watch_children(self, now: float) -> None:
+        self._note_ready()
+        for child in list(self.children.values()):
+            state = child.slot.state
+            if state == STOPPING and not child.retiring:
+                # Stopping by itself (--max-requests): replace it right away.
+                self._retire(child, now, None)
+            if child.kill_at is not None and now >= child.kill_at:
+                self._kill(child)
+            elif self._wedged(child, now):
+                self._abort(child, now)
+
+    def _wedged(self, child: Child, now: float) -> bool:
+        timeout = self.config.timeout
+        return bool(timeout) and not child.aborted and now - child.slot.last_beat() > timeout
+
+    def _on_ready(self, child: Child) -> None:
+        child.ready = True
+        error_log.debug("Worker pid %d serves", child.pid)
+        current = self._current()
+        if len(current) < self.target or not all(c.ready for c in current):
+            return
+        if not self.announced:
+            self.announced = True
+            error_log.info("Supervisor pid %d: %d workers serving", self.pid, self.target)
+            self.notifier.ready(self._status())
+
+    def _abort(self, child: Child, now: float) -> None:
+        """A loop blocked past --timeout (or a boot that takes longer):
+        SIGABRT makes the worker print every thread's stack, SIGKILL follows."""
+        blocked = now - child.slot.last_beat()
+        if child.ready:
+            error_log.error(
+                "Worker pid %d: its event loop has been blocked for %.1fs (--timeout %g); "
+                "killing it (stack dump follows) and starting another",
+                child.pid,
+                blocked,
+                self.config.timeout,
+            )
+        else:
+            error_log.error(
+                "Worker pid %d has not booted within --timeout (%gs); killing it "
+                "(stack dump follows)",
+                child.pid,
+                self.config.timeout,
+            )
+        child.aborted = True
+        child.retiring = True
+        child.kill_at = now + ABORT_GRACE
+        self._send(child, signal.SIGABRT)
+
+    def _kill(self, child: Child) -> None:
+        if not child.aborted:
+            error_log.warning(
+                "Worker pid %d still running %.0fs after it was asked to stop; killing it",
+                child.pid,
+                self.config.timeout_graceful_shutdown + STOP_MARGIN,
+            )
+        child.kill_at = None
+        self._send(child, signal.SIGKILL)
+
+    def _healthy(self, now: float) -> bool:
+        """For the systemd watchdog: some worker serves, and every serving
+        worker's loop has beaten within the watchdog interval."""
+        serving = [c for c in self.children.values() if c.ready and not c.retiring]
+        window = self.notifier.watchdog or math.inf
+        return bool(serving) and all(now - c.slot.last_beat() < window for c in serving)
+
+    # -- keeping the count ------------------------------------------------
+
+    def _current(self) -> list[Child]:
+        """Workers of the current generation that are meant to go on serving."""
+        return [
+            c for c in self.children.values() if c.generation == self.generation and not c.retiring
+        ]
+
+    def _manage(self, now: float) -> None:
+        current = self._current()
+        for child in current[: max(0, len(current) - self.target)]:  # oldest first
+            self._retire(child, now)
+        current = current[max(0, len(current) - self.target) :]
+        # A reload: each new worker that serves lets one old worker go.
+        old = [c for c in self.children.values() if c.generation < self.generation]
+        old = [c for c in old if not c.retiring]
+        ready = sum(c.ready for c in current)
+        for child in old[: max(0, len(old) + ready - self.target)]:
+            self._retire(child, now)
+        if len(current) < self.target and now >= self.spawn_after and not self.paused:
+            for _ in range(self.target - len(current)):
+                self._spawn()
+        if self.reloading and not old and ready == self.target:
+            self.reloading = False
+            error_log.info("Reload complete: %d new workers serving", ready)
+            self.notifier.ready(self._status())
+
+    def _retire(self, child: Child, now: float, sig: int | None = signal.SIGTERM) -> None:
+        """Let a worker go: it is no longer counted, so a replacement starts."""
+        child.retiring = True
+        child.kill_at = now + self.config.timeout_graceful_shutdown + STOP_MARGIN
+        if sig is not None:
+            self._send(child, sig if child.ready else signal.SIGTERM)
+
+    def _send(self, child: Child, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # exited; reaped on the next pass
+            os.kill(child.pid, sig)
+
+    def _crashed(self, now: float) -> None:
+        """Replace at once the first time; back off while crashes follow
+        each other (0.1 s, doubling, up to MAX_BACKOFF)."""
+        recent = now - self.last_crash < CRASH_MEMORY
+        self.crash_streak = self.crash_streak + 1 if recent else 1
+        self.last_crash = now
+        if self.crash_streak > 1:
+            delay = min(0.1 * 2 ** (self.crash_streak - 2), MAX_BACKOFF)
+            self.spawn_after = max(self.spawn_after, now + delay)
+            error_log.warning("Workers keep failing; next one in %.1fs", delay)
+
+    # -- boot failures ----------------------------------------------------
+
+    def _boot_failed(self, child: Child, status: int, message: str, now: float) -> None:
+        if not message:
+            if child.aborted:
+                message = f"the worker did not boot within --timeout ({self.config.timeout:g}s)"
+            else:
+                message = f"the worker exited before serving ({_describe(status)})"
+        if self.reloading and child.generation == self.generation:
+            self._abort_reload(message, now)
+        elif self.config.reload:
+            error_log.error("The worker cannot boot: %s", message)
+        elif any(c.ready and not c.retiring for c in self.children.values()):
+            error_log.error("A worker cannot boot: %s", message)
+            self._crashed(now)
+            return
+        else:
+            # Nothing serves and nothing will: say why once and exit,
+            # rather than fork failing workers forever.
+            print(f"oneloop: error: {message}", file=sys.stderr, flush=True)
+            code = os.waitstatus_to_exitcode(status)
+            self.exit_code = code if code in _EXPLAINED else 1
+            self.stop(fast=True)
+            return
+        if self.config.reload:
+            error_log.error("Waiting for a file to change")
+            self.paused = True
+
+    def _abort_reload(self, message: str, now: float) -> None:
+        error_log.error("Reload failed: %s; the previous workers keep serving", message)
+        for child in self.children.values():
+            if child.generation == self.generation and not child.ready:
+                self._retire(child, now)
+        for child in self.children.values():
+            child.generation = self.generation  # the survivors are current again
+        self.reloading = False
+        self.notifier.ready(self._status())
+
+    # -- reloading --------------------------------------------------------
+
+    def reload(self, reason: str) -> None:
+        """Start a new generation of workers; _manage lets the old ones go
+        as the new ones serve."""
+        if self.stopping:
+            return
+        self.notifier.reloading()
+        self._reread_config()
+        now = time.monotonic()
+        self._note_ready()
+        for child in self.children.values():
+            if not child.ready and not child.retiring:
+                self._retire(child, now)  # still booting the old code
+        self.generation += 1
+        self.reloading = True
+        self.paused = False
+        self.spawn_after = 0.0
+        error_log.info("Reloading (%s): starting %d new workers", reason, self.target)
+
+    def _reread_config(self) -> None:
+        if self.reread is None:
+            return
+        try:
+            config = self.reread(self.base_environ)
+            logs.configure(config)
+            tls = make_ssl_context(config) if config.ssl_certfile else None
+        except ConfigError as exc:
+            error_log.error("Reload: %s; keeping the configuration", exc)
+            return
+        if _listening(config) != _listening(self.config):
+            error_log.warning("Reload: new listening addresses take effect only on a restart")
+        for listener in self.listeners:
+            if listener.ssl_context is not None and tls is not None:
+                listener.ssl_context = tls  # new certificates for new workers
+        process.apply_env_file(config.env_file_vars)
+        self.config = config
+        self.target = max(config.workers, 1)
+
+    def _watch_files(self, now: float) -> None:
+        if self.watcher is None:
+            return
+        changed = self.watcher.changes()
+        if changed:
+            self.reload_due = now + RELOAD_SETTLE
+            self.reload_reason = changed[0]
+        if self.reload_due is not None and now >= self.reload_due:
+            self.reload_due = None
+            self.reload(f"{self.reload_reason} changed")
+
+    # -- stopping ---------------------------------------------------------
+
+    def stop(self, fast: bool) -> None:
+        """Graceful: workers finish what is in flight within
+        --graceful-timeout. Fast: they close everything now."""
+        if self.stopping == "fast" or (self.stopping and not fast):
+            return
+        self.stopping = "fast" if fast else "graceful"
+        self.notifier.stopping()
+        for listener in self.listeners:
+            listener.close()  # workers hold their own copies until they exit
+        grace = self.config.timeout_graceful_shutdown + STOP_MARGIN
+        if fast:
+            grace = min(grace, FAST_STOP_GRACE)
+        deadline = time.monotonic() + grace
+        for child in self.children.values():
+            child.retiring = True
+            child.kill_at = min(child.kill_at or math.inf, deadline)
+            self._send(child, signal.SIGQUIT if fast and child.ready else signal.SIGTERM)
+
+    def _clean_up(self) -> None:
+        for child in self.children.values():  # only after an unexpected error
+            self._send(child, signal.SIGKILL)
+        while self.children:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            child = self.children.pop(pid, None)
+            if child is not None:
+                child.slot.close()
+        for listener in self.listeners:
+            listener.close()
+        if self._wake is not None:
+            signal.set_wakeup_fd(-1)
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
+        if self.watcher is not None:
+            self.watcher.close()
+        self.notifier.close()
+
+    def _status(self) -> str:
+        urls = ", ".join(li.url for li in self.listeners)
+        return f"{len(self._current())} workers serving on {urls}"
+
+
+def _listening(config: Config) -> tuple:
+    return (config.bind, config.host, config.port, config.uds, config.fd, config.reuse_port)
+
+
+def run_worker(
+    config: Config, listeners: list[Listener], host: SupervisedHost, max_requests: int
+) -> int:
+    """The forked worker's life; its exit status. A worker that cannot boot
+    leaves the reason in its heartbeat slot for the supervisor to report."""
+    from .lifespan import LifespanFailure
+    from .loading import AppLoadError
+    from .worker import Worker
+
+    try:
+        Worker(config, listeners, host=host, max_requests=max_requests).run()
+    except (AppLoadError, ConfigError) as exc:
+        host.slot.set_error(str(exc))
+        return 1
+    except LifespanFailure as exc:
+        host.slot.set_error(str(exc))
+        return 3
+    return 0
