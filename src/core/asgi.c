@@ -586,6 +586,33 @@ static void app_done(PyObject *owner, PyObject *result, PyObject *exc)
     app_finished((ol_req *)owner, exc);
 }
 
+/*
+ * Drivers (each with its asyncio Task) are shared: a connection holds one
+ * only while it has requests, and an idle keep-alive connection gives its
+ * driver back to the server's pool, so it holds no task (about 800 bytes
+ * less per idle connection). The pool keeps at most DRIVER_POOL_MAX.
+ */
+#define DRIVER_POOL_MAX 1024
+
+/* A ready driver from the pool, or NULL (with an exception on error). */
+static ol_driver *pooled_driver(ol_server *srv)
+{
+    PyObject *pool = srv->idle_drivers;
+    Py_ssize_t n;
+    while (pool != NULL && (n = PyList_GET_SIZE(pool)) > 0) {
+        ol_driver *d = (ol_driver *)Py_NewRef(PyList_GET_ITEM(pool, n - 1));
+        if (PyList_SetSlice(pool, n - 1, n, NULL) < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+        if (ol_driver_ready(d))
+            return d;
+        ol_driver_release(d);
+        Py_DECREF(d);
+    }
+    return NULL;
+}
+
 /* The connection's driver, ready for a new coroutine. One still running the
  * previous app (work after its response) keeps running it, released. */
 static ol_driver *driver_for(ol_conn *c)
@@ -597,9 +624,52 @@ static ol_driver *driver_for(ol_conn *c)
         ol_driver_release(d);
         Py_CLEAR(c->driver);
     }
-    d = ol_driver_new(c->server);
+    d = pooled_driver(c->server);
+    if (d == NULL && !PyErr_Occurred())
+        d = ol_driver_new(c->server);
     c->driver = (PyObject *)d;
     return d;
+}
+
+/* Keep d in the pool: 0, or -1 when the pool is full (or out of memory). */
+static int pool_add(ol_server *srv, ol_driver *d)
+{
+    if (srv->idle_drivers == NULL && (srv->idle_drivers = PyList_New(0)) == NULL) {
+        PyErr_Clear(); /* the driver ends instead; nothing is lost */
+        return -1;
+    }
+    if (PyList_GET_SIZE(srv->idle_drivers) >= DRIVER_POOL_MAX)
+        return -1;
+    if (PyList_Append(srv->idle_drivers, (PyObject *)d) < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    return 0;
+}
+
+/* The connection has no request left: its driver goes back to the pool, or,
+ * if the app still runs after its response, finishes that and ends. */
+void ol_asgi_park_driver(ol_conn *c)
+{
+    ol_server *srv = c->server;
+    ol_driver *d = (ol_driver *)c->driver;
+    c->driver = NULL;
+    if (ol_driver_ready(d) && pool_add(srv, d) == 0) {
+        Py_DECREF(d);
+        return;
+    }
+    ol_driver_release(d);
+    Py_DECREF(d);
+}
+
+/* The server closes: the pooled drivers' tasks end. */
+void ol_asgi_close(ol_server *srv)
+{
+    if (srv->idle_drivers == NULL)
+        return;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(srv->idle_drivers); i++)
+        ol_driver_release((ol_driver *)PyList_GET_ITEM(srv->idle_drivers, i));
+    Py_CLEAR(srv->idle_drivers);
 }
 
 /* ------------------------------------------------------------------------ */

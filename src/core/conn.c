@@ -775,6 +775,8 @@ void ol_conn_process(ol_conn *c)
         }
         if (c->rlen == 0) {
             ol_conn_release_idle_buffers(c);
+            if (c->driver != NULL)
+                ol_asgi_park_driver(c);
             break;
         }
         /* Draining too: a request that is here is served, and its response

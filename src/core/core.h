@@ -292,6 +292,7 @@ struct ol_server {
     pthread_mutex_t bridge_lock;
     struct ol_call *bridge_queue, *bridge_queue_tail, *bridge_cancels;
     PyObject *bridge_drivers; /* host task drivers for bridged calls */
+    PyObject *idle_drivers;   /* ASGI: ready drivers no connection holds (asgi.c) */
     unsigned long loop_thread;
     double async_timeout; /* --timeout-async; 0 = none */
 
@@ -409,6 +410,8 @@ void ol_driver_cancel(ol_driver *d);
 
 int ol_asgi_init_types(PyObject *module, ol_state *st);
 int ol_asgi_dispatch(ol_conn *c, const ol_request *head, size_t head_len);
+void ol_asgi_park_driver(ol_conn *c);
+void ol_asgi_close(ol_server *srv);
 void ol_asgi_on_body(ol_req *r);
 void ol_asgi_on_disconnect(ol_req *r);
 void ol_asgi_on_eof(ol_req *r);

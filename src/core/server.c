@@ -704,6 +704,7 @@ static PyObject *server_close(ol_server *srv, PyObject *unused)
         Py_XDECREF(r);
     }
     ol_bridge_close(srv);
+    ol_asgi_close(srv);
     int *fds[] = {&srv->epfd, &srv->timerfd, &srv->wakefd};
     for (size_t i = 0; i < 3; i++) {
         if (*fds[i] >= 0)
@@ -761,6 +762,7 @@ static int server_traverse(ol_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->run_pending);
     Py_VISIT(srv->base_context);
     Py_VISIT(srv->bridge_drivers);
+    Py_VISIT(srv->idle_drivers);
     Py_VISIT(srv->on_stall);
     for (int i = 0; i < srv->nlisteners; i++) {
         Py_VISIT(srv->listeners[i].sock);
@@ -783,6 +785,7 @@ static int server_clear(ol_server *srv)
     Py_CLEAR(srv->run_pending);
     Py_CLEAR(srv->base_context);
     Py_CLEAR(srv->on_stall);
+    Py_CLEAR(srv->idle_drivers);
     Py_CLEAR(srv->root_path);
     Py_CLEAR(srv->root_path_bytes);
     Py_CLEAR(srv->asgi_info);
@@ -804,6 +807,7 @@ static void server_dealloc(ol_server *srv)
     ol_pool_free(srv);
     ol_watch_stop(srv);
     ol_bridge_close(srv);
+    ol_asgi_close(srv);
     if (srv->bridge_lock_ready)
         pthread_mutex_destroy(&srv->bridge_lock);
     server_clear(srv);

@@ -344,9 +344,7 @@ def test_help_lists_every_option():
     assert "--version" in text
     # --threads documents its default
     options_part = text.split("options:", 1)[1]
-    threads_help = " ".join(
-        options_part.split("--threads N", 1)[1].split("--root-path")[0].split()
-    )
+    threads_help = " ".join(options_part.split("--threads N", 1)[1].split("--root-path")[0].split())
     assert "default: 16" in threads_help
 
 
