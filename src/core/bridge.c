@@ -163,9 +163,11 @@ static void start_call(ol_server *srv, ol_call *call)
 PyObject *ol_bridge_run(ol_server *srv, PyObject *unused)
 {
     (void)unused;
+    /* One read resets an eventfd's counter; a write after it makes the fd
+     * readable again and the loop calls back, so no second (EAGAIN) read. */
     uint64_t v;
-    while (read(srv->bridgefd, &v, sizeof(v)) > 0)
-        ;
+    ssize_t ignored = read(srv->bridgefd, &v, sizeof(v));
+    (void)ignored;
     pthread_mutex_lock(&srv->bridge_lock);
     ol_call *calls = srv->bridge_queue, *cancels = srv->bridge_cancels;
     srv->bridge_queue = srv->bridge_queue_tail = NULL;
