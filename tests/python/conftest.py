@@ -243,3 +243,26 @@ def request(server: Server, raw: bytes, timeout: float = 5.0) -> tuple[int, dict
     with connect(server, timeout) as c:
         c.send(raw)
         return c.response()
+
+
+# -- services for the one-loop tests (apps/one_loop/services.py) -------------------
+
+
+@pytest.fixture(scope="module")
+def services() -> Iterator[dict]:
+    """The stand-in Elasticsearch node and the three 200 ms upstreams."""
+    sys.path.insert(0, str(APPS))
+    from one_loop.services import stub_services
+
+    with stub_services() as urls:
+        yield urls
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free port, killed after the module."""
+    sys.path.insert(0, str(APPS))
+    from one_loop.services import redis_server
+
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url

@@ -39,7 +39,7 @@ from conftest import APPS, connect
 sys.path.insert(0, str(APPS))
 
 from one_loop.load import CONCURRENCY, Result, assert_all, hammer, timings
-from one_loop.services import ES_INFO, free_port, redis_server, stub_services
+from one_loop.services import ES_INFO, free_port
 
 ERROR_SIGNS = (
     "[ERROR]",
@@ -54,21 +54,7 @@ def report(text: str) -> None:
 
 
 # ---------------------------------------------------------------------------
-# services
-
-
-@pytest.fixture(scope="module")
-def services() -> Iterator[dict]:
-    """The stand-in Elasticsearch node and the three 200 ms upstreams."""
-    with stub_services() as urls:
-        yield urls
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on a free port, killed after the module."""
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
+# services: the `services` and `redis_url` fixtures are in conftest.py
 
 
 def stub_stats(url: str) -> dict:

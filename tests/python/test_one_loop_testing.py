@@ -32,23 +32,11 @@ from oneloop.testing import one_loop, serve
 sys.path.insert(0, str(APPS))
 
 from one_loop.load import assert_all, hammer, timings
-from one_loop.services import ES_INFO, redis_server, stub_services
+from one_loop.services import ES_INFO
 
 
 def report(text: str) -> None:
     print(f"\n[one-loop testing] {text}", flush=True)
-
-
-@pytest.fixture(scope="module")
-def services() -> Iterator[dict]:
-    with stub_services() as urls:
-        yield urls
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture
