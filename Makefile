@@ -26,7 +26,7 @@ SANITIZE    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-
 FUZZ_FLAGS  := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
 
 .PHONY: help all deps test test-c test-c-asan test-c-portable test-c-valgrind fuzz fuzz-smoke fuzz-corpus \
-        bench bench-parser test-py format lint clean
+        bench bench-parser bench-servers bench-smoke test-py test-py-asan test-py-valgrind format lint clean
 
 help:
 	@echo "make test         install what is missing, then every test (C, fuzz smoke, lint, Python)"
@@ -34,7 +34,11 @@ help:
 	@echo "make test-c       C tests of the wire layer under ASan+UBSan, then under valgrind"
 	@echo "make fuzz         run each libFuzzer target for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 	@echo "make bench        parser micro-benchmark (ns per request)"
+	@echo "make bench-servers  oneloop against its peers, writes docs/benchmarks.md (BENCH_QUICK=1: shorter)"
+	@echo "make bench-smoke  every benchmark scenario for about a second (proves the harness works)"
 	@echo "make test-py      Python tests (real server, real sockets)"
+	@echo "make test-py-asan the Python tests against an ASan+UBSan build of the extension"
+	@echo "make test-py-valgrind  servers under valgrind with a mix of traffic"
 	@echo "make format       clang-format and ruff format, in place"
 	@echo "make lint         formatting, ruff, and -Werror builds with gcc and clang"
 
@@ -125,10 +129,34 @@ bench-parser: $(BUILD)/bench_parser
 
 bench: bench-parser
 
+# Servers against their peers: bench/servers/setup.sh installs what is missing
+# (wrk, h2load, valgrind, a virtualenv with the peers), run.py measures and
+# writes docs/benchmarks.md. The smoke run never fails on a number.
+BENCH_VENV  ?= bench/.venv
+BENCH_SETUP := PYTHON=$(PYTHON) BENCH_VENV=$(abspath $(BENCH_VENV)) bench/servers/setup.sh
+
+bench-servers:
+	$(BENCH_SETUP)
+	$(BENCH_VENV)/bin/python bench/servers/run.py $(if $(filter 1,$(BENCH_QUICK)),--quick) \
+		$(if $(filter 1,$(SMOKE)),--smoke)
+
+bench-smoke:
+	$(BENCH_SETUP)
+	$(BENCH_VENV)/bin/python bench/servers/run.py --smoke
+
 # ---------------------------------------------------------------- Python
 
 test-py:
 	$(PYTHON) -m pytest tests/python -q
+
+# The binding layer's memory checks: the whole Python suite against an
+# ASan+UBSan build of the extension (~4x slower), and valgrind on real
+# servers serving a mix of traffic.
+test-py-asan:
+	PYTHON=$(PYTHON) scripts/test-py-asan.sh
+
+test-py-valgrind:
+	$(PYTHON) scripts/valgrind_smoke.py
 
 # ---------------------------------------------------------------- hygiene
 

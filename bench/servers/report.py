@@ -1,0 +1,429 @@
+"""docs/benchmarks.md and its charts, from the results of one run.
+
+    python report.py RESULTS.json DOCS_DIR
+
+Everything with a number in it is generated; the prose that explains the
+numbers lives in analysis.md next to this file and is copied in as written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import charts
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# (scenario, peer label, minimum oneloop/peer ratio) from the project's goals.
+RATIO_TARGETS = (
+    ("asgi-plaintext", "granian", 1.2),
+    ("asgi-plaintext", "uvicorn", 2.5),
+    ("wsgi-plaintext", "granian", 1.2),
+    ("wsgi-plaintext", "gunicorn gthread", 8.0),
+)
+CPU_TARGET_US = 8.0
+TIMES = "\N{MULTIPLICATION SIGN}"
+DASH = "\N{EN DASH}"
+IDLE_TARGET_BYTES = 1024
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def fmt(value: float | None, digits: int = 0, unit: str = "") -> str:
+    if value is None:
+        return DASH
+    return f"{value:,.{digits}f}{unit}"
+
+
+def ok_targets(sc: dict) -> list[dict]:
+    return [t for t in sc["targets"] if t.get("status") == "ok"]
+
+
+def find(sc: dict, label: str) -> dict | None:
+    return next((t for t in ok_targets(sc) if t["label"] == label), None)
+
+
+def oneloop(sc: dict) -> dict | None:
+    return next((t for t in ok_targets(sc) if t["server"] == "oneloop"), None)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def scenario(results: dict, key: str) -> dict | None:
+    pool = results["scenarios"] + results["fixed_rate"]
+    return next((sc for sc in pool if sc["key"] == key), None)
+
+
+def table(header: list[str], rows: list[list[str]], align: str = "") -> list[str]:
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = {"l": ":--", "r": "--:"}
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(marks[a] for a in align) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+# ------------------------------------------------------------------ sections
+
+
+def targets_section(results: dict) -> list[str]:
+    rows = []
+    for key, peer, goal in RATIO_TARGETS:
+        sc = scenario(results, key)
+        ours, theirs = (oneloop(sc), find(sc, peer)) if sc else (None, None)
+        if not (ours and theirs):
+            continue
+        by_rps = ratio(ours["rps"], theirs["rps"])
+        by_cpu = ratio(theirs["cpu_us"], ours["cpu_us"])
+        verdict = "met" if by_rps and by_rps >= goal else "**not met**"
+        rows.append(
+            [
+                f"{sc['title']}: oneloop ÷ {peer}",
+                f"≥ {goal}{TIMES}",
+                fmt(by_rps, 2, TIMES),
+                fmt(by_cpu, 2, TIMES),
+                verdict,
+            ]
+        )
+    for key in ("asgi-plaintext", "wsgi-plaintext"):
+        sc = scenario(results, key)
+        ours = oneloop(sc) if sc else None
+        if ours:
+            met = "met" if ours["cpu_us"] <= CPU_TARGET_US else "**not met**"
+            rows.append(
+                [
+                    f"{sc['title']}: server CPU per request",
+                    f"≤ {CPU_TARGET_US:g} µs",
+                    fmt(ours["cpu_us"], 2, " µs"),
+                    "",
+                    met,
+                ]
+            )
+    for t in results["idle"]:
+        if t["server"] == "oneloop" and t.get("status") == "ok":
+            met = "met" if t["bytes_per_conn"] <= IDLE_TARGET_BYTES else "**not met**"
+            rows.append(
+                [
+                    f"{t['label']}: memory per idle keep-alive connection",
+                    "≤ 1 KiB",
+                    fmt(t["bytes_per_conn"], 0, " B"),
+                    "",
+                    met,
+                ]
+            )
+    header = ["goal", "target", "measured (req/s)", "same, by CPU per request", "verdict"]
+    return [
+        "## Where oneloop stands",
+        "",
+        *table(header, rows, "lrrrl"),
+        "",
+        "The ratio by CPU per request is the peer's server CPU per request divided by "
+        "oneloop's: it is the ratio of throughputs if each server had its core to itself, "
+        "and it holds up when other programs share the machine.",
+        "",
+    ]
+
+
+def scenario_rows(sc: dict, floor_rps: float | None) -> list[list[str]]:
+    ours = oneloop(sc)
+    rows = []
+    for t in sc["targets"]:
+        if t.get("status") != "ok":
+            rows.append([t["label"], t.get("status", "?")] + [""] * 9)
+            continue
+        of_floor = [fmt(100 * t["rps"] / floor_rps, 0, " %")] if floor_rps else []
+        rows.append(
+            [
+                f"**{t['label']}**" if t["server"] == "oneloop" else t["label"],
+                fmt(t["rps"]),
+                fmt(ratio(ours["rps"], t["rps"]) if ours else None, 2, TIMES),
+                *of_floor,
+                fmt(t["p50_ms"], 2),
+                fmt(t["p99_ms"], 2),
+                fmt(t["cpu_us"], 1),
+                f"{fmt(t['cpu_user_us'], 1)} + {fmt(t['cpu_sys_us'], 1)}",
+                fmt(100 * t["server_util"], 0, " %"),
+                fmt(t["rss_kib"] / 1024, 1),
+                fmt(t["errors"]),
+            ]
+        )
+    return rows
+
+
+SCENARIO_HEADER = [
+    "server",
+    "req/s",
+    "oneloop ÷",
+    "of floor",
+    "p50 ms",
+    "p99 ms",
+    "CPU µs/req",
+    "user + sys µs",
+    "server core busy",
+    "peak RSS MiB",
+    "errors",
+]
+
+
+def scenarios_section(results: dict) -> list[str]:
+    out = [
+        "## Results",
+        "",
+        "*req/s* counts good responses (2xx) only; *CPU µs/req* divides the server's CPU "
+        "time by all responses; *server core busy* is its CPU time over the window (below "
+        "about 95 % the server was not the bottleneck: see Noise).",
+        "",
+        "![requests per second](img/throughput.png)",
+        "",
+        "![server CPU per request](img/cpu.png)",
+        "",
+    ]
+    for sc in results["scenarios"]:
+        floor = next((t for t in ok_targets(sc) if t["server"] == "floor"), None)
+        header = SCENARIO_HEADER if floor else [h for h in SCENARIO_HEADER if h != "of floor"]
+        out += [f"### {sc['title']}", "", sc["what"], ""]
+        out += table(header, scenario_rows(sc, floor["rps"] if floor else None))
+        out += [""]
+    return out
+
+
+def fixed_rate_section(results: dict) -> list[str]:
+    if not results["fixed_rate"]:
+        return []
+    out = [
+        "## Latency at a fixed rate",
+        "",
+        "Open loop (`bench/rate_client.c`): requests are due at a fixed rate, half of "
+        "each server's own closed-loop peak above, over 64 connections; latency counts "
+        "from when a request was due, so time spent queued behind a stall is charged. "
+        "Closed-loop tools (wrk) only send when a response came back and so hide it.",
+        "",
+        "![latency at half of peak](img/latency.png)",
+        "",
+    ]
+    header = [
+        "server",
+        "rate req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "CPU µs/req",
+        "late",
+        "errors",
+    ]
+    for sc in results["fixed_rate"]:
+        rows = [
+            [
+                t["label"],
+                fmt(t["rate"]),
+                fmt(t["p50_ms"], 2),
+                fmt(t["p90_ms"], 2),
+                fmt(t["p99_ms"], 2),
+                fmt(t["p999_ms"], 2),
+                fmt(t["max_ms"], 1),
+                fmt(t["cpu_us"], 1),
+                fmt(t["late"]),
+                fmt(t["errors"]),
+            ]
+            for t in ok_targets(sc)
+        ]
+        out += [f"### {sc['title']}", "", *table(header, rows), ""]
+    out += [
+        "*late*: requests sent more than 1 ms after they were due because all 64 "
+        "connections were busy.",
+        "",
+    ]
+    return out
+
+
+def idle_section(results: dict) -> list[str]:
+    if not results["idle"]:
+        return []
+    rows = []
+    for t in results["idle"]:
+        if t.get("status") != "ok":
+            rows.append([t["label"], t.get("status", "?"), "", "", "", "", ""])
+            continue
+        rows.append(
+            [
+                t["label"],
+                fmt(t["connections"]),
+                fmt(t["failed"]),
+                fmt(t["still_open"]),
+                fmt(t["rss_before_kib"] / 1024, 1),
+                fmt(t["rss_after_kib"] / 1024, 1),
+                fmt(t["bytes_per_conn"]),
+            ]
+        )
+    header = [
+        "server",
+        "connections served",
+        "refused or unanswered",
+        "still open",
+        "RSS before MiB",
+        "RSS after MiB",
+        "bytes per connection",
+    ]
+    return [
+        "## Idle keep-alive connections",
+        "",
+        "Each connection completed one request and then sat idle; the figure is the "
+        "growth of the serving processes' resident memory divided by the connections. "
+        "Kernel socket buffers are not in it (they are the same for every server).",
+        "",
+        "![memory per idle connection](img/idle.png)",
+        "",
+        *table(header, rows),
+        "",
+    ]
+
+
+def profile_section(results: dict) -> list[str]:
+    prof = results.get("profile") or {}
+    out = []
+    for label, p in prof.get("callgrind", {}).items():
+        if "status" in p:
+            out += [f"### {label}", "", p["status"], ""]
+            continue
+        out += [
+            f"### {label}: {fmt(p['instructions_per_request'])} instructions per request",
+            "",
+            f"callgrind over {fmt(p['requests'])} requests (16 connections), user space only.",
+            "",
+        ]
+        rows = [[o, fmt(c)] for o, c in p["by_object"]]
+        out += [*table(["shared object", "instructions per request"], rows), ""]
+        rows = [[f"`{fn}`", obj, fmt(c)] for fn, obj, c in p["top_self"][:15]]
+        out += [*table(["function (self cost)", "object", "Ir/req"], rows, "llr"), ""]
+        rows = [[f"`{fn}`", fmt(c)] for fn, c in p["core_inclusive"][:8]]
+        out += [*table(["oneloop function (inclusive)", "Ir/req"], rows), ""]
+    if prof.get("syscalls"):
+        out += syscall_table(prof["syscalls"])
+    if not out:
+        return []
+    return ["## Where oneloop's time goes", "", *out]
+
+
+def syscall_table(syscalls: dict) -> list[str]:
+    syscalls = {label: s for label, s in syscalls.items() if "calls" in s}
+    names: list[str] = []
+    for s in syscalls.values():
+        names += [n for n, v in s["calls"].items() if v >= 0.01 and n not in names]
+    names = names[:10]
+    rows = [
+        [label, fmt(sum(s["calls"].values()), 2)] + [fmt(s["calls"].get(n), 2) for n in names]
+        for label, s in syscalls.items()
+    ]
+    return [
+        "### System calls per request",
+        "",
+        "strace -f -c over the same number of requests as the profile (h2load, 16 "
+        "connections, one request in flight on each); the pipelined rows over 2 s of wrk "
+        "sending 16 requests per write on 16 connections. strace slows the server down, "
+        "which changes how many events each epoll wake-up finds, so epoll counts are upper "
+        "bounds. Calls that only sleep (a watchdog's timer) are left out.",
+        "",
+        *table(["server", "total", *names], rows),
+        "",
+    ]
+
+
+def noise_section(results: dict) -> list[str]:
+    rows = []
+    for sc in results["scenarios"]:
+        samples = [s for t in ok_targets(sc) for s in t["samples"]]
+        if not samples:
+            continue
+        foreign = [s["foreign"] for s in samples]
+        client = [s["client_util"] for s in samples]
+        rows.append([sc["title"], fmt(max(foreign), 2), fmt(max(client) * 100, 0, " %")])
+    return [
+        "## Noise",
+        "",
+        "CPU busy during each measured window that was neither the server's nor the load "
+        "generator's (other programs, plus kernel work not charged to either process), in "
+        "cores, and the load generator's busiest window: at 100 % the client, not the "
+        "server, set the pace, and the server's req/s understates it (its CPU per request "
+        "does not).",
+        "",
+        *table(["scenario", "max other load (cores)", "max client core"], rows),
+        "",
+    ]
+
+
+def method_section(meta: dict) -> list[str]:
+    m, s = meta["machine"], meta["settings"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if k not in ("valgrind",))
+    cmds = [[f"`{k}`", "`" + " ".join(v) + "`"] for k, v in meta["commands"].items()]
+    return [
+        "## Method",
+        "",
+        f"* Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}.",
+        f"* Versions: {versions}.",
+        "* Every server runs one worker process, pinned to CPU 0 (`taskset`); load "
+        "generators and the Flask scenario's upstream run on CPU 1. All Python servers run "
+        "from one virtualenv with the same interpreter.",
+        "* Closed loop: wrk (`-t1`, 5 s timeout; pipelining through a Lua script); "
+        f"{s['warmup']} s warm-up per server, then {s['repetitions']} {TIMES} {s['seconds']} s "
+        "repetitions, interleaved across the servers of a scenario (rotating the order); "
+        "each figure is the median of the repetitions, errors are summed.",
+        "* Server CPU per request: user + system time of the server's whole process tree "
+        "(`/proc/PID/stat`, all threads, supervisor included) over the measured window, "
+        "divided by the responses completed in it.",
+        "* Peak RSS: `VmHWM` of the serving processes (a supervisor process, as in "
+        "gunicorn, granian and hypercorn, is not counted).",
+        "* Floor: `bench/floor_server.c`, a C epoll server that reads once and writes "
+        "once per request (a fixed response, no parsing beyond finding the blank line). "
+        "*of floor* = req/s as a fraction of the floor's in the same scenario.",
+        "",
+        "Server command lines (`apps` is `bench/servers/apps`):",
+        "",
+        *table(["server", "command"], cmds, "ll"),
+        "",
+    ]
+
+
+def analysis() -> list[str]:
+    path = os.path.join(HERE, "analysis.md")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [f.read().rstrip(), ""]
+
+
+def write(results: dict, docs: str) -> None:
+    img = os.path.join(docs, "img")
+    os.makedirs(img, exist_ok=True)
+    charts.draw_all(results, img)
+    meta = results["meta"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"oneloop against uvicorn, gunicorn, granian and hypercorn, measured in one run on "
+        f"one machine on {meta['date']} ({meta['mode']} run, {meta['minutes']:.0f} minutes). "
+        "Generated by `make bench-servers` (`bench/servers/`); the tables and charts are "
+        "rewritten by every run.",
+        "",
+        "![oneloop and its peers, plaintext](img/headline.png)",
+        "",
+        *targets_section(results),
+        *analysis(),
+        *scenarios_section(results),
+        *fixed_rate_section(results),
+        *idle_section(results),
+        *profile_section(results),
+        *noise_section(results),
+        *method_section(meta),
+    ]
+    with open(os.path.join(docs, "benchmarks.md"), "w") as f:
+        f.write("\n".join(lines).rstrip() + "\n")
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        write(json.load(f), sys.argv[2])
