@@ -64,7 +64,7 @@ def headline(results: dict, path: str) -> None:
         for t in rows:
             note = f"{t['rps']:,.0f}/s, {t['cpu_us']:.1f} µs/req"
             if ours and t["server"] not in ("oneloop", "floor") and t["rps"]:
-                note += f", oneloop {ours['rps'] / t['rps']:.1f}{TIMES}"
+                note += f", oneloop {ours['rps'] / t['rps']:.2f}{TIMES}"
             notes.append(note)
         _bars(
             ax,

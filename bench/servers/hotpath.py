@@ -8,7 +8,7 @@ Two views of the same request:
   miss costs more than an add), but they are exact and repeatable, which is
   what a change to the hot path needs to be judged by.
 * system calls per request, counted by strace, since on this path the kernel
-  (loopback TCP, epoll) costs about as much as all user-space code together.
+  (loopback TCP, epoll) costs more than all user-space code together.
 """
 
 from __future__ import annotations

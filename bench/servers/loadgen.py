@@ -22,6 +22,9 @@ class Load:
     tool: str  # "wrk" (h2load serves fixed request counts only)
     connections: int = 64
     script: str | None = None  # wrk Lua script, relative to this directory
+    # wrk's latency percentiles are garbage when it pipelines (zeros, one
+    # sample per batch): such loads report none.
+    latency: bool = True
 
 
 @dataclass
@@ -93,7 +96,10 @@ def wrk(url: str, load: Load, seconds: float, cpu: str) -> Outcome:
     if load.script:
         argv += ["-s", os.path.join(HERE, load.script)]
     out, client_cpu = _run([*argv, url], cpu, timeout=seconds + 30)
-    return parse_wrk(out, client_cpu)
+    outcome = parse_wrk(out, client_cpu)
+    if not load.latency:
+        outcome.p50_ms = outcome.p99_ms = None
+    return outcome
 
 
 def parse_h2load(out: str, client_cpu: float) -> Outcome:

@@ -102,6 +102,17 @@ def targets_section(results: dict) -> list[str]:
                     met,
                 ]
             )
+    floor = find(scenario(results, "asgi-plaintext") or {"targets": []}, "C epoll floor")
+    if floor:
+        rows.append(
+            [
+                "for scale: the C floor server's CPU per request, same run",
+                "",
+                fmt(floor["cpu_us"], 2, " µs"),
+                "",
+                "",
+            ]
+        )
     for t in results["idle"]:
         if t["server"] == "oneloop" and t.get("status") == "ok":
             met = "met" if t["bytes_per_conn"] <= IDLE_TARGET_BYTES else "**not met**"
@@ -274,7 +285,9 @@ def idle_section(results: dict) -> list[str]:
         "",
         "Each connection completed one request and then sat idle; the figure is the "
         "growth of the serving processes' resident memory divided by the connections. "
-        "Kernel socket buffers are not in it (they are the same for every server).",
+        "Kernel socket buffers are not in it (they are the same for every server). "
+        "granian serves at most `--backpressure` connections at once per worker (default "
+        "1024) and leaves the others unanswered, so it runs here with 16384.",
         "",
         "![memory per idle connection](img/idle.png)",
         "",
@@ -367,7 +380,13 @@ def method_section(meta: dict) -> list[str]:
         f"* Versions: {versions}.",
         "* Every server runs one worker process, pinned to CPU 0 (`taskset`); load "
         "generators and the Flask scenario's upstream run on CPU 1. All Python servers run "
-        "from one virtualenv with the same interpreter.",
+        "from one virtualenv with the same interpreter."
+        + (
+            f" Servers and clients run at nice {meta['nice']}, so that other programs on the "
+            "machine take less of the two cores."
+            if meta.get("nice")
+            else ""
+        ),
         "* Closed loop: wrk (`-t1`, 5 s timeout; pipelining through a Lua script); "
         f"{s['warmup']} s warm-up per server, then {s['repetitions']} {TIMES} {s['seconds']} s "
         "repetitions, interleaved across the servers of a scenario (rotating the order); "
@@ -381,7 +400,8 @@ def method_section(meta: dict) -> list[str]:
         "once per request (a fixed response, no parsing beyond finding the blank line). "
         "*of floor* = req/s as a fraction of the floor's in the same scenario.",
         "",
-        "Server command lines (`apps` is `bench/servers/apps`):",
+        "Server command lines (`apps` is `bench/servers/apps`; APP is the scenario's app, "
+        "e.g. `asgi_apps:plaintext`):",
         "",
         *table(["server", "command"], cmds, "ll"),
         "",

@@ -353,10 +353,15 @@ def machine() -> dict:
     for name in PEERS:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
+    # setup.sh notes which commit of oneloop it built into the virtualenv.
+    with contextlib.suppress(OSError), open(os.path.join(sys.prefix, ".bench-oneloop-source")) as f:
+        versions["oneloop"] += f" ({f.read().strip()})"
     for tool, flag in (("wrk", "-v"), ("h2load", "--version"), ("valgrind", "--version")):
         with contextlib.suppress(OSError):
             done = subprocess.run([tool, flag], capture_output=True, text=True)
-            versions[tool] = (done.stdout or done.stderr).split("\n")[0].strip()
+            # "wrk debian/4.1.0-3+b2 [epoll] Copyright ...": the version only.
+            words = (done.stdout or done.stderr).split()
+            versions[tool] = words[1] if len(words) > 1 else words[0]
     return {
         "cpu": model,
         "cores": os.cpu_count(),
@@ -367,14 +372,17 @@ def machine() -> dict:
 
 
 def commands(ctx: Context) -> dict[str, list[str]]:
-    """The command line of every server, for the report."""
+    """The command line of every server and interface, for the report; APP
+    stands for the scenario's app, PORT for a free port."""
     seen = {}
     for sc in SCENARIOS:
         for t in sc.targets:
-            key = f"{t.label} ({t.interface.upper()})" if t.server != "floor" else t.label
-            argv = servers.command(t, 8000, ctx.tools)
+            key = f"{t.server} ({t.interface.upper()})" if t.server != "floor" else t.label
+            target = servers.Target(t.server, t.interface, "APP", "")
+            argv = servers.command(target, 65432, ctx.tools)
             argv[0] = os.path.basename(argv[0]) if t.server == "floor" else "python"
-            seen.setdefault(key, [a.replace(servers.APPS, "apps") for a in argv])
+            argv = [a.replace(servers.APPS, "apps").replace("65432", "PORT") for a in argv]
+            seen.setdefault(key, argv)
     return seen
 
 
@@ -446,7 +454,13 @@ def main() -> int:
     docs = args.docs or (os.path.join(out, "docs") if args.smoke else os.path.join(ROOT, "docs"))
     if args.report_only:
         with open(results_path) as f:
-            report.write(json.load(f), docs)
+            results = json.load(f)
+        # Descriptions and command lines come from the code, not from the run.
+        results["meta"]["commands"] = commands(Context(settings, out, "", args.tools, {}))
+        what = {sc.key: sc.what for sc in SCENARIOS}
+        for sc in results["scenarios"]:
+            sc["what"] = what.get(sc["key"], sc["what"])
+        report.write(results, docs)
         return 0
     raise_fd_limit()
     raised = raise_priority()

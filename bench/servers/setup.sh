@@ -45,6 +45,19 @@ source_digest() {
         -not -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum | sha256sum)
 }
 
+# What was built, for the report: a commit, or the working tree and its base.
+source_description() {
+    if [ -n "${BENCH_ONELOOP_REF:-}" ]; then
+        echo "commit $(git -C "$ROOT" rev-parse --short "$BENCH_ONELOOP_REF")"
+    elif git -C "$ROOT" rev-parse --short HEAD >/dev/null 2>&1; then
+        local changed=""
+        git -C "$ROOT" diff --quiet HEAD -- src setup.py pyproject.toml || changed=" + local changes"
+        echo "commit $(git -C "$ROOT" rev-parse --short HEAD)$changed"
+    else
+        echo "source tree"
+    fi
+}
+
 install_python() {
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     local stamp="$VENV/.bench-requirements"
@@ -74,6 +87,7 @@ install_python() {
             >"$tmp/pip.log" 2>&1 || { cat "$tmp/pip.log" >&2; rm -rf "$tmp"; exit 1; }
         rm -rf "$tmp"
         echo "$digest" >"$VENV/.bench-oneloop"
+        source_description >"$VENV/.bench-oneloop-source"
     fi
 }
 
