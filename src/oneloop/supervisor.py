@@ -356,7 +356,7 @@ class Supervisor:
             return
         if not self.announced:
             self.announced = True
-            error_log.info("Supervisor pid %d: %d workers serving", self.pid, self.target)
+            error_log.info("Supervisor pid %d: %s serving", self.pid, _workers(self.target))
             self.notifier.ready(self._status())
 
     def _abort(self, child: Child, now: float) -> None:
@@ -424,7 +424,7 @@ class Supervisor:
                 self._spawn()
         if self.reloading and not old and ready == self.target:
             self.reloading = False
-            error_log.info("Reload complete: %d new workers serving", ready)
+            error_log.info("Reload complete: %s serving", _workers(ready, "new "))
             self.notifier.ready(self._status())
 
     def _retire(self, child: Child, now: float, sig: int | None = signal.SIGTERM) -> None:
@@ -581,7 +581,7 @@ class Supervisor:
 
     def _status(self) -> str:
         urls = ", ".join(li.url for li in self.listeners)
-        return f"{len(self._current())} workers serving on {urls}"
+        return f"{_workers(len(self._current()))} serving on {urls}"
 
 
 def _listening(config: Config) -> tuple:
@@ -606,3 +606,7 @@ def run_worker(
         host.slot.set_error(str(exc))
         return 3
     return 0
+
+
+def _workers(n: int, kind: str = "") -> str:
+    return f"{n} {kind}worker{'s' if n != 1 else ''}"
