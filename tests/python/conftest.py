@@ -56,14 +56,20 @@ class Server:
         raise AssertionError(f"{text!r} not logged; log:\n{self.log()}\n{self.out()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+        return stop_process(self.proc, sig, timeout)
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    """Signal a server and wait for its exit status; one that does not exit
+    in time is killed (so no test leaves it behind) and the timeout raised."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
 
 
 def listening_socket(host: str = "127.0.0.1") -> socket.socket:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import APPS, request
+from conftest import APPS, request, stop_process
 
 ONELOOP = [sys.executable, "-m", "oneloop"]
 
@@ -119,14 +119,7 @@ class Launched:
         return re.findall(r"Serving \S+ app on (\S+) \(pid", self.err())
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+        return stop_process(self.proc, sig, timeout)
 
 
 @pytest.fixture
