@@ -40,6 +40,7 @@ typedef struct ol_call {
     int efd;                     /* the caller's eventfd */
     int done;                    /* set by the loop (GIL held), read by the caller */
     int cancel;                  /* asked by the caller */
+    int here;                    /* being started by the calling thread itself (gate.c) */
     PyObject *request;           /* the WSGI request of the calling thread, or NULL */
     struct ol_call *next;        /* in the server's queue of calls to start */
     struct ol_call *next_cancel; /* in its queue of cancellation requests */
@@ -87,6 +88,8 @@ static void signal_fd(int fd)
 static void mark_done(ol_call *call)
 {
     __atomic_store_n(&call->done, 1, __ATOMIC_RELEASE);
+    if (call->here) /* the caller is this thread: nobody to wake */
+        return;
     int efd = call->efd;
     Py_BEGIN_ALLOW_THREADS
     signal_fd(efd);
@@ -195,6 +198,87 @@ PyObject *ol_bridge_run(ol_server *srv, PyObject *unused)
 
 /* ------------------------------------------------------------------------ */
 /* The calling thread's side                                                */
+
+/* Set the running loop of this thread (NULL: none); 0 or -1. */
+static int set_running_loop(ol_server *srv, PyObject *loop)
+{
+    PyObject *r = PyObject_CallOneArg(srv->state->set_running_loop, loop ? loop : Py_None);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* Whether what a step did needs the loop's thread awake: callbacks to run,
+ * or timers it has not counted on when it went to sleep. Asks when unsure. */
+static int loop_needs_wake(ol_server *srv, Py_ssize_t timers_before)
+{
+    PyObject *ready = PyObject_GetAttrString(srv->loop, "_ready");
+    PyObject *timers = ready ? PyObject_GetAttrString(srv->loop, "_scheduled") : NULL;
+    Py_ssize_t n_ready = ready ? PyObject_Length(ready) : -1;
+    Py_ssize_t n_timers = timers ? PyObject_Length(timers) : -1;
+    Py_XDECREF(ready);
+    Py_XDECREF(timers);
+    PyErr_Clear();
+    return n_ready != 0 || n_timers != timers_before || n_timers < 0;
+}
+
+static Py_ssize_t count_timers(ol_server *srv)
+{
+    PyObject *timers = PyObject_GetAttrString(srv->loop, "_scheduled");
+    Py_ssize_t n = timers ? PyObject_Length(timers) : -1;
+    Py_XDECREF(timers);
+    PyErr_Clear();
+    return n;
+}
+
+/*
+ * The loop's thread sleeps in select() with its gate open (gate.c): take it
+ * and start the call in this thread, which is the loop's thread until it
+ * gives the gate back -- running loop set, loop._thread_id this thread's, so
+ * asyncio (debug mode included) sees one thread at a time running its code.
+ * Returns 1 once the call has started here (finished, or suspended on
+ * something that will resume it on the loop's thread), 0 when the loop's
+ * thread must start it instead.
+ */
+static int start_here(ol_server *srv, ol_call *call)
+{
+    if (!ol_gate_try_take(srv->gate))
+        return 0;
+    PyObject *loop = srv->loop;
+    PyObject *outer = PyObject_CallNoArgs(srv->state->get_running_loop);
+    PyObject *home = outer == Py_None ? PyObject_GetAttrString(loop, "_thread_id") : NULL;
+    PyObject *me = home ? PyLong_FromUnsignedLong(PyThread_get_thread_ident()) : NULL;
+    int ok = me != NULL && set_running_loop(srv, loop) == 0;
+    if (ok && PyObject_SetAttrString(loop, "_thread_id", me) < 0) {
+        set_running_loop(srv, NULL);
+        ok = 0;
+    }
+    Py_XDECREF(outer);
+    Py_XDECREF(me);
+    if (!ok) { /* another loop runs in this thread, or asyncio is not what we know */
+        PyErr_Clear();
+        Py_XDECREF(home);
+        ol_gate_give(srv->gate);
+        return 0;
+    }
+    Py_ssize_t timers = count_timers(srv);
+    call->here = 1;
+    start_call(srv, call);
+    call->here = 0;
+    if (PyErr_Occurred())
+        ol_server_log_error(srv, "unexpected error in the bridge");
+    int wake = loop_needs_wake(srv, timers);
+    if (PyObject_SetAttrString(loop, "_thread_id", home) < 0 || set_running_loop(srv, NULL) < 0)
+        ol_server_log_error(srv, "cannot hand the loop back to its thread");
+    Py_DECREF(home);
+    if (wake) {
+        PyObject *r = PyObject_CallMethod(loop, "_write_to_self", NULL);
+        if (r == NULL)
+            ol_server_log_error(srv, "cannot wake the loop's thread");
+        Py_XDECREF(r);
+    }
+    ol_gate_give(srv->gate);
+    return 1;
+}
 
 /* Queue a call to start, or a request to cancel it (GIL held). Returns 1
  * if the loop must be woken (the queue was empty), which the caller does
@@ -348,7 +432,8 @@ PyObject *ol_bridge_call(ol_server *srv, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_RuntimeError, "the oneloop worker loop is not running");
         return NULL;
     }
-    if (PyThread_get_thread_ident() == srv->loop_thread) {
+    unsigned long me = PyThread_get_thread_ident();
+    if (me == srv->loop_thread || (srv->gate != NULL && ol_gate_holder(srv->gate) == me)) {
         PyErr_SetString(
             PyExc_RuntimeError,
             "run_coroutine() called on the event loop thread: await the coroutine instead");
@@ -383,8 +468,12 @@ PyObject *ol_bridge_call(ol_server *srv, PyObject *const *args, Py_ssize_t nargs
     if (r != NULL && r->conn != NULL && !(r->conn->flags & CONN_CLOSED) &&
         !(r->flags & REQ_DISCONNECTED))
         client_fd = r->conn->fd;
-    int wake = enqueue(srv, call, 0);
-    int reason = wait_call(call, executor, wake ? srv->bridgefd : -1, client_fd, timeout);
+    int wake_fd = -1;
+    if (srv->gate == NULL || !start_here(srv, call))
+        wake_fd = enqueue(srv, call, 0) ? srv->bridgefd : -1;
+    int reason = 0;
+    if (!__atomic_load_n(&call->done, __ATOMIC_ACQUIRE))
+        reason = wait_call(call, executor, wake_fd, client_fd, timeout);
     if (reason) {
         __atomic_store_n(&call->cancel, 1, __ATOMIC_RELEASE);
         if (enqueue(srv, call, 1))
@@ -475,6 +564,12 @@ int ol_bridge_open(ol_server *srv)
     srv->bridgefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     srv->bridge_drivers = PyList_New(0);
     srv->loop_thread = PyThread_get_thread_ident();
+    /* A gated loop (oneloop.loops) lets callers start their calls themselves. */
+    PyObject *gate = PyObject_GetAttrString(srv->loop, "oneloop_gate");
+    if (gate != NULL && Py_IS_TYPE(gate, srv->state->gate_type))
+        srv->gate = (ol_gate *)Py_NewRef(gate);
+    Py_XDECREF(gate);
+    PyErr_Clear();
     return (srv->bridgefd >= 0 && srv->bridge_drivers != NULL) ? 0 : -1;
 }
 

@@ -81,9 +81,12 @@ typedef struct ol_state {
     PyTypeObject *input_type;
     PyTypeObject *file_wrapper_type;
     PyTypeObject *call_type;
+    PyTypeObject *gate_type;
     PyObject *done;                /* awaitable that completes at once with None */
     PyObject *enter_task;          /* asyncio.tasks._enter_task */
     PyObject *leave_task;          /* asyncio.tasks._leave_task */
+    PyObject *get_running_loop;    /* asyncio.events._get_running_loop */
+    PyObject *set_running_loop;    /* asyncio.events._set_running_loop */
     PyObject *cancelled_error;     /* asyncio.CancelledError */
     PyObject *client_disconnected; /* oneloop._core.ClientDisconnected (an OSError) */
     PyObject *ssl_want_read;       /* ssl.SSLWantReadError, looked up at the first TLS read */
@@ -295,6 +298,7 @@ struct ol_server {
     PyObject *idle_drivers;   /* ASGI: ready drivers no connection holds (asgi.c) */
     unsigned long loop_thread;
     double async_timeout; /* --timeout-async; 0 = none */
+    struct ol_gate *gate; /* the loop's gate (gate.c), or NULL: steps run on the loop's thread */
 
     /* The loop-stall watchdog (watchdog.c). */
     int beatfd;
@@ -429,6 +433,15 @@ extern __thread ol_req *ol_current_request; /* the WSGI request this thread serv
 int ol_watch_start(ol_server *srv);
 void ol_watch_stop(ol_server *srv);
 PyObject *ol_watch_beat(ol_server *srv, PyObject *unused);
+
+/* The loop gate (gate.c). */
+typedef struct ol_gate ol_gate;
+extern PyType_Spec ol_gate_spec;
+/* Take the gate if it is open and the loop's thread does not wait at it: 1 if taken. */
+int ol_gate_try_take(ol_gate *g);
+void ol_gate_give(ol_gate *g);
+/* The thread that holds the gate (runs the loop's code), or 0. */
+unsigned long ol_gate_holder(ol_gate *g);
 
 /* The bridge (bridge.c). */
 extern PyType_Spec ol_call_spec;

@@ -333,10 +333,15 @@ static int init_asyncio(ol_state *st)
     }
     st->enter_task = PyObject_GetAttrString(tasks, "_enter_task");
     st->leave_task = PyObject_GetAttrString(tasks, "_leave_task");
+    st->get_running_loop = PyObject_GetAttrString(asyncio, "_get_running_loop");
+    st->set_running_loop = PyObject_GetAttrString(asyncio, "_set_running_loop");
     st->cancelled_error = PyObject_GetAttrString(asyncio, "CancelledError");
     Py_DECREF(tasks);
     Py_DECREF(asyncio);
-    return (st->enter_task && st->leave_task && st->cancelled_error) ? 0 : -1;
+    return (st->enter_task && st->leave_task && st->get_running_loop && st->set_running_loop &&
+            st->cancelled_error)
+               ? 0
+               : -1;
 }
 
 static int module_exec(PyObject *module)
@@ -360,7 +365,9 @@ static int module_exec(PyObject *module)
     if (ol_asgi_init_types(module, st) < 0 || ol_wsgi_init_types(module, st) < 0)
         return -1;
     st->call_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ol_call_spec, NULL);
-    if (st->call_type == NULL)
+    st->gate_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ol_gate_spec, NULL);
+    if (st->call_type == NULL || st->gate_type == NULL ||
+        PyModule_AddType(module, st->gate_type) < 0)
         return -1;
     return PyModule_AddObjectRef(module, "Driver", (PyObject *)st->driver_type);
 }
@@ -375,6 +382,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->input_type);
     Py_VISIT(st->file_wrapper_type);
     Py_VISIT(st->call_type);
+    Py_VISIT(st->gate_type);
     Py_VISIT(st->done);
     return 0;
 }
@@ -389,9 +397,12 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->input_type);
     Py_CLEAR(st->file_wrapper_type);
     Py_CLEAR(st->call_type);
+    Py_CLEAR(st->gate_type);
     Py_CLEAR(st->done);
     Py_CLEAR(st->enter_task);
     Py_CLEAR(st->leave_task);
+    Py_CLEAR(st->get_running_loop);
+    Py_CLEAR(st->set_running_loop);
     Py_CLEAR(st->cancelled_error);
     Py_CLEAR(st->client_disconnected);
     Py_CLEAR(st->ssl_want_read);

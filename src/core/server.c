@@ -762,6 +762,7 @@ static int server_traverse(ol_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->run_pending);
     Py_VISIT(srv->base_context);
     Py_VISIT(srv->bridge_drivers);
+    Py_VISIT(srv->gate);
     Py_VISIT(srv->idle_drivers);
     Py_VISIT(srv->on_stall);
     for (int i = 0; i < srv->nlisteners; i++) {
@@ -786,6 +787,7 @@ static int server_clear(ol_server *srv)
     Py_CLEAR(srv->base_context);
     Py_CLEAR(srv->on_stall);
     Py_CLEAR(srv->idle_drivers);
+    Py_CLEAR(srv->gate);
     Py_CLEAR(srv->root_path);
     Py_CLEAR(srv->root_path_bytes);
     Py_CLEAR(srv->asgi_info);

@@ -36,8 +36,10 @@ PyObject *ol_watch_beat(ol_server *srv, PyObject *unused)
 static void report(ol_server *srv, double stalled)
 {
     PyObject *running = srv->running; /* borrowed: the loop is stuck in it */
+    /* A WSGI thread may be running the loop's code (gate.c): its stack shows the culprit. */
+    unsigned long holder = srv->gate != NULL ? ol_gate_holder(srv->gate) : 0;
     PyObject *r = PyObject_CallFunction(srv->on_stall, "dOk", stalled, running ? running : Py_None,
-                                        srv->loop_thread);
+                                        holder ? holder : srv->loop_thread);
     if (r == NULL)
         PyErr_WriteUnraisable(srv->on_stall);
     Py_XDECREF(r);

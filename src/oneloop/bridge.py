@@ -103,14 +103,15 @@ class RequestThreadExecutor(concurrent.futures.Executor):
     the waiting thread, woken on its eventfd, runs the work between polls
     (``_run_pending``, called from the C bridge). One per thread; calls
     nested in the same thread share it. Work submitted while nobody waits
-    fails at once instead of hanging.
+    fails at once instead of hanging. Work submitted by the thread itself
+    (while it runs a coroutine's first step on a gated loop) runs as soon as
+    that step has suspended.
     """
 
     def __init__(self) -> None:
         from ._core import thread_eventfd
 
         self._fd = thread_eventfd()
-        self._thread = threading.get_ident()
         self._lock = threading.Lock()
         self._items: collections.deque[tuple[concurrent.futures.Future, Callable, tuple, dict]] = (
             collections.deque()
@@ -124,7 +125,7 @@ class RequestThreadExecutor(concurrent.futures.Executor):
     def close(self) -> None:
         with self._lock:
             self._waiting -= 1
-            if self._waiting:
+            if self._waiting or not self._items:
                 return
             leftover, self._items = list(self._items), collections.deque()
         for future, *_ in leftover:  # submitted after the coroutine ended
@@ -136,8 +137,8 @@ class RequestThreadExecutor(concurrent.futures.Executor):
     def submit(
         self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[T]:
-        if threading.get_ident() == self._thread:
-            raise RuntimeError("RequestThreadExecutor.submit() from its own thread would deadlock")
+        # From its own thread too: a coroutine whose first step this thread
+        # runs itself (oneloop.loops) submits before the thread starts waiting.
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._lock:
             if not self._waiting:

@@ -201,7 +201,8 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "ssl_ciphers": (str, "OpenSSL cipher list"),
     "loop": (
         _choice("auto", "asyncio", "uvloop"),
-        "event loop (default: auto = uvloop when installed)",
+        "event loop (default: auto = uvloop when installed); asyncio: the stdlib loop, gated: "
+        "WSGI threads run async calls that need no wait themselves (docs/one-loop.md)",
     ),
     "lifespan": (_choice("auto", "on", "off"), "ASGI lifespan protocol (default: auto)"),
     "threads": (

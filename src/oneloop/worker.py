@@ -30,6 +30,7 @@ from .config import Config
 from .lifespan import Lifespan, LifespanFailure
 from .loading import AppLoadError, detect_interface, import_app
 from .logs import error_log
+from .loops import GatedEventLoop
 from .proxy import TrustedProxies
 
 # How often the loop proves to its host that it runs (and looks whether the
@@ -47,7 +48,7 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
                 raise AppLoadError("--loop uvloop: uvloop is not installed") from None
         else:
             return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
+    return GatedEventLoop()
 
 
 class Host:

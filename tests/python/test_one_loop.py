@@ -8,6 +8,7 @@ serves an app from apps/one_loop/ with the real server, drives it with at
 least 16 concurrent clients and 200 requests, and checks that every request
 worked and that every async callable ran on the loop the app saw at import.
 
+Every test runs under both loops oneloop offers (see the `serve` fixture).
 The services are real processes: a stand-in Elasticsearch node and three
 upstreams that answer after 200 ms (apps/one_loop/services.py, an aiohttp
 server in a subprocess) and a real redis-server. The gunicorn tests show the
@@ -51,6 +52,18 @@ ERROR_SIGNS = (
 
 def report(text: str) -> None:
     print(f"\n[one-loop] {text}", flush=True)
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def serve(serve, request):
+    """Every server here runs once per loop: uvloop, where each async call
+    from a WSGI thread runs on the loop's thread, and the gated asyncio loop,
+    where the calling thread runs a call's first step itself (oneloop.loops)."""
+
+    def start(app: str, *options: str, **kwargs):
+        return serve(app, "--loop", request.param, *options, **kwargs)
+
+    return start
 
 
 # ---------------------------------------------------------------------------
