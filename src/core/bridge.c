@@ -207,20 +207,7 @@ static int set_running_loop(ol_server *srv, PyObject *loop)
     return r == NULL ? -1 : 0;
 }
 
-/* Whether what a step did needs the loop's thread awake: callbacks to run,
- * or timers it has not counted on when it went to sleep. Asks when unsure. */
-static int loop_needs_wake(ol_server *srv, Py_ssize_t timers_before)
-{
-    PyObject *ready = PyObject_GetAttrString(srv->loop, "_ready");
-    PyObject *timers = ready ? PyObject_GetAttrString(srv->loop, "_scheduled") : NULL;
-    Py_ssize_t n_ready = ready ? PyObject_Length(ready) : -1;
-    Py_ssize_t n_timers = timers ? PyObject_Length(timers) : -1;
-    Py_XDECREF(ready);
-    Py_XDECREF(timers);
-    PyErr_Clear();
-    return n_ready != 0 || n_timers != timers_before || n_timers < 0;
-}
-
+/* How many timers the loop holds (asyncio's heap), or -1 if unknown. */
 static Py_ssize_t count_timers(ol_server *srv)
 {
     PyObject *timers = PyObject_GetAttrString(srv->loop, "_scheduled");
@@ -228,6 +215,18 @@ static Py_ssize_t count_timers(ol_server *srv)
     Py_XDECREF(timers);
     PyErr_Clear();
     return n;
+}
+
+/* Whether what a step did needs the loop's thread awake: callbacks to run,
+ * or timers it has not counted on when it went to sleep. Asks when unsure. */
+static int loop_needs_wake(ol_server *srv, Py_ssize_t timers_before)
+{
+    PyObject *ready = PyObject_GetAttrString(srv->loop, "_ready");
+    Py_ssize_t n_ready = ready ? PyObject_Length(ready) : -1;
+    Py_XDECREF(ready);
+    PyErr_Clear();
+    Py_ssize_t n_timers = count_timers(srv);
+    return n_ready != 0 || n_timers != timers_before || n_timers < 0;
 }
 
 /*
