@@ -4,7 +4,8 @@
 
 Starts oneloop under valgrind's memcheck (PYTHONMALLOC=malloc, so every
 Python allocation is checked too) for an ASGI app, a WSGI app and a Flask
-app with async views (the bridge), sends each a mix of requests -- keep-alive,
+app with async views (the bridge, on uvloop and on the gated asyncio loop,
+whose WSGI threads run first steps themselves), sends each a mix of requests -- keep-alive,
 pipelined, chunked and Content-Length bodies, a malformed request, a client
 that hangs up mid-body -- then stops it with SIGTERM. Fails if the server
 does not answer or exit cleanly, or if valgrind reports an error with
@@ -28,10 +29,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APPS = [
-    ("echo_apps:echo", ROOT / "tests/python/apps", "/echo", "POST"),
-    ("wsgi_apps:body_app", ROOT / "tests/python/apps", "/body", "POST"),
-    ("flask_async:app", ROOT / "examples", "/", "GET"),
+APPS = [  # app, --app-dir, path, method, more options
+    ("echo_apps:echo", ROOT / "tests/python/apps", "/echo", "POST", []),
+    ("wsgi_apps:body_app", ROOT / "tests/python/apps", "/body", "POST", []),
+    ("flask_async:app", ROOT / "examples", "/", "GET", ["--loop", "uvloop"]),
+    ("flask_async:app", ROOT / "examples", "/", "GET", ["--loop", "asyncio"]),
 ]
 
 
@@ -41,12 +43,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(app: str, app_dir: Path, port: int, log: Path) -> subprocess.Popen:
+def start(app: str, app_dir: Path, options: list[str], port: int, log: Path) -> subprocess.Popen:
     cmd = [
         "valgrind", "--track-origins=yes", "--leak-check=no", "--num-callers=40",
         "--log-file=" + str(log),
         sys.executable, "-m", "oneloop", "--app-dir", str(app_dir), "--port", str(port),
-        "--threads", "4", "--no-access-log", app,
+        "--threads", "4", "--no-access-log", *options, app,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONMALLOC": "malloc"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -116,19 +118,20 @@ def errors(report: str) -> tuple[list[str], list[str]]:
 def main() -> None:
     failed = []
     with tempfile.TemporaryDirectory() as tmp:
-        for app, app_dir, path, method in APPS:
+        for app, app_dir, path, method, options in APPS:
             log = Path(tmp) / "valgrind.log"
             port = free_port()
-            proc = start(app, app_dir, port, log)
+            proc = start(app, app_dir, options, port, log)
             try:
                 traffic(port, path, method)
             finally:
                 proc.send_signal(signal.SIGTERM)
                 status = proc.wait(120)
             ours, others = errors(log.read_text())
-            print(f"{app}: exit {status}; {len(ours)} errors in oneloop, {len(others)} elsewhere")
+            name = " ".join([app, *options])
+            print(f"{name}: exit {status}; {len(ours)} errors in oneloop, {len(others)} elsewhere")
             if status != 0 or ours:
-                failed.append(app)
+                failed.append(name)
                 print("\n\n".join(ours[:10]))
     if failed:
         sys.exit(f"valgrind smoke: errors in {', '.join(failed)}")

@@ -37,7 +37,7 @@ typedef struct ol_call {
     PyObject *result;  /* set by the loop when done */
     PyObject *exc;
     ol_driver *driver;           /* while running */
-    int efd;                     /* the caller's eventfd */
+    int efd;                     /* the caller's eventfd (its ThreadExecutor's) */
     int done;                    /* set by the loop (GIL held), read by the caller */
     int cancel;                  /* asked by the caller */
     int here;                    /* being started by the calling thread itself (gate.c) */
@@ -45,32 +45,6 @@ typedef struct ol_call {
     struct ol_call *next;        /* in the server's queue of calls to start */
     struct ol_call *next_cancel; /* in its queue of cancellation requests */
 } ol_call;
-
-/* One eventfd per thread that ever waits on the bridge, closed with it. */
-static pthread_key_t efd_key;
-static pthread_once_t efd_once = PTHREAD_ONCE_INIT;
-
-static void close_efd(void *p)
-{
-    close((int)(intptr_t)p - 1);
-}
-
-static void make_key(void)
-{
-    pthread_key_create(&efd_key, close_efd);
-}
-
-static int thread_efd(void)
-{
-    pthread_once(&efd_once, make_key);
-    intptr_t stored = (intptr_t)pthread_getspecific(efd_key);
-    if (stored > 0)
-        return (int)stored - 1;
-    int fd = eventfd(0, EFD_CLOEXEC);
-    if (fd >= 0)
-        pthread_setspecific(efd_key, (void *)(intptr_t)(fd + 1));
-    return fd;
-}
 
 static void signal_fd(int fd)
 {
@@ -210,7 +184,7 @@ static int set_running_loop(ol_server *srv, PyObject *loop)
 /* How many timers the loop holds (asyncio's heap), or -1 if unknown. */
 static Py_ssize_t count_timers(ol_server *srv)
 {
-    PyObject *timers = PyObject_GetAttrString(srv->loop, "_scheduled");
+    PyObject *timers = PyObject_GetAttr(srv->loop, srv->state->s_scheduled);
     Py_ssize_t n = timers ? PyObject_Length(timers) : -1;
     Py_XDECREF(timers);
     PyErr_Clear();
@@ -221,7 +195,7 @@ static Py_ssize_t count_timers(ol_server *srv)
  * or timers it has not counted on when it went to sleep. Asks when unsure. */
 static int loop_needs_wake(ol_server *srv, Py_ssize_t timers_before)
 {
-    PyObject *ready = PyObject_GetAttrString(srv->loop, "_ready");
+    PyObject *ready = PyObject_GetAttr(srv->loop, srv->state->s_ready);
     Py_ssize_t n_ready = ready ? PyObject_Length(ready) : -1;
     Py_XDECREF(ready);
     PyErr_Clear();
@@ -229,14 +203,34 @@ static int loop_needs_wake(ol_server *srv, Py_ssize_t timers_before)
     return n_ready != 0 || n_timers != timers_before || n_timers < 0;
 }
 
+/* In debug mode asyncio checks that loop code runs in loop._thread_id (its
+ * _check_thread); make it this thread's for the step. Returns the thread id
+ * to put back (a new reference), Py_None when not in debug mode (the
+ * attribute is read for nothing else while the loop runs), NULL on error. */
+static PyObject *claim_thread_id(ol_server *srv)
+{
+    PyObject *debug = PyObject_GetAttr(srv->loop, srv->state->s_debug);
+    int on = debug ? PyObject_IsTrue(debug) : -1;
+    Py_XDECREF(debug);
+    if (on <= 0)
+        return on < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *home = PyObject_GetAttr(srv->loop, srv->state->s_thread_id);
+    PyObject *me = home ? PyLong_FromUnsignedLong(PyThread_get_thread_ident()) : NULL;
+    int set = me ? PyObject_SetAttr(srv->loop, srv->state->s_thread_id, me) : -1;
+    Py_XDECREF(me);
+    if (set < 0)
+        Py_CLEAR(home);
+    return home;
+}
+
 /*
  * The loop's thread sleeps in select() with its gate open (gate.c): take it
  * and start the call in this thread, which is the loop's thread until it
- * gives the gate back -- running loop set, loop._thread_id this thread's, so
- * asyncio (debug mode included) sees one thread at a time running its code.
- * Returns 1 once the call has started here (finished, or suspended on
- * something that will resume it on the loop's thread), 0 when the loop's
- * thread must start it instead.
+ * gives the gate back -- running loop set (and loop._thread_id in debug
+ * mode), so asyncio sees one thread at a time running its code. Returns 1
+ * once the call has started here (finished, or suspended on something that
+ * will resume it on the loop's thread), 0 when the loop's thread must start
+ * it instead.
  */
 static int start_here(ol_server *srv, ol_call *call)
 {
@@ -244,18 +238,13 @@ static int start_here(ol_server *srv, ol_call *call)
         return 0;
     PyObject *loop = srv->loop;
     PyObject *outer = PyObject_CallNoArgs(srv->state->get_running_loop);
-    PyObject *home = outer == Py_None ? PyObject_GetAttrString(loop, "_thread_id") : NULL;
-    PyObject *me = home ? PyLong_FromUnsignedLong(PyThread_get_thread_ident()) : NULL;
-    int ok = me != NULL && set_running_loop(srv, loop) == 0;
-    if (ok && PyObject_SetAttrString(loop, "_thread_id", me) < 0) {
-        set_running_loop(srv, NULL);
-        ok = 0;
-    }
+    int ok = outer == Py_None && set_running_loop(srv, loop) == 0;
     Py_XDECREF(outer);
-    Py_XDECREF(me);
-    if (!ok) { /* another loop runs in this thread, or asyncio is not what we know */
+    PyObject *home = ok ? claim_thread_id(srv) : NULL;
+    if (home == NULL) { /* another loop runs in this thread, or asyncio is not what we know */
+        if (ok)
+            set_running_loop(srv, NULL);
         PyErr_Clear();
-        Py_XDECREF(home);
         ol_gate_give(srv->gate);
         return 0;
     }
@@ -266,11 +255,12 @@ static int start_here(ol_server *srv, ol_call *call)
     if (PyErr_Occurred())
         ol_server_log_error(srv, "unexpected error in the bridge");
     int wake = loop_needs_wake(srv, timers);
-    if (PyObject_SetAttrString(loop, "_thread_id", home) < 0 || set_running_loop(srv, NULL) < 0)
+    if ((home != Py_None && PyObject_SetAttr(loop, srv->state->s_thread_id, home) < 0) ||
+        set_running_loop(srv, NULL) < 0)
         ol_server_log_error(srv, "cannot hand the loop back to its thread");
     Py_DECREF(home);
     if (wake) {
-        PyObject *r = PyObject_CallMethod(loop, "_write_to_self", NULL);
+        PyObject *r = PyObject_CallMethodNoArgs(loop, srv->state->s_write_to_self);
         if (r == NULL)
             ol_server_log_error(srv, "cannot wake the loop's thread");
         Py_XDECREF(r);
@@ -308,23 +298,18 @@ static int enqueue(ol_server *srv, ol_call *call, int as_cancel)
 /*
  * The thread's eventfd fired (GIL released, *ts the thread's state). Returns
  * 1 when the call is done; otherwise runs the work the loop handed to this
- * thread through `executor` (GIL taken for it) and returns 0.
+ * thread through its executor (GIL taken for it) and returns 0.
  */
-static int on_wake(ol_call *call, PyObject *executor, PyThreadState **ts)
+static int on_wake(ol_call *call, ol_handback *executor, PyThreadState **ts)
 {
     uint64_t v;
     ssize_t ignored = read(call->efd, &v, sizeof(v));
     (void)ignored;
     if (__atomic_load_n(&call->done, __ATOMIC_ACQUIRE))
         return 1;
-    if (executor != NULL) {
-        PyEval_RestoreThread(*ts);
-        PyObject *ran = PyObject_CallMethod(executor, "_run_pending", NULL);
-        if (ran == NULL)
-            PyErr_WriteUnraisable(executor);
-        Py_XDECREF(ran);
-        *ts = PyEval_SaveThread();
-    }
+    PyEval_RestoreThread(*ts);
+    ol_handback_run_pending(executor);
+    *ts = PyEval_SaveThread();
     return 0;
 }
 
@@ -333,7 +318,8 @@ static int on_wake(ol_call *call, PyObject *executor, PyThreadState **ts)
  * Watches the client of the request this thread serves (POLLRDHUP: it hung
  * up) and the timeout. Returns 0 when done, or the reason to cancel it.
  */
-static int wait_call(ol_call *call, PyObject *executor, int wake_fd, int client_fd, double timeout)
+static int wait_call(ol_call *call, ol_handback *executor, int wake_fd, int client_fd,
+                     double timeout)
 {
     struct pollfd fds[2] = {{.fd = call->efd, .events = POLLIN},
                             {.fd = client_fd, .events = POLLRDHUP}};
@@ -372,7 +358,7 @@ static int wait_call(ol_call *call, PyObject *executor, int wake_fd, int client_
 
 /* After a cancel request: wait until the coroutine has unwound, still
  * running what it hands this thread (a sync_to_async in a finally block). */
-static void wait_done(ol_call *call, PyObject *executor)
+static void wait_done(ol_call *call, ol_handback *executor)
 {
     struct pollfd p = {.fd = call->efd, .events = POLLIN};
     PyThreadState *ts = PyEval_SaveThread();
@@ -384,28 +370,51 @@ static void wait_done(ol_call *call, PyObject *executor)
     PyEval_RestoreThread(ts);
 }
 
-/* Make the context variables the coroutine set visible to the caller. */
-static int copy_back(PyObject *context)
+/* The call's context: a copy of the caller's, in which the ContextVar
+ * _core.request_executor names the caller's executor (for
+ * oneloop.bridge.LoopExecutor, on the loop). The name is set in the caller's
+ * own context and stays there: setting a variable costs a HAMT insertion,
+ * so later calls from the thread find it set and pay nothing. A context
+ * that moved to another thread gets that thread's executor at its first
+ * call there; a copy that leaves this thread otherwise (a callback made
+ * here and run on the loop) names an executor that does not wait, and
+ * LoopExecutor then uses asgiref's own thread instead. */
+static PyObject *call_context(ol_state *st, ol_handback *executor)
 {
-    PyObject *items = PyObject_CallMethod(context, "items", NULL);
-    PyObject *it = items ? PyObject_GetIter(items) : NULL;
-    Py_XDECREF(items);
-    if (it == NULL)
+    PyObject *named = NULL;
+    if (PyContextVar_Get(st->executor_var, NULL, &named) < 0)
+        return NULL;
+    Py_XDECREF(named);
+    if (named != (PyObject *)executor) {
+        PyObject *token = PyContextVar_Set(st->executor_var, (PyObject *)executor);
+        if (token == NULL)
+            return NULL;
+        Py_DECREF(token);
+    }
+    return PyContext_CopyCurrent();
+}
+
+/* Make the context variables the coroutine set visible to the caller. */
+static int copy_back(ol_state *st, PyObject *context)
+{
+    PyObject *vars = PyObject_GetIter(context);
+    if (vars == NULL)
         return -1;
-    PyObject *pair;
-    while ((pair = PyIter_Next(it)) != NULL) {
-        PyObject *var = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+    PyObject *var;
+    while ((var = PyIter_Next(vars)) != NULL) {
+        PyObject *value = var != st->executor_var ? PyObject_GetItem(context, var) : NULL;
         PyObject *current = NULL;
-        if (PyContextVar_Get(var, NULL, &current) == 0 && current != value) {
+        if (value != NULL && PyContextVar_Get(var, NULL, &current) == 0 && current != value) {
             PyObject *token = PyContextVar_Set(var, value);
             Py_XDECREF(token);
         }
         Py_XDECREF(current);
-        Py_DECREF(pair);
+        Py_XDECREF(value);
+        Py_DECREF(var);
         if (PyErr_Occurred())
             break;
     }
-    Py_DECREF(it);
+    Py_DECREF(vars);
     return PyErr_Occurred() ? -1 : 0;
 }
 
@@ -413,18 +422,74 @@ static int copy_back(PyObject *context)
  * its body. */
 extern __thread ol_req *ol_current_request;
 
+/* A call of coro from this thread, with its context; NULL on error. */
+static ol_call *new_call(ol_server *srv, PyObject *coro, ol_handback *executor, ol_req *r)
+{
+    ol_call *call = PyObject_New(ol_call, srv->state->call_type);
+    if (call == NULL)
+        return NULL;
+    memset((char *)call + sizeof(PyObject), 0, sizeof(ol_call) - sizeof(PyObject));
+    call->efd = ol_handback_fd(executor);
+    call->coro = Py_NewRef(coro);
+    call->context = call_context(srv->state, executor);
+    call->request = Py_XNewRef((PyObject *)r);
+    /* Reads of the body from the loop thread must never wait for the client. */
+    if (call->context == NULL || (r != NULL && ol_wsgi_buffer_body(r) < 0))
+        Py_CLEAR(call);
+    return call;
+}
+
+/* Start the call and wait for it to end; cancel it if the client hangs up
+ * or the timeout passes, and wait for it to unwind then. */
+static void run_call(ol_server *srv, ol_call *call, ol_handback *executor, ol_req *r,
+                     double timeout)
+{
+    /* Once the client is gone, later calls (an async teardown_request) run
+     * to the end: watching the hung-up socket would cancel them at once. */
+    int client_fd = -1;
+    if (r != NULL && r->conn != NULL && !(r->conn->flags & CONN_CLOSED) &&
+        !(r->flags & REQ_DISCONNECTED))
+        client_fd = r->conn->fd;
+    int wake_fd = -1;
+    if (srv->gate == NULL || !start_here(srv, call))
+        wake_fd = enqueue(srv, call, 0) ? srv->bridgefd : -1;
+    int reason = 0;
+    if (!__atomic_load_n(&call->done, __ATOMIC_ACQUIRE))
+        reason = wait_call(call, executor, wake_fd, client_fd, timeout);
+    if (!reason)
+        return;
+    __atomic_store_n(&call->cancel, 1, __ATOMIC_RELEASE);
+    if (enqueue(srv, call, 1))
+        signal_fd(srv->bridgefd);
+    wait_done(call, executor);
+    /* A timeout is the app's to handle: an ordinary TimeoutError (Flask's
+     * error handlers see it). A hang-up stays a CancelledError, which
+     * unwinds the view without an answer nobody would read. */
+    if (reason == CANCEL_TIMEOUT && call->exc != NULL &&
+        PyErr_GivenExceptionMatches(call->exc, srv->state->cancelled_error)) {
+        PyObject *timeout_error = PyObject_CallFunction(
+            PyExc_TimeoutError, "s", "the async call was cancelled after its timeout");
+        if (timeout_error != NULL) {
+            PyException_SetCause(timeout_error, Py_NewRef(call->exc));
+            Py_SETREF(call->exc, timeout_error);
+        }
+    }
+    if (reason == CANCEL_HANGUP && r != NULL)
+        r->flags |= REQ_DISCONNECTED;
+}
+
 /*
- * Server.run_coroutine(coro, timeout=None, executor=None): run coro on the
- * worker loop from another thread and return its result. Raises what the
- * coroutine raised; raises CancelledError when the client of the current
- * request hung up or the timeout passed (the coroutine was cancelled and
- * has unwound). While waiting, the thread runs executor._run_pending()
- * each time its eventfd (thread_eventfd()) is signalled.
+ * Server.run_coroutine(coro, timeout=None): run coro on the worker loop from
+ * another thread and return its result. Raises what the coroutine raised;
+ * raises CancelledError when the client of the current request hung up, and
+ * TimeoutError when the timeout passed (the coroutine was cancelled and has
+ * unwound). While waiting, the thread runs the work submitted to its
+ * ThreadExecutor (handback.c), which the coroutine's context names.
  */
 PyObject *ol_bridge_call(ol_server *srv, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "run_coroutine(coro, timeout=None, executor=None)");
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "run_coroutine(coro, timeout=None)");
         return NULL;
     }
     if (srv->bridgefd < 0 || srv->closed) {
@@ -439,62 +504,26 @@ PyObject *ol_bridge_call(ol_server *srv, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     }
     double timeout = srv->async_timeout;
-    if (nargs >= 2 && args[1] != Py_None && (timeout = PyFloat_AsDouble(args[1])) < 0) {
+    if (nargs == 2 && args[1] != Py_None && (timeout = PyFloat_AsDouble(args[1])) < 0) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "timeout must not be negative");
         return NULL;
     }
-    PyObject *executor = nargs == 3 && args[2] != Py_None ? args[2] : NULL;
-    ol_call *call = PyObject_New(ol_call, srv->state->call_type);
-    if (call == NULL)
+    ol_handback *executor = ol_handback_of_thread(srv->state);
+    if (executor == NULL)
         return NULL;
-    memset((char *)call + sizeof(PyObject), 0, sizeof(ol_call) - sizeof(PyObject));
-    call->efd = thread_efd();
-    call->coro = Py_NewRef(args[0]);
-    call->context = PyContext_CopyCurrent();
     ol_req *r = ol_current_request;
-    call->request = Py_XNewRef((PyObject *)r);
-    /* Reads of the body from the loop thread must never wait for the client. */
-    if (call->efd < 0 || call->context == NULL || (r != NULL && ol_wsgi_buffer_body(r) < 0)) {
-        if (call->efd < 0 && !PyErr_Occurred())
-            PyErr_SetFromErrno(PyExc_OSError);
-        Py_DECREF(call);
+    ol_call *call = new_call(srv, args[0], executor, r);
+    if (call == NULL) {
+        Py_DECREF(executor);
         return NULL;
     }
-    /* Once the client is gone, later calls (an async teardown_request) run
-     * to the end: watching the hung-up socket would cancel them at once. */
-    int client_fd = -1;
-    if (r != NULL && r->conn != NULL && !(r->conn->flags & CONN_CLOSED) &&
-        !(r->flags & REQ_DISCONNECTED))
-        client_fd = r->conn->fd;
-    int wake_fd = -1;
-    if (srv->gate == NULL || !start_here(srv, call))
-        wake_fd = enqueue(srv, call, 0) ? srv->bridgefd : -1;
-    int reason = 0;
-    if (!__atomic_load_n(&call->done, __ATOMIC_ACQUIRE))
-        reason = wait_call(call, executor, wake_fd, client_fd, timeout);
-    if (reason) {
-        __atomic_store_n(&call->cancel, 1, __ATOMIC_RELEASE);
-        if (enqueue(srv, call, 1))
-            signal_fd(srv->bridgefd);
-        wait_done(call, executor);
-        /* A timeout is the app's to handle: an ordinary TimeoutError (Flask's
-         * error handlers see it). A hang-up stays a CancelledError, which
-         * unwinds the view without an answer nobody would read. */
-        if (reason == CANCEL_TIMEOUT && call->exc != NULL &&
-            PyErr_GivenExceptionMatches(call->exc, srv->state->cancelled_error)) {
-            PyObject *timeout_error = PyObject_CallFunction(
-                PyExc_TimeoutError, "s", "the async call was cancelled after its timeout");
-            if (timeout_error != NULL) {
-                PyException_SetCause(timeout_error, Py_NewRef(call->exc));
-                Py_SETREF(call->exc, timeout_error);
-            }
-        }
-        if (reason == CANCEL_HANGUP && r != NULL)
-            r->flags |= REQ_DISCONNECTED;
-    }
+    ol_handback_open(executor);
+    run_call(srv, call, executor, r, timeout);
+    ol_handback_close(executor);
+    Py_DECREF(executor);
     PyObject *result = NULL;
-    if (copy_back(call->context) < 0)
+    if (copy_back(srv->state, call->context) < 0)
         PyErr_Clear();
     if (call->exc != NULL)
         PyErr_SetRaisedException_compat(Py_NewRef(call->exc));
@@ -540,18 +569,6 @@ PyType_Spec ol_call_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = call_slots,
 };
-
-/* _core.thread_eventfd(): the eventfd this thread waits on in
- * run_coroutine(); its executor signals it when it is handed work. */
-PyObject *ol_bridge_thread_eventfd(PyObject *module, PyObject *unused)
-{
-    (void)module;
-    (void)unused;
-    int fd = thread_efd();
-    if (fd < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    return PyLong_FromLong(fd);
-}
 
 /* ------------------------------------------------------------------------ */
 

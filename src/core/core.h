@@ -82,12 +82,15 @@ typedef struct ol_state {
     PyTypeObject *file_wrapper_type;
     PyTypeObject *call_type;
     PyTypeObject *gate_type;
+    PyTypeObject *handback_type;
     PyObject *done;                /* awaitable that completes at once with None */
     PyObject *enter_task;          /* asyncio.tasks._enter_task */
     PyObject *leave_task;          /* asyncio.tasks._leave_task */
     PyObject *get_running_loop;    /* asyncio.events._get_running_loop */
     PyObject *set_running_loop;    /* asyncio.events._set_running_loop */
     PyObject *cancelled_error;     /* asyncio.CancelledError */
+    PyObject *future_type;         /* concurrent.futures.Future */
+    PyObject *executor_var;        /* ContextVar: the ThreadExecutor of the call's thread */
     PyObject *client_disconnected; /* oneloop._core.ClientDisconnected (an OSError) */
     PyObject *ssl_want_read;       /* ssl.SSLWantReadError, looked up at the first TLS read */
 
@@ -97,6 +100,9 @@ typedef struct ol_state {
     PyObject *s_http, *s_https, *s_asgi, *s_http_version, *s_method, *s_scheme, *s_path,
         *s_raw_path, *s_query_string, *s_root_path, *s_client, *s_server, *s_state;
     PyObject *s_1_0, *s_1_1, *s_empty, *b_empty;
+    /* ... and of the bridge's attribute lookups. */
+    PyObject *s_thread_id, *s_ready, *s_scheduled, *s_debug, *s_write_to_self, *s_thread_executor,
+        *s_set_running_or_notify_cancel, *s_set_result, *s_set_exception;
     PyObject *methods[16];      /* the common methods as str, by enum ol_method */
     PyObject *header_names[48]; /* lower-cased bytes of common header names */
     PyObject *header_env[48];   /* ... and their environ keys (HTTP_HOST, ...) */
@@ -449,7 +455,17 @@ int ol_bridge_open(ol_server *srv);
 void ol_bridge_close(ol_server *srv);
 PyObject *ol_bridge_run(ol_server *srv, PyObject *unused);
 PyObject *ol_bridge_call(ol_server *srv, PyObject *const *args, Py_ssize_t nargs);
-PyObject *ol_bridge_thread_eventfd(PyObject *module, PyObject *unused);
+
+/* Sync work handed back to a thread waiting on the bridge (handback.c). */
+typedef struct ol_handback ol_handback;
+extern PyType_Spec ol_handback_spec;
+/* The calling thread's executor (a new reference, made on first use), or NULL. */
+ol_handback *ol_handback_of_thread(ol_state *st);
+int ol_handback_fd(ol_handback *h); /* the eventfd its thread waits on */
+void ol_handback_open(ol_handback *h);
+void ol_handback_close(ol_handback *h);
+void ol_handback_run_pending(ol_handback *h);
+PyObject *ol_handback_thread(PyObject *module, PyObject *unused);
 
 void ol_pool_lock(ol_server *srv);
 void ol_pool_unlock(ol_server *srv);

@@ -85,10 +85,10 @@ PyDoc_STRVAR(parse_request_doc,
 
 static PyMethodDef module_methods[] = {
     {"parse_request", parse_request, METH_O, parse_request_doc},
-    {"thread_eventfd", ol_bridge_thread_eventfd, METH_NOARGS,
-     "thread_eventfd()\n--\n\n"
-     "The eventfd this thread waits on in Server.run_coroutine(); writing to\n"
-     "it makes the waiting thread run its executor's pending work."},
+    {"thread_executor", ol_handback_thread, METH_NOARGS,
+     "thread_executor()\n--\n\n"
+     "The calling thread's ThreadExecutor: runs the work the loop submits while\n"
+     "the thread waits in Server.run_coroutine()."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -158,6 +158,15 @@ static const char *const interned_names[] = {
     "1.0",
     "1.1",
     "",
+    "_thread_id",
+    "_ready",
+    "_scheduled",
+    "_debug",
+    "_write_to_self",
+    "oneloop.thread_executor",
+    "set_running_or_notify_cancel",
+    "set_result",
+    "set_exception",
 };
 
 static PyObject **interned_slots(ol_state *st, size_t i)
@@ -188,6 +197,15 @@ static PyObject **interned_slots(ol_state *st, size_t i)
         &st->s_1_0,
         &st->s_1_1,
         &st->s_empty,
+        &st->s_thread_id,
+        &st->s_ready,
+        &st->s_scheduled,
+        &st->s_debug,
+        &st->s_write_to_self,
+        &st->s_thread_executor,
+        &st->s_set_running_or_notify_cancel,
+        &st->s_set_result,
+        &st->s_set_exception,
     };
     return slots[i];
 }
@@ -338,8 +356,12 @@ static int init_asyncio(ol_state *st)
     st->cancelled_error = PyObject_GetAttrString(asyncio, "CancelledError");
     Py_DECREF(tasks);
     Py_DECREF(asyncio);
+    PyObject *futures = PyImport_ImportModule("concurrent.futures");
+    st->future_type = futures ? PyObject_GetAttrString(futures, "Future") : NULL;
+    Py_XDECREF(futures);
+    st->executor_var = PyContextVar_New("oneloop.request_executor", NULL);
     return (st->enter_task && st->leave_task && st->get_running_loop && st->set_running_loop &&
-            st->cancelled_error)
+            st->cancelled_error && st->future_type && st->executor_var)
                ? 0
                : -1;
 }
@@ -366,8 +388,11 @@ static int module_exec(PyObject *module)
         return -1;
     st->call_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ol_call_spec, NULL);
     st->gate_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ol_gate_spec, NULL);
-    if (st->call_type == NULL || st->gate_type == NULL ||
-        PyModule_AddType(module, st->gate_type) < 0)
+    st->handback_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ol_handback_spec, NULL);
+    if (st->call_type == NULL || st->gate_type == NULL || st->handback_type == NULL ||
+        PyModule_AddType(module, st->gate_type) < 0 ||
+        PyModule_AddType(module, st->handback_type) < 0 ||
+        PyModule_AddObjectRef(module, "request_executor", st->executor_var) < 0)
         return -1;
     return PyModule_AddObjectRef(module, "Driver", (PyObject *)st->driver_type);
 }
@@ -383,6 +408,9 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->file_wrapper_type);
     Py_VISIT(st->call_type);
     Py_VISIT(st->gate_type);
+    Py_VISIT(st->handback_type);
+    Py_VISIT(st->future_type);
+    Py_VISIT(st->executor_var);
     Py_VISIT(st->done);
     return 0;
 }
@@ -398,6 +426,9 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->file_wrapper_type);
     Py_CLEAR(st->call_type);
     Py_CLEAR(st->gate_type);
+    Py_CLEAR(st->handback_type);
+    Py_CLEAR(st->future_type);
+    Py_CLEAR(st->executor_var);
     Py_CLEAR(st->done);
     Py_CLEAR(st->enter_task);
     Py_CLEAR(st->leave_task);

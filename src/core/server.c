@@ -843,9 +843,10 @@ static PyMethodDef server_methods[] = {
     {"_run_bridge", (PyCFunction)ol_bridge_run, METH_NOARGS,
      "Start queued calls from threads (called by the event loop)."},
     {"run_coroutine", (PyCFunction)(void (*)(void))ol_bridge_call, METH_FASTCALL,
-     "run_coroutine(coro, timeout=None, executor=None)\n--\n\n"
+     "run_coroutine(coro, timeout=None)\n--\n\n"
      "From a thread other than the loop's: run coro on the worker loop in a copy of the\n"
-     "caller's context and return its result (see oneloop.bridge)."},
+     "caller's context and return its result, running meanwhile the work the loop submits\n"
+     "to the thread's ThreadExecutor (see oneloop.bridge)."},
     {"_run_pending", (PyCFunction)server_run_pending, METH_NOARGS,
      "Process connections queued by ol_server_schedule (called by the event loop)."},
     {"start", (PyCFunction)server_start, METH_NOARGS,

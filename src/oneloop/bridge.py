@@ -35,9 +35,7 @@ library defeats it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
-import contextvars
 import functools
 import os
 import threading
@@ -45,6 +43,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from . import _core
 from .logs import error_log
 
 T = TypeVar("T")
@@ -78,89 +77,7 @@ def run_coroutine(coro: Coroutine[Any, Any, T], timeout: float | None = None) ->
             "oneloop.run_coroutine() needs a running oneloop worker "
             "(in tests, use oneloop.testing.one_loop())"
         )
-    return _call(server, coro, timeout)
-
-
-def _call(server: Any, coro: Any, timeout: float | None) -> Any:
-    """server.run_coroutine(), with asgiref's sync_to_async sent back to this
-    thread (see RequestThreadExecutor) when asgiref is in use."""
-    if _asgiref_sync is None:
-        return server.run_coroutine(coro, timeout)
-    executor = _thread_executor()
-    token = _request_executor.set(executor)  # the coroutine's context copy inherits it
-    executor.open()
-    try:
-        return server.run_coroutine(coro, timeout, executor)
-    finally:
-        executor.close()
-        _request_executor.reset(token)
-
-
-class RequestThreadExecutor(concurrent.futures.Executor):
-    """Runs functions in the WSGI thread that is waiting for a coroutine.
-
-    The loop submits (asgiref's sync_to_async does, through LoopExecutor);
-    the waiting thread, woken on its eventfd, runs the work between polls
-    (``_run_pending``, called from the C bridge). One per thread; calls
-    nested in the same thread share it. Work submitted while nobody waits
-    fails at once instead of hanging. Work submitted by the thread itself
-    (while it runs a coroutine's first step on a gated loop) runs as soon as
-    that step has suspended.
-    """
-
-    def __init__(self) -> None:
-        from ._core import thread_eventfd
-
-        self._fd = thread_eventfd()
-        self._lock = threading.Lock()
-        self._items: collections.deque[tuple[concurrent.futures.Future, Callable, tuple, dict]] = (
-            collections.deque()
-        )
-        self._waiting = 0
-
-    def open(self) -> None:
-        with self._lock:
-            self._waiting += 1
-
-    def close(self) -> None:
-        with self._lock:
-            self._waiting -= 1
-            if self._waiting or not self._items:
-                return
-            leftover, self._items = list(self._items), collections.deque()
-        for future, *_ in leftover:  # submitted after the coroutine ended
-            if future.set_running_or_notify_cancel():
-                future.set_exception(
-                    RuntimeError("the request's thread no longer waits for async work")
-                )
-
-    def submit(
-        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
-    ) -> concurrent.futures.Future[T]:
-        # From its own thread too: a coroutine whose first step this thread
-        # runs itself (oneloop.loops) submits before the thread starts waiting.
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        with self._lock:
-            if not self._waiting:
-                raise RuntimeError("the request's thread no longer waits for async work")
-            self._items.append((future, fn, args, kwargs))
-        os.eventfd_write(self._fd, 1)
-        return future
-
-    def _run_pending(self) -> None:
-        while True:
-            with self._lock:
-                if not self._items:
-                    return
-                future, fn, args, kwargs = self._items.popleft()
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:  # delivered to the awaiting coroutine
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+    return server.run_coroutine(coro, timeout)
 
 
 class LoopExecutor(concurrent.futures.Executor):
@@ -169,32 +86,25 @@ class LoopExecutor(concurrent.futures.Executor):
     Thread-sensitive ``sync_to_async`` without an asgiref caller above it
     uses the executor registered for its loop -- the one asgiref itself
     registers for the loop it runs in a new thread. Here it sends the work
-    to the WSGI thread whose coroutine (or a task it spawned) asks; code
-    with no such thread (startup hooks, ASGI) gets asgiref's default, its
-    single shared thread.
+    to the WSGI thread whose coroutine (or a task it spawned) asks: the
+    bridge names that thread's ``_core.ThreadExecutor`` in the coroutine's
+    context, and the thread runs the work while it waits (as under asgiref's
+    own ``async_to_sync``). Code with no such thread (startup hooks, ASGI,
+    a task that outlived the call that spawned it) gets asgiref's default,
+    its single shared thread.
     """
 
     def submit(
         self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[T]:
-        executor = _request_executor.get(None)
-        if executor is None:
-            return _asgiref_sync.SyncToAsync.single_thread_executor.submit(fn, *args, **kwargs)
-        return executor.submit(fn, *args, **kwargs)
+        executor = _core.request_executor.get(None)
+        future = executor.submit(fn, *args, **kwargs) if executor is not None else None
+        if future is None:  # no thread waits for this coroutine (any more)
+            future = _asgiref_sync.SyncToAsync.single_thread_executor.submit(fn, *args, **kwargs)
+        return future
 
 
-_request_executor: contextvars.ContextVar[RequestThreadExecutor] = contextvars.ContextVar(
-    "oneloop.request_executor"
-)
 _threads = threading.local()
-
-
-def _thread_executor() -> RequestThreadExecutor:
-    try:
-        return _threads.executor
-    except AttributeError:
-        _threads.executor = executor = RequestThreadExecutor()
-        return executor
 
 
 def async_to_sync(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
@@ -255,9 +165,7 @@ def _flask_async_to_sync(
     def run(*args: Any, **kwargs: Any) -> Any:
         if server is None:
             return run_coroutine(func(*args, **kwargs))
-        if _asgiref_sync is not None:
-            return _call(server, func(*args, **kwargs), None)
-        return server.run_coroutine(func(*args, **kwargs), None)
+        return server.run_coroutine(func(*args, **kwargs))
 
     return run
 

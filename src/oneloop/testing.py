@@ -58,41 +58,46 @@ class _ThreadedLoop:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
 
-    def run_coroutine(self, coro: Any, timeout: float | None = None, executor: Any = None) -> Any:
+    def run_coroutine(self, coro: Any, timeout: float | None = None) -> Any:
         if threading.get_ident() == self.loop._thread_id:  # type: ignore[attr-defined]
             coro.close()
             raise RuntimeError("run_coroutine() called on the event loop thread")
+        executor = _core.thread_executor()
         context = contextvars.copy_context()
+        context.run(_core.request_executor.set, executor)
         started: list[asyncio.Task] = []
+        executor.open()
+        try:
+            return self._wait(coro, context, started, executor, timeout)
+        finally:
+            executor.close()
+            for var, value in context.items():
+                if var is not _core.request_executor and var.get(_MISSING) is not value:
+                    var.set(value)
+
+    def _wait(
+        self, coro: Any, context: contextvars.Context, started: list, executor: Any, timeout: Any
+    ) -> Any:
         future = asyncio.run_coroutine_threadsafe(_in_context(coro, context, started), self.loop)
-        wake = _core.thread_eventfd()
-        future.add_done_callback(lambda _: os.eventfd_write(wake, 1))
+        future.add_done_callback(lambda _: os.eventfd_write(executor.fd, 1))
         poller = select.poll()
-        poller.register(wake, select.POLLIN)
+        poller.register(executor.fd, select.POLLIN)
         deadline = time.monotonic() + timeout if timeout else None
         timed_out = False
+        while not future.done():
+            left = None if deadline is None or timed_out else max(0.0, deadline - time.monotonic())
+            if not poller.poll(None if left is None else left * 1000 + 1):
+                timed_out = True  # cancel; then wait for the coroutine to unwind
+                self.loop.call_soon_threadsafe(_cancel, started, future)
+                continue
+            os.eventfd_read(executor.fd)
+            executor.run_pending()
         try:
-            while not future.done():
-                left = (
-                    None if deadline is None or timed_out else max(0.0, deadline - time.monotonic())
-                )
-                if not poller.poll(None if left is None else left * 1000 + 1):
-                    timed_out = True  # cancel; then wait for the coroutine to unwind
-                    self.loop.call_soon_threadsafe(_cancel, started, future)
-                    continue
-                os.eventfd_read(wake)
-                if executor is not None:
-                    executor._run_pending()
-            try:
-                return future.result()
-            except concurrent.futures.CancelledError:
-                if timed_out:
-                    raise TimeoutError("the async call was cancelled after its timeout") from None
-                raise asyncio.CancelledError() from None
-        finally:
-            for var, value in context.items():
-                if var.get(_MISSING) is not value:
-                    var.set(value)
+            return future.result()
+        except concurrent.futures.CancelledError:
+            if timed_out:
+                raise TimeoutError("the async call was cancelled after its timeout") from None
+            raise asyncio.CancelledError() from None
 
 
 async def _in_context(coro: Any, context: contextvars.Context, started: list) -> Any:

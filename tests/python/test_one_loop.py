@@ -344,6 +344,31 @@ def test_slow_sync_views_do_not_delay_async_views(serve):
     finish(server)
 
 
+def test_sync_to_async_in_a_task_that_outlived_its_request_still_runs(serve):
+    """A task an async view spawned calls sync_to_async after the view has
+    returned: the request's thread no longer waits for it, so the work runs
+    in asgiref's own thread -- neither hanging nor failing."""
+    server = serve("one_loop.mixed_app:app", "--no-access-log")
+    keys = [f"k{i}" for i in range(16)]
+    assert_all(hammer(lambda c, i: c.get(f"{server.url}/leftover-task/{keys[i]}"), n=len(keys)))
+    outcomes = {}
+    with httpx.Client() as client:
+        deadline = time.monotonic() + 5
+        while len(outcomes) < len(keys) and time.monotonic() < deadline:
+            for key in keys:
+                seen = client.get(f"{server.url}/leftover-result/{key}").json()
+                if seen is not None:
+                    outcomes[key] = seen
+            time.sleep(0.05)
+    assert len(outcomes) == len(keys), outcomes
+    for seen in outcomes.values():
+        assert "error" not in seen, seen
+        assert seen["thread"] != seen["wsgi_thread"] and seen["thread"] != "MainThread", seen
+    threads = sorted({seen["thread"] for seen in outcomes.values()})
+    report(f"sync_to_async after the request: ran in {threads}")
+    finish(server)
+
+
 def test_sync_to_async_in_flask_async_views_runs_per_request_not_worker_wide(serve):
     """asgiref's sync_to_async (thread_sensitive=True, its default) inside a
     Flask async view: under any asgiref-based server it runs in the request's
