@@ -14,8 +14,8 @@ FUZZ_SECONDS ?= 20
 
 WIRE_SRC    := $(wildcard src/wire/*.c)
 WIRE_HDR    := $(wildcard src/wire/*.h)
-TEST_SRC    := $(wildcard tests/c/*.c)
-TEST_HDR    := $(wildcard tests/c/*.h) $(BUILD)/gen/llhttp_cases.h
+TEST_SRC    := $(wildcard tests/c/*.c) src/core/reactor.c
+TEST_HDR    := $(wildcard tests/c/*.h) src/core/reactor.h $(BUILD)/gen/llhttp_cases.h
 C_FILES     := $(WIRE_SRC) $(WIRE_HDR) $(wildcard tests/c/*.[ch]) $(wildcard tests/fuzz/*.c) \
                $(wildcard bench/*.c) $(wildcard src/core/*.[ch])
 
@@ -69,11 +69,11 @@ $(BUILD)/gen/llhttp_cases.h: tests/c/gen_llhttp.py tests/data/llhttp-requests.js
 	$(PYTHON) tests/c/gen_llhttp.py tests/data/llhttp-requests.json $@
 
 $(BUILD)/test_wire_asan: $(WIRE_SRC) $(TEST_SRC) $(WIRE_HDR) $(TEST_HDR)
-	$(CC) $(STD) $(WARN) -Wno-missing-prototypes $(SANITIZE) -g -O1 -I$(BUILD)/gen \
+	$(CC) $(STD) $(WARN) -Wno-missing-prototypes $(SANITIZE) -g -O1 -I$(BUILD)/gen -Isrc/core \
 		$(WIRE_SRC) $(TEST_SRC) -o $@
 
 $(BUILD)/test_wire: $(WIRE_SRC) $(TEST_SRC) $(WIRE_HDR) $(TEST_HDR)
-	$(CC) $(STD) $(WARN) -Wno-missing-prototypes -g -O1 -I$(BUILD)/gen \
+	$(CC) $(STD) $(WARN) -Wno-missing-prototypes -g -O1 -I$(BUILD)/gen -Isrc/core \
 		$(WIRE_SRC) $(TEST_SRC) -o $@
 
 test-c-asan: $(BUILD)/test_wire_asan
@@ -85,7 +85,7 @@ test-c-valgrind: $(BUILD)/test_wire
 
 # The same tests without SSE2, through the portable 8-byte word scans.
 $(BUILD)/test_wire_portable: $(WIRE_SRC) $(TEST_SRC) $(WIRE_HDR) $(TEST_HDR)
-	$(CC) $(STD) $(WARN) -Wno-missing-prototypes -U__SSE2__ $(SANITIZE) -g -O1 -I$(BUILD)/gen \
+	$(CC) $(STD) $(WARN) -Wno-missing-prototypes -U__SSE2__ $(SANITIZE) -g -O1 -I$(BUILD)/gen -Isrc/core \
 		$(WIRE_SRC) $(TEST_SRC) -o $@
 
 test-c-portable: $(BUILD)/test_wire_portable

@@ -292,7 +292,7 @@ static PyObject *asgi_receive(ol_req *r, PyObject *unused)
             return NULL;
         if (gone(r))
             return ready_new(st, disconnect_message(st));
-        r->conn->deadline = srv->now + srv->cfg.body_timeout;
+        r->conn->deadline = ol_deadline(srv->now, srv->cfg.body_timeout);
     }
     /* Wait for more body, or (body over) for the client to go away. */
     r->receive_waiter = new_future(srv);
@@ -485,12 +485,9 @@ void ol_asgi_on_drain(ol_req *r)
 /* Lower-cased header name, shared for the common ones. */
 static PyObject *header_name(ol_state *st, ol_span name)
 {
-    for (int i = 0; i < st->n_header_names; i++) {
-        PyObject *known = st->header_names[i];
-        if ((size_t)PyBytes_GET_SIZE(known) == name.len &&
-            strncasecmp(PyBytes_AS_STRING(known), name.base, name.len) == 0)
-            return Py_NewRef(known);
-    }
+    int known = ol_common_header(st, name);
+    if (known >= 0)
+        return Py_NewRef(st->header_names[known]);
     PyObject *b = PyBytes_FromStringAndSize(name.base, (Py_ssize_t)name.len);
     if (b != NULL) {
         char *p = PyBytes_AS_STRING(b);
@@ -688,7 +685,7 @@ static void app_finished(ol_req *r, PyObject *exc)
     int quiet = exc != NULL && (r->flags & REQ_DISCONNECTED) &&
                 PyErr_GivenExceptionMatches(exc, st->cancelled_error);
     if (exc != NULL && !quiet) {
-        PyErr_SetRaisedException_compat(Py_NewRef(exc));
+        ol_err_restore(Py_NewRef(exc));
         ol_server_log_error(srv, "Exception in ASGI application");
     }
     if (r->flags & REQ_COMPLETE)
@@ -750,7 +747,7 @@ static int start_app(ol_conn *c, ol_req *r, PyObject *scope)
     else
         Py_XDECREF(coro);
     if (e < 0 && !(r->flags & REQ_COMPLETE)) {
-        PyObject *exc = PyErr_GetRaisedException_compat();
+        PyObject *exc = ol_err_take();
         app_finished(r, exc);
         Py_XDECREF(exc);
     }
@@ -764,7 +761,10 @@ int ol_asgi_dispatch(ol_conn *c, const ol_request *h, size_t head_len)
     ol_req *r = ol_req_new(c);
     if (r == NULL)
         return -1;
-    ol_req_set_head(r, h);
+    if (ol_req_set_head(r, h) < 0) {
+        Py_DECREF(r);
+        return -1;
+    }
     r->req_headers = scope_headers(st, h);
     PyObject *scope = r->req_headers ? build_scope(c, h, r) : NULL;
     if (scope == NULL) {

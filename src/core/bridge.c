@@ -53,6 +53,17 @@ static void signal_fd(int fd)
     (void)ignored;
 }
 
+/* Wake the loop's bridge reader. Under the bridge lock, so no thread ever
+ * writes to the eventfd after ol_bridge_close() closed it: by then its
+ * number may name another file of the process. */
+static void wake_bridge(ol_server *srv)
+{
+    pthread_mutex_lock(&srv->bridge_lock);
+    if (srv->bridgefd >= 0)
+        signal_fd(srv->bridgefd);
+    pthread_mutex_unlock(&srv->bridge_lock);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The loop's side                                                          */
 
@@ -103,7 +114,7 @@ static void fail_call(ol_call *call, PyObject *exc_type, const char *message)
         PyErr_SetString(exc_type, message);
     else if (exc_type != NULL)
         PyErr_SetNone(exc_type);
-    call->exc = PyErr_GetRaisedException_compat();
+    call->exc = ol_err_take();
     if (call->coro != NULL) { /* never started: no "never awaited" warning */
         PyObject *closed = PyObject_CallMethod(call->coro, "close", NULL);
         if (closed == NULL)
@@ -318,8 +329,8 @@ static int on_wake(ol_call *call, ol_handback *executor, PyThreadState **ts)
  * Watches the client of the request this thread serves (POLLRDHUP: it hung
  * up) and the timeout. Returns 0 when done, or the reason to cancel it.
  */
-static int wait_call(ol_call *call, ol_handback *executor, int wake_fd, int client_fd,
-                     double timeout)
+static int wait_call(ol_server *srv, ol_call *call, ol_handback *executor, int wake_loop,
+                     int client_fd, double timeout)
 {
     struct pollfd fds[2] = {{.fd = call->efd, .events = POLLIN},
                             {.fd = client_fd, .events = POLLRDHUP}};
@@ -327,8 +338,8 @@ static int wait_call(ol_call *call, ol_handback *executor, int wake_fd, int clie
     double deadline = timeout > 0 ? ol_now() + timeout : 0;
     int want_cancel = 0;
     PyThreadState *ts = PyEval_SaveThread();
-    if (wake_fd >= 0)
-        signal_fd(wake_fd);
+    if (wake_loop)
+        wake_bridge(srv);
     for (;;) {
         int ms = -1;
         if (deadline > 0) {
@@ -450,17 +461,17 @@ static void run_call(ol_server *srv, ol_call *call, ol_handback *executor, ol_re
     if (r != NULL && r->conn != NULL && !(r->conn->flags & CONN_CLOSED) &&
         !(r->flags & REQ_DISCONNECTED))
         client_fd = r->conn->fd;
-    int wake_fd = -1;
+    int wake_loop = 0;
     if (srv->gate == NULL || !start_here(srv, call))
-        wake_fd = enqueue(srv, call, 0) ? srv->bridgefd : -1;
+        wake_loop = enqueue(srv, call, 0);
     int reason = 0;
     if (!__atomic_load_n(&call->done, __ATOMIC_ACQUIRE))
-        reason = wait_call(call, executor, wake_fd, client_fd, timeout);
+        reason = wait_call(srv, call, executor, wake_loop, client_fd, timeout);
     if (!reason)
         return;
     __atomic_store_n(&call->cancel, 1, __ATOMIC_RELEASE);
     if (enqueue(srv, call, 1))
-        signal_fd(srv->bridgefd);
+        wake_bridge(srv);
     wait_done(call, executor);
     /* A timeout is the app's to handle: an ordinary TimeoutError (Flask's
      * error handlers see it). A hang-up stays a CancelledError, which
@@ -526,7 +537,7 @@ PyObject *ol_bridge_call(ol_server *srv, PyObject *const *args, Py_ssize_t nargs
     if (copy_back(srv->state, call->context) < 0)
         PyErr_Clear();
     if (call->exc != NULL)
-        PyErr_SetRaisedException_compat(Py_NewRef(call->exc));
+        ol_err_restore(Py_NewRef(call->exc));
     else
         result = Py_NewRef(call->result ? call->result : Py_None);
     Py_DECREF(call);
@@ -596,6 +607,9 @@ void ol_bridge_close(ol_server *srv)
         ol_call *calls = srv->bridge_queue, *cancels = srv->bridge_cancels;
         srv->bridge_queue = srv->bridge_queue_tail = NULL;
         srv->bridge_cancels = NULL;
+        if (srv->bridgefd >= 0) /* under the lock: see wake_bridge() */
+            close(srv->bridgefd);
+        srv->bridgefd = -1;
         pthread_mutex_unlock(&srv->bridge_lock);
         while (calls != NULL) {
             ol_call *call = calls;
@@ -614,7 +628,4 @@ void ol_bridge_close(ol_server *srv)
             ol_driver_release((ol_driver *)PyList_GET_ITEM(srv->bridge_drivers, i));
         Py_CLEAR(srv->bridge_drivers);
     }
-    if (srv->bridgefd >= 0)
-        close(srv->bridgefd);
-    srv->bridgefd = -1;
 }

@@ -39,7 +39,6 @@ ol_conn *ol_conn_new(ol_server *srv, ol_listener *lst, int fd, const struct sock
     ol_conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    c->tag = OL_TAG_CONN;
     c->fd = fd;
     c->refs = 1;
     c->server = srv;
@@ -121,7 +120,10 @@ void ol_conn_abort(ol_conn *c)
         return;
     c->flags |= CONN_CLOSED | CONN_CLOSING;
     ol_server *srv = c->server;
-    /* close() also removes the fd from every epoll set it is in. */
+    /* Out of the set, and its handle retired: an event for it that is
+     * already fetched will not be delivered (reactor.h). */
+    ol_reactor_remove(&srv->reactor, c->fd, c->handle);
+    c->handle = 0;
     close(c->fd);
     c->fd = -1;
     if (c->request != NULL) {
@@ -150,23 +152,43 @@ void ol_conn_close_gracefully(ol_conn *c)
         return;
     c->flags |= CONN_CLOSING;
     if (ol_conn_pending(c) > 0) {
+        /* Nothing more is read while the output drains: input would only
+         * pile up, and the client that does not read cannot be made to. */
+        c->flags &= ~CONN_READING;
+        c->rlen = 0;
         ol_conn_update_events(c);
-        return; /* ol_conn_on_event() comes back here when drained */
+        return; /* the drain comes back here (ol_conn_on_event, pool.c) */
     }
     if (c->flags & (CONN_PEER_CLOSED | CONN_LINGER)) {
         ol_conn_abort(c);
         return;
     }
-    if (c->tls != NULL) {
-        /* A close_notify alert is polite but optional; skip it. */
-        ol_conn_abort(c);
-        return;
-    }
+    /* TLS too: the close_notify alert is optional and skipped, but the
+     * lingering close is not -- a reset caused by the client's unread
+     * bytes would destroy the response we just sent (a 413, say). */
     shutdown(c->fd, SHUT_WR);
     c->flags |= CONN_LINGER | CONN_READING;
     c->rlen = 0;
-    c->deadline = c->server->now + LINGER_SECONDS;
+    c->deadline = ol_deadline(ol_now(), LINGER_SECONDS);
     ol_conn_update_events(c);
+}
+
+/* While lingering: read and drop what the client still sends, as raw
+ * bytes (TLS records are not decrypted any more), a bounded amount per
+ * call so a flooding client cannot hold the thread. 1 while the client may
+ * send more, 0 at EOF or on error. No GIL needed. */
+int ol_conn_linger_read(ol_conn *c)
+{
+    char sink[RECV_CHUNK];
+    for (int i = 0; i < 16; i++) {
+        ssize_t n;
+        do
+            n = recv(c->fd, sink, sizeof(sink), 0);
+        while (n < 0 && errno == EINTR);
+        if (n <= 0)
+            return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+    return 1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -216,14 +238,31 @@ void ol_conn_release_idle_buffers(ol_conn *c)
 /* ------------------------------------------------------------------------ */
 /* TLS through ssl.SSLObject and two memory BIOs: the socket stays ours.    */
 
-static int tls_setup(ol_conn *c)
+/* What the TLS code needs from the ssl module, looked up once. */
+static int load_ssl(ol_state *st)
 {
+    if (st->ssl_memory_bio != NULL)
+        return 0;
     PyObject *ssl = PyImport_ImportModule("ssl");
     if (ssl == NULL)
         return -1;
-    c->tls_in = PyObject_CallMethod(ssl, "MemoryBIO", NULL);
-    c->tls_out = c->tls_in ? PyObject_CallMethod(ssl, "MemoryBIO", NULL) : NULL;
+    st->ssl_want_read = PyObject_GetAttrString(ssl, "SSLWantReadError");
+    st->ssl_memory_bio = st->ssl_want_read ? PyObject_GetAttrString(ssl, "MemoryBIO") : NULL;
     Py_DECREF(ssl);
+    if (st->ssl_memory_bio == NULL) {
+        Py_CLEAR(st->ssl_want_read);
+        return -1;
+    }
+    return 0;
+}
+
+static int tls_setup(ol_conn *c)
+{
+    ol_state *st = c->server->state;
+    if (load_ssl(st) < 0)
+        return -1;
+    c->tls_in = PyObject_CallNoArgs(st->ssl_memory_bio);
+    c->tls_out = c->tls_in ? PyObject_CallNoArgs(st->ssl_memory_bio) : NULL;
     if (c->tls_out == NULL)
         return -1;
     c->tls = PyObject_CallMethod(c->listener->ssl_context, "wrap_bio", "OOO", c->tls_in, c->tls_out,
@@ -253,14 +292,8 @@ static int tls_flush_out(ol_conn *c)
  * engine needs more bytes from the client), 0 for a real TLS error. */
 static int clear_want_read(ol_conn *c)
 {
-    PyObject *exc = PyErr_GetRaisedException_compat();
+    PyObject *exc = ol_err_take();
     ol_state *st = c->server->state;
-    if (st->ssl_want_read == NULL) {
-        PyObject *ssl = PyImport_ImportModule("ssl");
-        st->ssl_want_read = ssl ? PyObject_GetAttrString(ssl, "SSLWantReadError") : NULL;
-        Py_XDECREF(ssl);
-        PyErr_Clear();
-    }
     int want = exc != NULL && st->ssl_want_read != NULL &&
                PyErr_GivenExceptionMatches(exc, st->ssl_want_read);
     if (exc != NULL && !want)
@@ -390,18 +423,30 @@ static int append_output(ol_conn *c, const struct iovec *iov, int n, size_t skip
 }
 
 /* Wait (GIL released) until the socket is writable or the send timeout
- * expires. WSGI threads only. */
-static int wait_writable(ol_conn *c)
+ * expires: 0, or -1. For the thread that owns a blocking connection. */
+int ol_conn_wait_writable(ol_conn *c)
 {
     struct pollfd p = {.fd = c->fd, .events = POLLOUT};
-    int timeout = (int)(c->server->cfg.send_timeout * 1000);
+    int timeout = ol_poll_ms(c->server->cfg.send_timeout);
     int r;
     Py_BEGIN_ALLOW_THREADS
     do
-        r = poll(&p, 1, timeout > 0 ? timeout : -1);
+        r = poll(&p, 1, timeout);
     while (r < 0 && errno == EINTR);
     Py_END_ALLOW_THREADS
     return r > 0 && !(p.revents & (POLLERR | POLLNVAL)) ? 0 : -1;
+}
+
+/* writev() that never raises SIGPIPE: a client gone mid-response must not
+ * kill a process whose SIGPIPE is not ignored (an embedding app's). */
+static ssize_t send_iov(int fd, const struct iovec *iov, int n)
+{
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+    ssize_t w;
+    do
+        w = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    return w;
 }
 
 /* Blocking send of every byte, GIL released around the system calls; for
@@ -412,13 +457,11 @@ static int writev_blocking(ol_conn *c, struct iovec *iov, int n)
         ssize_t w;
         int err;
         Py_BEGIN_ALLOW_THREADS
-        do
-            w = writev(c->fd, iov, n);
-        while (w < 0 && errno == EINTR);
+        w = send_iov(c->fd, iov, n);
         err = errno;
         Py_END_ALLOW_THREADS
         if (w < 0) {
-            if ((err == EAGAIN || err == EWOULDBLOCK) && wait_writable(c) == 0)
+            if ((err == EAGAIN || err == EWOULDBLOCK) && ol_conn_wait_writable(c) == 0)
                 continue;
             return -1;
         }
@@ -435,24 +478,45 @@ static int writev_blocking(ol_conn *c, struct iovec *iov, int n)
     return 0;
 }
 
-/* Write bytes that are already on the wire format (TLS records or plain). */
+/* The blocking write of a thread that owns its connection: output left
+ * over from before it took the connection first, then the iovecs, in
+ * batches (writev_blocking consumes its copy as it goes). */
+static int write_blocking(ol_conn *c, const struct iovec *iov, int n)
+{
+    if (ol_conn_pending(c) > 0) {
+        struct iovec pending = {c->wbuf + c->woff, ol_conn_pending(c)};
+        if (writev_blocking(c, &pending, 1) < 0)
+            return -1;
+        c->woff = c->wlen = 0;
+    }
+    enum { BATCH = 16 };
+    struct iovec copy[BATCH];
+    for (int done = 0; done < n;) {
+        int k = n - done < BATCH ? n - done : BATCH;
+        memcpy(copy, iov + done, (size_t)k * sizeof(*iov));
+        if (writev_blocking(c, copy, k) < 0)
+            return -1;
+        done += k;
+    }
+    return 0;
+}
+
+/*
+ * Write bytes that are already in wire format (TLS records or plain).
+ * Whether this blocks follows from who owns the connection: the pool
+ * thread serving it (CONN_BLOCKING) waits for a slow client, GIL released;
+ * anyone else (the event loop, the WSGI tick) sends what the socket takes
+ * and buffers the rest for the reactor to flush.
+ */
 int ol_conn_raw_writev(ol_conn *c, const struct iovec *iov, int n)
 {
     if (c->flags & CONN_CLOSED)
         return -1;
-    if (c->server->interface == OL_WSGI) {
-        struct iovec copy[8];
-        if (n > 8)
-            n = 8;
-        memcpy(copy, iov, (size_t)n * sizeof(*iov));
-        return writev_blocking(c, copy, n);
-    }
+    if (c->flags & CONN_BLOCKING)
+        return write_blocking(c, iov, n);
     size_t written = 0;
     if (ol_conn_pending(c) == 0) {
-        ssize_t w;
-        do
-            w = writev(c->fd, iov, n);
-        while (w < 0 && errno == EINTR);
+        ssize_t w = send_iov(c->fd, iov, n);
         if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
             c->flags |= CONN_PEER_CLOSED;
             return -1;
@@ -465,7 +529,7 @@ int ol_conn_raw_writev(ol_conn *c, const struct iovec *iov, int n)
     if (written == total)
         return 0;
     if (written > 0 || ol_conn_pending(c) == 0)
-        c->send_deadline = c->server->now + c->server->cfg.send_timeout;
+        c->send_deadline = ol_deadline(c->server->now, c->server->cfg.send_timeout);
     if (append_output(c, iov, n, written) < 0)
         return -1;
     ol_conn_update_events(c);
@@ -510,7 +574,7 @@ int ol_conn_flush(ol_conn *c)
             return -1;
         }
         c->woff += (size_t)w;
-        c->send_deadline = c->server->now + c->server->cfg.send_timeout; /* progress */
+        c->send_deadline = ol_deadline(c->server->now, c->server->cfg.send_timeout); /* progress */
     }
     c->woff = c->wlen = 0;
     return 1;
@@ -518,8 +582,8 @@ int ol_conn_flush(ol_conn *c)
 
 void ol_conn_update_events(ol_conn *c)
 {
-    /* In WSGI mode the pool thread owning the connection re-arms it when it
-     * is done (ol_pool_arm); nothing to do here. */
+    /* In WSGI mode whoever holds the connection re-arms it when it lets go
+     * (ol_pool_arm); nothing to do here. */
     if (c->flags & (CONN_CLOSED | CONN_IN_POOL) || c->server->pool != NULL)
         return;
     /* Once the client has shut its side, EPOLLRDHUP stays raised (epoll is
@@ -531,8 +595,7 @@ void ol_conn_update_events(ol_conn *c)
         want |= EPOLLOUT;
     if (want == c->events)
         return;
-    struct epoll_event ev = {.events = want, .data.ptr = c};
-    if (epoll_ctl(c->server->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+    if (ol_reactor_modify(&c->server->reactor, c->fd, c->handle, want) == 0)
         c->events = want;
 }
 
@@ -730,7 +793,7 @@ static int next_request(ol_conn *c)
         /* First byte of a new head: the header deadline starts now and
          * does not move however slowly the rest trickles in. */
         c->flags &= ~CONN_IDLE;
-        c->deadline = srv->now + srv->cfg.header_timeout;
+        c->deadline = ol_deadline(srv->now, srv->cfg.header_timeout);
     }
     int r = ol_parse_request(&c->parser, c->rbuf, c->rlen, &head, &srv->cfg.limits);
     if (r == OL_INCOMPLETE)
@@ -763,9 +826,20 @@ static int feed_body(ol_conn *c)
     return r; /* 1: the body is over, go on with the next request */
 }
 
+/* Read on while a head is incomplete or a body is wanted; stop while a
+ * request is in flight and enough of its input is buffered, and while a
+ * closing connection drains its output (then it lingers, reading to drop). */
+static int wants_input(const ol_conn *c)
+{
+    if (c->flags & CONN_LINGER)
+        return 1;
+    if (c->flags & CONN_CLOSING)
+        return 0;
+    return c->request == NULL || c->rlen < c->server->cfg.read_high_water;
+}
+
 void ol_conn_process(ol_conn *c)
 {
-    ol_server *srv = c->server;
     c->flags |= CONN_PROCESSING;
     while (!(c->flags & CONN_CLOSING)) {
         if (!c->body_done || c->request != NULL) {
@@ -785,11 +859,8 @@ void ol_conn_process(ol_conn *c)
             break;
     }
     c->flags &= ~CONN_PROCESSING;
-    /* Read on while a head is incomplete or a body is wanted; stop while a
-     * request is in flight and enough of its input is buffered. */
     if (!(c->flags & CONN_CLOSED)) {
-        int wanted = c->rlen < srv->cfg.read_high_water || c->request == NULL;
-        c->flags = wanted ? (c->flags | CONN_READING) : (c->flags & ~CONN_READING);
+        c->flags = wants_input(c) ? (c->flags | CONN_READING) : (c->flags & ~CONN_READING);
         ol_conn_update_events(c);
     }
 }
@@ -807,7 +878,7 @@ void ol_conn_request_done(ol_conn *c, int keep_alive)
         return;
     }
     c->flags |= CONN_IDLE;
-    c->deadline = srv->now + srv->cfg.keep_alive;
+    c->deadline = ol_deadline(srv->now, srv->cfg.keep_alive);
     c->discard_left = 65536; /* an unread body up to this size is skipped, not fatal */
     /* A response finished by the app after it suspended: pipelined input
      * already buffered will not be announced by epoll again. */
@@ -820,16 +891,22 @@ void ol_conn_request_done(ol_conn *c, int keep_alive)
 
 static void on_readable(ol_conn *c)
 {
-    ol_server *srv = c->server;
-    Py_ssize_t n = ol_conn_recv(c);
-    if (n == -1)
-        return;
     if (c->flags & CONN_LINGER) {
-        c->rlen = 0;
-        if (n <= 0)
+        if (!ol_conn_linger_read(c))
             ol_conn_abort(c);
         return;
     }
+    if (c->flags & CONN_CLOSING) {
+        /* Output still draining; only the client's hang-up matters. */
+        if (!ol_conn_linger_read(c)) {
+            c->flags |= CONN_PEER_CLOSED;
+            ol_conn_update_events(c);
+        }
+        return;
+    }
+    Py_ssize_t n = ol_conn_recv(c);
+    if (n == -1)
+        return;
     if (n <= 0) { /* EOF or error: the client is gone or half-closed */
         c->flags |= CONN_PEER_CLOSED;
         if (c->request == NULL) {
@@ -846,7 +923,6 @@ static void on_readable(ol_conn *c)
         ol_conn_update_events(c);
         return;
     }
-    (void)srv;
     ol_conn_process(c);
 }
 

@@ -26,12 +26,15 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "ol_http.h"
+#include "reactor.h"
 
 /* ------------------------------------------------------------------------ */
 /* Module state                                                             */
@@ -73,6 +76,8 @@ enum ol_env {
     OL_ENV_COUNT
 };
 
+#define OL_HEADER_SLOTS 128 /* a power of two, over twice the common header names */
+
 typedef struct ol_state {
     PyTypeObject *server_type;
     PyTypeObject *request_type;
@@ -92,7 +97,8 @@ typedef struct ol_state {
     PyObject *future_type;         /* concurrent.futures.Future */
     PyObject *executor_var;        /* ContextVar: the ThreadExecutor of the call's thread */
     PyObject *client_disconnected; /* oneloop._core.ClientDisconnected (an OSError) */
-    PyObject *ssl_want_read;       /* ssl.SSLWantReadError, looked up at the first TLS read */
+    PyObject *ssl_want_read;       /* ssl.SSLWantReadError, looked up at the first TLS connection */
+    PyObject *ssl_memory_bio;      /* ssl.MemoryBIO, likewise */
 
     /* Interned keys and values of ASGI messages and scopes. */
     PyObject *s_type, *s_body, *s_more_body, *s_status, *s_headers;
@@ -107,23 +113,24 @@ typedef struct ol_state {
     PyObject *header_names[48]; /* lower-cased bytes of common header names */
     PyObject *header_env[48];   /* ... and their environ keys (HTTP_HOST, ...) */
     int n_header_names;
-    PyObject *env[OL_ENV_COUNT]; /* interned environ keys and constant values */
+    int16_t header_slots[OL_HEADER_SLOTS]; /* hash table: index + 1 into header_names */
+    PyObject *env[OL_ENV_COUNT];           /* interned environ keys and constant values */
 } ol_state;
 
 ol_state *ol_state_of_type(PyTypeObject *type);
 
-/* 3.11 has no PyErr_GetRaisedException; these two stand in for the pair. */
-PyObject *PyErr_GetRaisedException_compat(void);
-void PyErr_SetRaisedException_compat(PyObject *exc);
+/* The index of a common header name in st->header_names (matched
+ * case-insensitively, one hash and a probe or two), or -1. */
+int ol_common_header(ol_state *st, ol_span name);
 
-/* ------------------------------------------------------------------------ */
-/* epoll tags: every epoll_event.data.ptr points at a struct that starts with
- * one of these, so the dispatcher knows what became ready. */
-
-enum ol_tag { OL_TAG_LISTENER = 1, OL_TAG_CONN, OL_TAG_TIMER, OL_TAG_WAKE };
+/* The pending exception as one object, taken (a new reference or NULL),
+ * and set back (the reference is stolen; NULL sets nothing): CPython 3.12's
+ * PyErr_GetRaisedException/PyErr_SetRaisedException, also on 3.11. */
+PyObject *ol_err_take(void);
+void ol_err_restore(PyObject *exc);
 
 typedef struct ol_listener {
-    int tag;
+    ol_handle handle; /* in the reactor while accepting, else 0 */
     int fd;
     int is_unix;
     PyObject *server_addr; /* scope["server"]: (host, port), or None */
@@ -154,9 +161,10 @@ typedef struct ol_pool ol_pool;
 #define CONN_IDLE        0x0100u /* between requests; no byte of the next head yet */
 #define CONN_PROCESSING  0x0200u /* ASGI: inside ol_conn_process() */
 #define CONN_PENDING     0x0400u /* ASGI: queued for ol_conn_process() on the next loop turn */
+#define CONN_BLOCKING    0x0800u /* WSGI: the pool thread serving it owns it; writes block */
 
 typedef struct ol_conn {
-    int tag; /* OL_TAG_CONN */
+    ol_handle handle; /* in the reactor while open */
     int fd;
     int refs; /* atomic */
     unsigned flags;
@@ -219,6 +227,8 @@ int ol_conn_raw_writev(ol_conn *c, const struct iovec *iov, int n);
 int ol_conn_writev(ol_conn *c, const struct iovec *iov, int n);
 int ol_conn_write(ol_conn *c, const char *data, size_t len);
 int ol_conn_flush(ol_conn *c);
+int ol_conn_wait_writable(ol_conn *c);
+int ol_conn_linger_read(ol_conn *c);
 static inline size_t ol_conn_pending(const ol_conn *c)
 {
     return c->wlen - c->woff;
@@ -261,10 +271,10 @@ struct ol_server {
     ol_state *state;
     ol_config cfg;
     int interface;
-    int epfd, timerfd, wakefd;
-    int timer_tag, wake_tag; /* epoll tags of the two fds above */
-    int draining;            /* no new connections; responses close theirs */
-    int shut;                /* shutdown() ran */
+    ol_reactor reactor;
+    int accept_paused; /* out of fds: listeners out of the set until the next tick */
+    int draining;      /* no new connections; responses close theirs */
+    int shut;          /* shutdown() ran */
     int closed;
 
     ol_listener *listeners;
@@ -317,6 +327,37 @@ struct ol_server {
 };
 
 double ol_now(void);
+
+/* A deadline `timeout` seconds after `now`; a timeout of 0 means no limit
+ * (the deadline never comes). Every timeout of the configuration means the
+ * same by 0, whichever interface or wait it applies to. */
+static inline double ol_deadline(double now, double timeout)
+{
+    return timeout > 0 ? now + timeout : HUGE_VAL;
+}
+
+/* Milliseconds for poll() until `timeout` seconds pass: -1 for no limit (0),
+ * at least 1 for any positive timeout, and never past INT_MAX. */
+static inline int ol_poll_ms(double timeout)
+{
+    if (timeout <= 0)
+        return -1;
+    double ms = timeout * 1000.0 + 1.0;
+    return ms >= (double)INT_MAX ? INT_MAX : (int)ms;
+}
+
+/* srv->now is written and read with the GIL held (pool threads take a
+ * clock reading of their own when they have no GIL). */
+static inline void ol_server_set_now(ol_server *srv)
+{
+    srv->now = ol_now();
+}
+
+/* Pool threads read this without the GIL (accepting). */
+static inline int ol_server_is_draining(ol_server *srv)
+{
+    return __atomic_load_n(&srv->draining, __ATOMIC_ACQUIRE);
+}
 /* Log through the on_error hook; consumes the current exception, if any. */
 void ol_server_log_error(ol_server *srv, const char *message);
 void ol_server_log_debug(ol_server *srv, const char *message);
@@ -470,7 +511,9 @@ PyObject *ol_handback_thread(PyObject *module, PyObject *unused);
 void ol_pool_lock(ol_server *srv);
 void ol_pool_unlock(ol_server *srv);
 void ol_pool_wake(ol_server *srv);
-void ol_pool_forget_locked(ol_server *srv, ol_conn *c);
+/* At close: 1 if pool threads still run, in which case the last of them
+ * closes the reactor as it leaves; 0 if the caller must close it. */
+int ol_pool_defer_reactor_close(ol_server *srv);
 void ol_pool_arm(ol_conn *c);
 int ol_pool_start(ol_server *srv);
 int ol_pool_stop(ol_server *srv);

@@ -147,7 +147,7 @@ static PySendResult run(ol_driver *d, PyObject *value, PyObject *exc, PyObject *
             *result = PyObject_CallMethod(d->coro, "throw", "O", exc);
             st = *result != NULL ? PYGEN_NEXT : PYGEN_ERROR;
             if (st == PYGEN_ERROR && PyErr_ExceptionMatches(PyExc_StopIteration)) {
-                PyObject *stop = PyErr_GetRaisedException_compat();
+                PyObject *stop = ol_err_take();
                 *result = stop ? PyObject_GetAttrString(stop, "value") : NULL;
                 Py_XDECREF(stop);
                 st = *result != NULL ? PYGEN_RETURN : PYGEN_ERROR;
@@ -158,7 +158,7 @@ static PySendResult run(ol_driver *d, PyObject *value, PyObject *exc, PyObject *
     srv->running = outer;
     if (st == PYGEN_NEXT)
         return st;
-    PyObject *error = st == PYGEN_ERROR ? PyErr_GetRaisedException_compat() : NULL;
+    PyObject *error = st == PYGEN_ERROR ? ol_err_take() : NULL;
     finish(d, *result, error);
     Py_CLEAR(*result);
     Py_XDECREF(error);

@@ -89,7 +89,7 @@ static void run_item(ol_handback *h, PyObject *item)
         Py_DECREF(result);
         return;
     }
-    PyObject *exc = PyErr_GetRaisedException_compat(); /* delivered to the awaiting coroutine */
+    PyObject *exc = ol_err_take(); /* delivered to the awaiting coroutine */
     settle(future, h->st->s_set_exception, exc);
     Py_DECREF(exc);
 }

@@ -103,7 +103,7 @@ ol_state *ol_state_of_type(PyTypeObject *type)
     return module ? PyModule_GetState(module) : NULL;
 }
 
-PyObject *PyErr_GetRaisedException_compat(void)
+PyObject *ol_err_take(void)
 {
 #if PY_VERSION_HEX >= 0x030C0000
     return PyErr_GetRaisedException();
@@ -121,7 +121,7 @@ PyObject *PyErr_GetRaisedException_compat(void)
 #endif
 }
 
-void PyErr_SetRaisedException_compat(PyObject *exc)
+void ol_err_restore(PyObject *exc)
 {
     if (exc == NULL)
         return;
@@ -313,6 +313,42 @@ static int init_env(ol_state *st)
     return st->env[E_V_WSGI_VERSION] ? 0 : -1;
 }
 
+/* Case-insensitive FNV-1a: the common header table's hash. */
+static uint32_t header_hash(const char *name, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        h = (h ^ (ch >= 'A' && ch <= 'Z' ? ch | 0x20u : ch)) * 16777619u;
+    }
+    return h;
+}
+
+int ol_common_header(ol_state *st, ol_span name)
+{
+    uint32_t mask = OL_HEADER_SLOTS - 1;
+    for (uint32_t i = header_hash(name.base, name.len) & mask;; i = (i + 1) & mask) {
+        int k = st->header_slots[i] - 1;
+        if (k < 0)
+            return -1;
+        PyObject *known = st->header_names[k];
+        if ((size_t)PyBytes_GET_SIZE(known) == name.len &&
+            strncasecmp(PyBytes_AS_STRING(known), name.base, name.len) == 0)
+            return k;
+    }
+}
+
+/* Open addressing over a table at most half full: a probe or two. */
+static void index_header(ol_state *st, int k)
+{
+    PyObject *b = st->header_names[k];
+    uint32_t mask = OL_HEADER_SLOTS - 1;
+    uint32_t i = header_hash(PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b)) & mask;
+    while (st->header_slots[i] != 0)
+        i = (i + 1) & mask;
+    st->header_slots[i] = (int16_t)(k + 1);
+}
+
 static int init_strings(ol_state *st)
 {
     for (size_t i = 0; i < sizeof(interned_names) / sizeof(interned_names[0]); i++) {
@@ -336,7 +372,8 @@ static int init_strings(ol_state *st)
             return -1;
         }
         st->header_env[st->n_header_names] = key;
-        st->header_names[st->n_header_names++] = b;
+        st->header_names[st->n_header_names] = b;
+        index_header(st, st->n_header_names++);
     }
     return 0;
 }
@@ -412,6 +449,8 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->future_type);
     Py_VISIT(st->executor_var);
     Py_VISIT(st->done);
+    Py_VISIT(st->ssl_want_read);
+    Py_VISIT(st->ssl_memory_bio);
     return 0;
 }
 
@@ -437,6 +476,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->cancelled_error);
     Py_CLEAR(st->client_disconnected);
     Py_CLEAR(st->ssl_want_read);
+    Py_CLEAR(st->ssl_memory_bio);
     for (size_t i = 0; i < sizeof(interned_names) / sizeof(interned_names[0]); i++)
         Py_CLEAR(*interned_slots(st, i));
     Py_CLEAR(st->b_empty);
@@ -449,6 +489,7 @@ static int module_clear(PyObject *module)
     for (size_t i = 0; i < OL_ENV_COUNT; i++)
         Py_CLEAR(st->env[i]);
     st->n_header_names = 0;
+    memset(st->header_slots, 0, sizeof(st->header_slots));
     return 0;
 }
 
@@ -457,8 +498,17 @@ static void module_free(void *module)
     module_clear(module);
 }
 
+/* The core keeps per-server state that threads share under the GIL (the
+ * pool's hand-offs assume it), and module state it does not isolate per
+ * interpreter: it declares both. */
 static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, module_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
     {0, NULL},
 };
 

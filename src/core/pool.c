@@ -18,6 +18,9 @@
  *
  * Connections are armed with EPOLLONESHOT: an event goes to exactly one
  * thread, and the connection is re-armed when that thread is done with it.
+ * The batch holds reactor handles, resolved under the pool lock when an
+ * event is taken: a connection closed since the batch was fetched (by the
+ * tick, or at shutdown) no longer resolves, so no thread reads freed memory.
  *
  * Locking: the pool mutex guards the token, the event batch, the busy state
  * and (via ol_server_register/unregister) the connection list. Code holding
@@ -48,6 +51,8 @@ struct ol_pool {
     unsigned long served; /* events served, for the monitor's idle test */
     int monitor_asleep;   /* the monitor waits to be signalled */
     int next_id;
+    int alive;              /* threads inside ol_pool_thread() */
+    int close_reactor_last; /* the server closed while threads were alive */
     struct epoll_event batch[BATCH];
     int nbatch, next;
     pthread_t monitor;
@@ -69,11 +74,7 @@ void ol_pool_unlock(ol_server *srv)
 /* Interrupt the poller (epoll_wait) and every waiting thread. */
 void ol_pool_wake(ol_server *srv)
 {
-    if (srv->wakefd >= 0) {
-        uint64_t one = 1;
-        ssize_t ignored = write(srv->wakefd, &one, sizeof(one));
-        (void)ignored;
-    }
+    ol_reactor_wake(&srv->reactor);
     if (srv->pool != NULL) {
         pthread_mutex_lock(&srv->pool->lock);
         pthread_cond_broadcast(&srv->pool->token_cv);
@@ -82,16 +83,16 @@ void ol_pool_wake(ol_server *srv)
     }
 }
 
-/* A connection is going away: drop its events from the batch (called with
- * the lock held), so no thread takes an event for freed memory. */
-void ol_pool_forget_locked(ol_server *srv, ol_conn *c)
+int ol_pool_defer_reactor_close(ol_server *srv)
 {
     ol_pool *p = srv->pool;
     if (p == NULL)
-        return;
-    for (int i = p->next; i < p->nbatch; i++)
-        if (p->batch[i].data.ptr == c)
-            p->batch[i].data.ptr = NULL;
+        return 0;
+    pthread_mutex_lock(&p->lock);
+    int defer = p->alive > 0;
+    p->close_reactor_last = defer;
+    pthread_mutex_unlock(&p->lock);
+    return defer;
 }
 
 /* Arm a connection for its next event (pool mode). */
@@ -104,8 +105,7 @@ void ol_pool_arm(ol_conn *c)
         events |= EPOLLIN;
     if (ol_conn_pending(c) > 0)
         events |= EPOLLOUT;
-    struct epoll_event ev = {.events = events, .data.ptr = c};
-    epoll_ctl(c->server->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    ol_reactor_modify(&c->server->reactor, c->fd, c->handle, events);
     c->events = events;
 }
 
@@ -201,7 +201,7 @@ int ol_pool_stop(ol_server *srv)
     if (p == NULL)
         return 0;
     pthread_mutex_lock(&p->lock);
-    p->stopping = 1;
+    __atomic_store_n(&p->stopping, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&p->lock);
     ol_pool_wake(srv);
     return 0;
@@ -236,18 +236,26 @@ static void abort_conn(ol_conn *c, PyThreadState **ts)
     *ts = PyEval_SaveThread();
 }
 
-/* Lingering close: drop what still comes, close at EOF or on the timer. */
-static void serve_linger(ol_conn *c, PyThreadState **ts)
+/* Output left by someone who could not block (the tick's 408), then the
+ * lingering close it was waiting for. 0, or -1 when the connection closed. */
+static int finish_output(ol_conn *c, PyThreadState **ts)
 {
-    Py_ssize_t n = ol_conn_recv(c);
-    c->rlen = 0;
-    if (n == 0 || n == -2) /* EOF or error: done; data is dropped and we wait on */
-        abort_conn(c, ts);
+    if (ol_conn_pending(c) > 0) {
+        struct iovec none = {NULL, 0};
+        PyEval_RestoreThread(*ts);
+        int e = ol_conn_raw_writev(c, &none, 1); /* blocking: flushes the rest */
+        if (e < 0)
+            ol_conn_abort(c);
+        else if ((c->flags & CONN_CLOSING) && !(c->flags & CONN_LINGER))
+            ol_conn_close_gracefully(c);
+        *ts = PyEval_SaveThread();
+    }
+    return (c->flags & CONN_CLOSED) ? -1 : 0;
 }
 
 /*
- * Serve a readable connection: read once, then answer every complete
- * request in the buffer. Entered and left without the GIL.
+ * Serve a ready connection: read once, then answer every complete request
+ * in the buffer. Entered and left without the GIL.
  */
 static void serve_conn(ol_conn *c, uint32_t events, PyThreadState **ts)
 {
@@ -255,10 +263,15 @@ static void serve_conn(ol_conn *c, uint32_t events, PyThreadState **ts)
         abort_conn(c, ts);
         return;
     }
+    if (finish_output(c, ts) < 0)
+        return;
     if (c->flags & CONN_LINGER) {
-        serve_linger(c, ts);
+        if (!ol_conn_linger_read(c))
+            abort_conn(c, ts);
         return;
     }
+    if (!(events & (EPOLLIN | EPOLLRDHUP)) || (c->flags & CONN_CLOSING))
+        return;
     Py_ssize_t n;
     if (c->listener->ssl_context != NULL) {
         PyEval_RestoreThread(*ts);
@@ -274,46 +287,36 @@ static void serve_conn(ol_conn *c, uint32_t events, PyThreadState **ts)
     ol_wsgi_serve(c, ts);
 }
 
-static void serve_event(ol_server *srv, struct epoll_event *ev, PyThreadState **ts)
+static void serve_event(ol_server *srv, int kind, void *object, uint32_t events, PyThreadState **ts)
 {
-    if (ev->data.ptr == NULL) /* a connection closed after the batch was taken */
-        return;
-    switch (*(int *)ev->data.ptr) {
-    case OL_TAG_CONN:
-        serve_conn(ev->data.ptr, ev->events, ts);
+    switch (kind) {
+    case OL_H_CONN:
+        serve_conn(object, events, ts);
         break;
-    case OL_TAG_LISTENER:
-        srv->now = ol_now();
-        ol_server_accept(srv, ev->data.ptr);
+    case OL_H_LISTENER:
+        ol_server_accept(srv, object);
         break;
-    case OL_TAG_TIMER: {
-        uint64_t v;
-        while (read(srv->timerfd, &v, sizeof(v)) > 0)
-            ;
+    case OL_H_TICK:
+        ol_reactor_drain(srv->reactor.tickfd);
         PyEval_RestoreThread(*ts);
         ol_server_tick(srv);
         *ts = PyEval_SaveThread();
         break;
-    }
-    default: { /* wake-up */
-        uint64_t v;
-        while (read(srv->wakefd, &v, sizeof(v)) > 0)
-            ;
+    case OL_H_WAKE:
+        ol_reactor_drain(srv->reactor.wakefd);
         break;
-    }
+    default: /* stale: its handle was retired after the batch was fetched */
+        break;
     }
 }
 
 /* Fill the batch; called by the holder with the lock held, which it drops
- * around epoll_wait. */
+ * around the wait. */
 static void poll_batch(ol_server *srv, ol_pool *p)
 {
     struct epoll_event local[BATCH];
     pthread_mutex_unlock(&p->lock);
-    int n;
-    do
-        n = epoll_wait(srv->epfd, local, BATCH, -1);
-    while (n < 0 && errno == EINTR);
+    int n = ol_reactor_poll(&srv->reactor, local, BATCH, -1);
     pthread_mutex_lock(&p->lock);
     p->nbatch = n > 0 ? n : 0;
     p->next = 0;
@@ -336,6 +339,7 @@ static void run(ol_server *srv, PyThreadState **ts)
     ol_pool *p = srv->pool;
     pthread_mutex_lock(&p->lock);
     int id = p->next_id++;
+    p->alive++;
     while (!p->stopping) {
         if (!p->token_free) {
             p->waiting++;
@@ -351,27 +355,34 @@ static void run(ol_server *srv, PyThreadState **ts)
                 continue;
             }
             struct epoll_event ev = p->batch[p->next++];
-            ol_conn *c = NULL;
-            if (ev.data.ptr != NULL && *(int *)ev.data.ptr == OL_TAG_CONN) {
-                c = ev.data.ptr;
+            int kind;
+            void *object = ol_reactor_resolve(&srv->reactor, &ev, &kind);
+            ol_conn *c = kind == OL_H_CONN ? object : NULL;
+            if (c != NULL) {
                 if (c->flags & CONN_IN_POOL) /* the timer claimed it meanwhile */
                     continue;
-                c->flags |= CONN_IN_POOL; /* ours until we give it back below */
+                /* Ours until we give it back below; we may block on it. */
+                c->flags |= CONN_IN_POOL | CONN_BLOCKING;
                 ol_conn_incref(c);
-                p->busy = 1;
-                p->busy_since = ol_now();
-                p->served++;
-                if (p->monitor_asleep)
-                    pthread_cond_signal(&p->monitor_cv);
             }
+            /* Busy for the tick too: a tick that waits must not hold up
+             * the polling either (the monitor passes the token on). */
+            p->busy = 1;
+            p->busy_since = ol_now();
+            p->served++;
+            if (p->monitor_asleep)
+                pthread_cond_signal(&p->monitor_cv);
             pthread_mutex_unlock(&p->lock);
-            serve_event(srv, &ev, ts);
+            serve_event(srv, kind, object, ev.events, ts);
+            if (c != NULL && __atomic_load_n(&p->stopping, __ATOMIC_ACQUIRE) &&
+                !(c->flags & CONN_CLOSED))
+                abort_conn(c, ts); /* the server closes: nobody will serve it */
             pthread_mutex_lock(&p->lock);
             if (c != NULL) {
                 /* Give the connection back, then re-arm it: the other way
                  * round, a thread that took over polling could get its next
                  * event while it still looks taken, and drop it. */
-                c->flags &= ~CONN_IN_POOL;
+                c->flags &= ~(CONN_IN_POOL | CONN_BLOCKING);
                 if (!(c->flags & CONN_CLOSED))
                     ol_pool_arm(c);
                 ol_conn_decref(c); /* frees only C memory: no GIL needed */
@@ -385,7 +396,12 @@ static void run(ol_server *srv, PyThreadState **ts)
         }
     }
     pthread_cond_broadcast(&p->token_cv);
+    /* The server closed while this thread was still in a view: the set it
+     * polled could not be closed under it, and is closed now. */
+    int close_reactor = --p->alive == 0 && p->close_reactor_last;
     pthread_mutex_unlock(&p->lock);
+    if (close_reactor)
+        ol_reactor_close(&srv->reactor);
 }
 
 /* Server._serve_thread(): run by each WSGI thread of the pool. */

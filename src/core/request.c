@@ -179,9 +179,10 @@ static void choose_framing(ol_req *r, size_t first_len, int more)
     unsigned max = r->server->cfg.max_keep_alive_requests;
     if (c != NULL && max && c->requests + 1 >= max)
         r->flags &= ~REQ_KEEP_ALIVE;
-    /* Shutting down: the head says the connection closes, so the client
-     * does not send another request into the close. */
-    if (r->server->draining)
+    /* Shutting down, or keep-alive off (--timeout-keep-alive 0): the head
+     * says the connection closes, so the client does not send another
+     * request into the close. */
+    if (r->server->draining || r->server->cfg.keep_alive <= 0)
         r->flags &= ~REQ_KEEP_ALIVE;
     /* 100 Continue owed and the body never read: the client may be holding
      * the body back, so this connection cannot carry another request. */
@@ -323,9 +324,9 @@ static int complete(ol_req *r)
         r->sent < r->content_length)
         e = length_mismatch(r, "shorter");
     r->flags |= REQ_COMPLETE;
-    PyObject *exc = e < 0 ? PyErr_GetRaisedException_compat() : NULL;
+    PyObject *exc = e < 0 ? ol_err_take() : NULL;
     ol_req_response_complete(r);
-    PyErr_SetRaisedException_compat(exc);
+    ol_err_restore(exc);
     return e;
 }
 

@@ -21,14 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #define EVENTS_PER_WAKE  128
 #define ACCEPTS_PER_WAKE 64
-#define TICK_NS          100000000L
 
 /* Seconds a connection accepted just before shutdown has to send its
  * first request, which is then served. */
@@ -46,10 +43,10 @@ double ol_now(void)
 
 static void call_logger(ol_server *srv, const char *level, const char *message)
 {
-    PyObject *exc = PyErr_GetRaisedException_compat();
+    PyObject *exc = ol_err_take();
     if (srv->on_error == NULL || srv->on_error == Py_None) {
         if (exc != NULL) {
-            PyErr_SetRaisedException_compat(exc);
+            ol_err_restore(exc);
             PyErr_WriteUnraisable(NULL);
         }
         return;
@@ -79,7 +76,7 @@ void ol_server_log_info(ol_server *srv, const char *message)
 
 void ol_server_log_debug_exc(ol_server *srv, const char *message, PyObject *exc)
 {
-    PyErr_SetRaisedException_compat(Py_NewRef(exc));
+    ol_err_restore(Py_NewRef(exc));
     call_logger(srv, "debug", message);
 }
 
@@ -101,7 +98,6 @@ void ol_server_register(ol_server *srv, ol_conn *c)
 void ol_server_unregister(ol_server *srv, ol_conn *c)
 {
     ol_pool_lock(srv);
-    ol_pool_forget_locked(srv, c);
     if (c->prev != NULL)
         c->prev->next = c->next;
     else if (srv->conns == c)
@@ -161,37 +157,96 @@ static void set_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/* Listening sockets in or out of the reactor's set. */
+static void watch_listeners(ol_server *srv, int on)
+{
+    for (int i = 0; i < srv->nlisteners; i++) {
+        ol_listener *l = &srv->listeners[i];
+        if (on && l->handle == 0 && ol_reactor_is_open(&srv->reactor))
+            l->handle = ol_reactor_add(&srv->reactor, l->fd, OL_H_LISTENER, l, EPOLLIN);
+        else if (!on && l->handle != 0) {
+            ol_reactor_remove(&srv->reactor, l->fd, l->handle);
+            l->handle = 0;
+        }
+    }
+}
+
+/*
+ * Out of file descriptors (or kernel memory): the listening sockets stay
+ * readable, so with them in the level-triggered set the loop would spin at
+ * full CPU until an fd frees. They leave the set until the next tick
+ * instead, as nginx does; the kernel's backlog holds the clients meanwhile,
+ * so none is refused or reset.
+ */
+static void pause_accepting(ol_server *srv)
+{
+    if (srv->accept_paused)
+        return;
+    srv->accept_paused = 1;
+    watch_listeners(srv, 0);
+    ol_server_log_error(srv, "out of file descriptors: not accepting for a moment "
+                             "(raise the limit: ulimit -n)");
+}
+
+static void resume_accepting(ol_server *srv)
+{
+    if (!srv->accept_paused || srv->draining)
+        return;
+    srv->accept_paused = 0;
+    watch_listeners(srv, 1);
+}
+
+static int accept_error_is_transient(int err)
+{
+    return err == EINTR || err == ECONNABORTED || err == EPROTO || err == EPERM;
+}
+
+static int accept_error_is_exhaustion(int err)
+{
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+/* Register an accepted socket: the connection, or NULL (fd closed). */
+static ol_conn *admit(ol_server *srv, ol_listener *lst, int fd, struct sockaddr_storage *peer,
+                      socklen_t len)
+{
+    if (!lst->is_unix)
+        set_nodelay(fd);
+    ol_conn *c = ol_conn_new(srv, lst, fd, (struct sockaddr *)peer, len);
+    if (c == NULL) {
+        close(fd);
+        return NULL;
+    }
+    c->flags |= CONN_READING;
+    /* WSGI: one event goes to one pool thread, which re-arms when done. */
+    c->events = EPOLLIN | EPOLLRDHUP | (srv->pool != NULL ? EPOLLONESHOT : 0);
+    /* Not srv->now: pool threads accept without the GIL that guards it. */
+    c->deadline = ol_deadline(ol_now(), srv->cfg.header_timeout);
+    ol_server_register(srv, c);
+    c->handle = ol_reactor_add(&srv->reactor, fd, OL_H_CONN, c, c->events);
+    if (c->handle == 0) {
+        ol_conn_abort(c);
+        return NULL;
+    }
+    return c;
+}
+
 int ol_server_accept(ol_server *srv, ol_listener *lst)
 {
     int accepted = 0;
-    while (accepted < ACCEPTS_PER_WAKE && !srv->draining) {
+    while (accepted < ACCEPTS_PER_WAKE && !ol_server_is_draining(srv)) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
         int fd = accept4(lst->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
+            if (accept_error_is_transient(errno))
                 continue;
-            /* EAGAIN: done for now. EMFILE/ENFILE/ENOBUFS: the next tick or
-             * wake-up tries again; the backlog holds the client meanwhile. */
-            break;
+            if (accept_error_is_exhaustion(errno))
+                pause_accepting(srv);
+            break; /* EAGAIN: done for now */
         }
-        if (!lst->is_unix)
-            set_nodelay(fd);
-        ol_conn *c = ol_conn_new(srv, lst, fd, (struct sockaddr *)&peer, len);
-        if (c == NULL) {
-            close(fd);
+        if (admit(srv, lst, fd, &peer, len) == NULL)
             break;
-        }
-        c->flags |= CONN_READING;
-        /* WSGI: one event goes to one pool thread, which re-arms when done. */
-        c->events = EPOLLIN | EPOLLRDHUP | (srv->pool != NULL ? EPOLLONESHOT : 0);
-        c->deadline = srv->now + srv->cfg.header_timeout;
-        struct epoll_event ev = {.events = c->events, .data.ptr = c};
-        ol_server_register(srv, c);
-        if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-            ol_conn_abort(c);
-            break;
-        }
         accepted++;
     }
     return accepted;
@@ -238,7 +293,8 @@ static int is_expired(ol_server *srv, ol_conn *c)
 
 void ol_server_tick(ol_server *srv)
 {
-    srv->now = ol_now();
+    ol_server_set_now(srv);
+    resume_accepting(srv);
     size_t n;
     ol_conn **expired = claim(srv, is_expired, &n);
     for (size_t i = 0; i < n; i++)
@@ -270,7 +326,7 @@ static PyObject *server_run_pending(ol_server *srv, PyObject *unused)
 {
     (void)unused;
     srv->pending_scheduled = 0;
-    srv->now = ol_now();
+    ol_server_set_now(srv);
     while (srv->pending != NULL) {
         ol_conn *c = srv->pending;
         srv->pending = c->pending_next;
@@ -285,32 +341,32 @@ static PyObject *server_run_pending(ol_server *srv, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static void drain_fd(int fd)
-{
-    uint64_t v;
-    while (read(fd, &v, sizeof(v)) > 0)
-        ;
-}
-
 /* ------------------------------------------------------------------------ */
 /* The loop's callback                                                      */
 
-static void dispatch(ol_server *srv, struct epoll_event *ev)
+/* One event of the batch. Its handle is resolved at the moment it is
+ * handled, so an event for a connection that an earlier event of the same
+ * batch closed (the tick expired it, another connection's app finished
+ * its response) resolves to nothing (reactor.h). */
+static void dispatch(ol_server *srv, const struct epoll_event *ev)
 {
-    int tag = *(int *)ev->data.ptr;
-    switch (tag) {
-    case OL_TAG_CONN:
-        ol_conn_on_event(ev->data.ptr, ev->events);
+    int kind;
+    void *object = ol_reactor_resolve(&srv->reactor, ev, &kind);
+    switch (kind) {
+    case OL_H_CONN:
+        ol_conn_on_event(object, ev->events);
         break;
-    case OL_TAG_LISTENER:
-        ol_server_accept(srv, ev->data.ptr);
+    case OL_H_LISTENER:
+        ol_server_accept(srv, object);
         break;
-    case OL_TAG_TIMER:
-        drain_fd(srv->timerfd);
+    case OL_H_TICK:
+        ol_reactor_drain(srv->reactor.tickfd);
         ol_server_tick(srv);
         break;
-    case OL_TAG_WAKE:
-        drain_fd(srv->wakefd);
+    case OL_H_WAKE:
+        ol_reactor_drain(srv->reactor.wakefd);
+        break;
+    default: /* stale */
         break;
     }
 }
@@ -319,11 +375,8 @@ static PyObject *server_on_ready(ol_server *srv, PyObject *unused)
 {
     (void)unused;
     struct epoll_event events[EVENTS_PER_WAKE];
-    int n;
-    do
-        n = epoll_wait(srv->epfd, events, EVENTS_PER_WAKE, 0);
-    while (n < 0 && errno == EINTR);
-    srv->now = ol_now();
+    int n = ol_reactor_poll(&srv->reactor, events, EVENTS_PER_WAKE, 0);
+    ol_server_set_now(srv);
     for (int i = 0; i < n; i++)
         dispatch(srv, &events[i]);
     if (PyErr_Occurred()) /* never leak an exception into the loop */
@@ -456,7 +509,6 @@ static int read_listeners(ol_server *srv, PyObject *list)
         }
         l->fd = (int)PyLong_AsLong(fd);
         Py_DECREF(fd);
-        l->tag = OL_TAG_LISTENER;
         l->is_unix = is_unix;
         l->sock = Py_NewRef(sock);
         l->server_addr = Py_NewRef(addr);
@@ -521,7 +573,6 @@ static int server_init(ol_server *srv, PyObject *args, PyObject *kwds)
         if (srv->create_future == NULL)
             return -1;
     }
-    srv->epfd = srv->timerfd = srv->wakefd = -1;
     srv->now = ol_now();
     if (get_object(cfg, "on_stall", &srv->on_stall) < 0 ||
         get_double(cfg, "loop_stall_warning", &srv->stall_threshold) < 0)
@@ -529,30 +580,14 @@ static int server_init(ol_server *srv, PyObject *args, PyObject *kwds)
     return get_double(cfg, "timeout_async", &srv->async_timeout);
 }
 
-static int add_to_epoll(int epfd, int fd, uint32_t events, void *tag)
+/* The reactor, with the listening sockets in it. */
+static int open_reactor(ol_server *srv)
 {
-    struct epoll_event ev = {.events = events, .data.ptr = tag};
-    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-/* Create the epoll set, the tick timer and the wake-up eventfd. */
-static int open_fds(ol_server *srv)
-{
-    srv->epfd = epoll_create1(EPOLL_CLOEXEC);
-    srv->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    srv->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (srv->epfd < 0 || srv->timerfd < 0 || srv->wakefd < 0)
+    if (ol_reactor_open(&srv->reactor, srv->interface == OL_WSGI) < 0)
         return -1;
-    struct itimerspec tick = {{0, TICK_NS}, {0, TICK_NS}};
-    if (timerfd_settime(srv->timerfd, 0, &tick, NULL) < 0)
-        return -1;
-    srv->timer_tag = OL_TAG_TIMER;
-    srv->wake_tag = OL_TAG_WAKE;
-    if (add_to_epoll(srv->epfd, srv->timerfd, EPOLLIN, &srv->timer_tag) < 0 ||
-        add_to_epoll(srv->epfd, srv->wakefd, EPOLLIN, &srv->wake_tag) < 0)
-        return -1;
+    watch_listeners(srv, 1);
     for (int i = 0; i < srv->nlisteners; i++)
-        if (add_to_epoll(srv->epfd, srv->listeners[i].fd, EPOLLIN, &srv->listeners[i]) < 0)
+        if (srv->listeners[i].handle == 0)
             return -1;
     return 0;
 }
@@ -560,11 +595,11 @@ static int open_fds(ol_server *srv)
 static PyObject *server_start(ol_server *srv, PyObject *unused)
 {
     (void)unused;
-    if (srv->epfd >= 0) {
+    if (ol_reactor_is_open(&srv->reactor) || srv->closed) {
         PyErr_SetString(PyExc_RuntimeError, "the server is already started");
         return NULL;
     }
-    if (open_fds(srv) < 0)
+    if (open_reactor(srv) < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
     ol_date_cache_get(&srv->date, time(NULL));
     /* Requests start from a copy of this context, never from whatever
@@ -594,7 +629,7 @@ static PyObject *server_start(ol_server *srv, PyObject *unused)
         Py_XDECREF(callback);
         return NULL;
     }
-    PyObject *r = PyObject_CallMethod(srv->loop, "add_reader", "iO", srv->epfd, callback);
+    PyObject *r = PyObject_CallMethod(srv->loop, "add_reader", "iO", srv->reactor.epfd, callback);
     Py_DECREF(callback);
     if (r == NULL)
         return NULL;
@@ -619,10 +654,11 @@ static void close_matching(ol_server *srv, int (*test)(ol_server *, ol_conn *))
     release(srv, list, n);
 }
 
-static void forget_listeners(ol_server *srv)
+/* Stop accepting for good (shutdown, --max-requests). Any thread, GIL held. */
+static void stop_accepting(ol_server *srv)
 {
-    for (int i = 0; i < srv->nlisteners && srv->epfd >= 0; i++)
-        epoll_ctl(srv->epfd, EPOLL_CTL_DEL, srv->listeners[i].fd, NULL);
+    __atomic_store_n(&srv->draining, 1, __ATOMIC_RELEASE);
+    watch_listeners(srv, 0);
 }
 
 /* Idle after at least one response: a keep-alive connection with nothing
@@ -649,12 +685,11 @@ static PyObject *server_shutdown(ol_server *srv, PyObject *unused)
     srv->shut = 1;
     /* Requests that already arrived are served (and their connections then
      * closed); only connections with nothing to say are closed right away. */
-    if (srv->pool == NULL && srv->epfd >= 0) {
+    if (srv->pool == NULL && ol_reactor_is_open(&srv->reactor)) {
         PyObject *r = server_on_ready(srv, NULL);
         Py_XDECREF(r);
     }
-    srv->draining = 1;
-    forget_listeners(srv);
+    stop_accepting(srv);
     close_matching(srv, is_kept_alive_idle);
     /* New connections get a moment for their first request, which is then
      * served (with "Connection: close"); the tick closes the silent ones. */
@@ -677,9 +712,34 @@ static PyObject *server_shutdown(ol_server *srv, PyObject *unused)
 void ol_server_count_request(ol_server *srv)
 {
     srv->total_requests++;
-    if (srv->total_requests == srv->cfg.max_requests && !srv->draining) {
-        srv->draining = 1;
-        forget_listeners(srv);
+    if (srv->total_requests == srv->cfg.max_requests && !ol_server_is_draining(srv))
+        stop_accepting(srv);
+}
+
+/*
+ * Abort every connection. One that a pool thread still serves (its join
+ * timed out: a view that does not return) is not closed under it: its fd
+ * number could be reused at once and the thread's next write would land
+ * in someone else's socket. Its socket is shut down instead, which ends the
+ * thread's blocking I/O, and the thread closes it when it lets go (pool.c).
+ */
+static void abort_all(ol_server *srv)
+{
+    for (;;) {
+        ol_pool_lock(srv);
+        ol_conn *c = srv->conns;
+        for (; c != NULL && (c->flags & CONN_IN_POOL); c = c->next)
+            if (!(c->flags & CONN_CLOSING)) {
+                c->flags |= CONN_CLOSING;
+                shutdown(c->fd, SHUT_RDWR);
+            }
+        if (c != NULL)
+            ol_conn_incref(c);
+        ol_pool_unlock(srv);
+        if (c == NULL)
+            return;
+        ol_conn_abort(c);
+        ol_conn_decref(c);
     }
 }
 
@@ -688,13 +748,12 @@ void ol_server_count_request(ol_server *srv)
 static PyObject *server_close(ol_server *srv, PyObject *unused)
 {
     (void)unused;
-    srv->draining = 1;
+    __atomic_store_n(&srv->draining, 1, __ATOMIC_RELEASE);
     if (ol_pool_stop(srv) < 0)
         return NULL;
     ol_watch_stop(srv);
-    while (srv->conns != NULL)
-        ol_conn_abort(srv->conns);
-    int readers[2] = {srv->interface != OL_WSGI ? srv->epfd : -1, srv->bridgefd};
+    abort_all(srv);
+    int readers[2] = {srv->interface != OL_WSGI ? srv->reactor.epfd : -1, srv->bridgefd};
     for (int i = 0; i < 2; i++) {
         if (readers[i] < 0 || srv->loop == NULL || srv->loop == Py_None)
             continue;
@@ -705,12 +764,10 @@ static PyObject *server_close(ol_server *srv, PyObject *unused)
     }
     ol_bridge_close(srv);
     ol_asgi_close(srv);
-    int *fds[] = {&srv->epfd, &srv->timerfd, &srv->wakefd};
-    for (size_t i = 0; i < 3; i++) {
-        if (*fds[i] >= 0)
-            close(*fds[i]);
-        *fds[i] = -1;
-    }
+    /* A pool thread still in a view polls the set when it returns: the
+     * last one to leave closes the reactor then (pool.c). */
+    if (!ol_pool_defer_reactor_close(srv))
+        ol_reactor_close(&srv->reactor);
     srv->closed = 1;
     Py_RETURN_NONE;
 }
@@ -718,7 +775,7 @@ static PyObject *server_close(ol_server *srv, PyObject *unused)
 static PyObject *server_stop_threads(ol_server *srv, PyObject *unused)
 {
     (void)unused;
-    srv->draining = 1;
+    __atomic_store_n(&srv->draining, 1, __ATOMIC_RELEASE);
     if (ol_pool_stop(srv) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -745,7 +802,7 @@ static PyObject *server_get_total(ol_server *srv, void *closure)
 static PyObject *server_get_fd(ol_server *srv, void *closure)
 {
     (void)closure;
-    return PyLong_FromLong(srv->epfd);
+    return PyLong_FromLong(srv->reactor.epfd);
 }
 
 static int server_traverse(ol_server *srv, visitproc visit, void *arg)
@@ -803,9 +860,9 @@ static void server_dealloc(ol_server *srv)
 {
     PyTypeObject *type = Py_TYPE(srv);
     PyObject_GC_UnTrack(srv);
-    /* A server dropped without close(): its connections go with it. */
-    while (srv->conns != NULL)
-        ol_conn_abort(srv->conns);
+    /* A server dropped without close(): its connections go with it. No pool
+     * thread runs any more (each holds a reference to the server). */
+    abort_all(srv);
     ol_pool_free(srv);
     ol_watch_stop(srv);
     ol_bridge_close(srv);
@@ -813,10 +870,7 @@ static void server_dealloc(ol_server *srv)
     if (srv->bridge_lock_ready)
         pthread_mutex_destroy(&srv->bridge_lock);
     server_clear(srv);
-    int fds[] = {srv->epfd, srv->timerfd, srv->wakefd};
-    for (size_t i = 0; i < 3; i++)
-        if (fds[i] > 0)
-            close(fds[i]);
+    ol_reactor_close(&srv->reactor);
     PyMem_Free(srv->listeners);
     PyMem_Free(srv->fields);
     type->tp_free((PyObject *)srv);
@@ -831,7 +885,8 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (srv == NULL)
         return NULL;
     srv->state = ol_state_of_type(type);
-    srv->epfd = srv->timerfd = srv->wakefd = srv->bridgefd = srv->beatfd = -1;
+    ol_reactor_init(&srv->reactor);
+    srv->bridgefd = srv->beatfd = -1;
     return (PyObject *)srv;
 }
 

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
@@ -34,11 +35,11 @@ typedef struct {
 static int wait_readable(ol_conn *c)
 {
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
-    int timeout = (int)(c->server->cfg.body_timeout * 1000);
+    int timeout = ol_poll_ms(c->server->cfg.body_timeout);
     int r;
     Py_BEGIN_ALLOW_THREADS
     do
-        r = poll(&p, 1, timeout > 0 ? timeout : -1);
+        r = poll(&p, 1, timeout);
     while (r < 0 && errno == EINTR);
     Py_END_ALLOW_THREADS
     return r > 0 ? 0 : -1;
@@ -328,7 +329,10 @@ static int wrapper_init(ol_file_wrapper *w, PyObject *args, PyObject *kwds)
 static PyObject *wrapper_next(ol_file_wrapper *w)
 {
     PyObject *data = PyObject_CallMethod(w->filelike, "read", "n", w->blksize);
-    if (data != NULL && PyObject_Length(data) == 0) {
+    if (data == NULL)
+        return NULL;
+    Py_ssize_t n = PyObject_Length(data);
+    if (n <= 0) { /* the end, or a read() that returned something without a length */
         Py_DECREF(data);
         return NULL;
     }
@@ -452,13 +456,20 @@ static PyObject *wsgi_write(ol_req *r, PyObject *data)
 static PyMethodDef write_def = {"write", (PyCFunction)wsgi_write, METH_O,
                                 "Write response body bytes (the PEP 3333 write callable)."};
 
-/* Re-raise exc_info[1] with its traceback. */
+/* Re-raise exc_info[1] with its traceback (PEP 3333: start_response after
+ * the head was sent, with exc_info). */
 static PyObject *reraise(PyObject *exc_info)
 {
     PyObject *value = PyTuple_GET_ITEM(exc_info, 1);
     PyObject *tb = PyTuple_GET_ITEM(exc_info, 2);
-    if (tb != Py_None)
-        PyException_SetTraceback(value, tb);
+    if (!PyExceptionInstance_Check(value)) {
+        PyErr_Format(PyExc_TypeError,
+                     "start_response: exc_info[1] must be an exception, not %.100s",
+                     Py_TYPE(value)->tp_name);
+        return NULL;
+    }
+    if (PyTraceBack_Check(tb) && PyException_SetTraceback(value, tb) < 0)
+        return NULL;
     PyErr_SetObject((PyObject *)Py_TYPE(value), value);
     return NULL;
 }
@@ -554,12 +565,9 @@ static PyObject *environ_key(ol_state *st, ol_span name, int *skip)
         return Py_NewRef(st->env[E_CONTENT_TYPE]);
     if (name.len == 14 && strncasecmp(name.base, "content-length", 14) == 0)
         return Py_NewRef(st->env[E_CONTENT_LENGTH]);
-    for (int i = 0; i < st->n_header_names; i++) {
-        PyObject *known = st->header_names[i];
-        if ((size_t)PyBytes_GET_SIZE(known) == name.len &&
-            strncasecmp(PyBytes_AS_STRING(known), name.base, name.len) == 0)
-            return Py_NewRef(st->header_env[i]);
-    }
+    int known = ol_common_header(st, name);
+    if (known >= 0)
+        return Py_NewRef(st->header_env[known]);
     PyObject *key = PyUnicode_New((Py_ssize_t)(5 + name.len), 127);
     if (key == NULL)
         return NULL;
@@ -740,6 +748,27 @@ static int sendfile_fd(PyObject *result, ol_state *st, off_t *offset, off_t *siz
     return fd;
 }
 
+/* sendfile() has no MSG_NOSIGNAL: SIGPIPE is blocked in this thread around
+ * it, and one it raised is taken back before the mask is restored, so a
+ * client gone mid-file never kills a process whose SIGPIPE is not ignored. */
+static ssize_t sendfile_nosignal(int out, int in, off_t *offset, size_t n)
+{
+    sigset_t pipe_only, old;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+    ssize_t sent = sendfile(out, in, offset, n);
+    int err = errno;
+    if (sent < 0 && err == EPIPE && !sigismember(&old, SIGPIPE)) {
+        struct timespec now = {0, 0};
+        while (sigtimedwait(&pipe_only, NULL, &now) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = err;
+    return sent;
+}
+
 /* Send a file's bytes with sendfile(), GIL released. */
 static int send_file(ol_req *r, int fd, off_t offset, off_t size)
 {
@@ -758,7 +787,7 @@ static int send_file(ol_req *r, int fd, off_t offset, off_t size)
         ssize_t n;
         int err;
         Py_BEGIN_ALLOW_THREADS
-        n = sendfile(c->fd, fd, &offset, (size_t)size);
+        n = sendfile_nosignal(c->fd, fd, &offset, (size_t)size);
         err = errno;
         Py_END_ALLOW_THREADS
         if (n > 0) {
@@ -770,7 +799,7 @@ static int send_file(ol_req *r, int fd, off_t offset, off_t size)
             struct pollfd p = {.fd = c->fd, .events = POLLOUT};
             int ready;
             Py_BEGIN_ALLOW_THREADS
-            ready = poll(&p, 1, (int)(r->server->cfg.send_timeout * 1000));
+            ready = poll(&p, 1, ol_poll_ms(r->server->cfg.send_timeout));
             Py_END_ALLOW_THREADS
             if (ready <= 0)
                 return -1;
@@ -847,7 +876,7 @@ generic:;
 static void close_result(ol_server *srv, PyObject *result)
 {
     /* The app's own exception, if any, survives close() and its lookup. */
-    PyObject *exc = PyErr_GetRaisedException_compat();
+    PyObject *exc = ol_err_take();
     PyObject *close = PyObject_GetAttrString(result, "close");
     if (close == NULL) {
         PyErr_Clear();
@@ -858,7 +887,7 @@ static void close_result(ol_server *srv, PyObject *result)
             ol_server_log_error(srv, "Exception in the WSGI iterable's close()");
         Py_XDECREF(r);
     }
-    PyErr_SetRaisedException_compat(exc);
+    ol_err_restore(exc);
 }
 
 /* Run the app for a request whose head is in the buffer. GIL held. */
@@ -885,7 +914,7 @@ static void run_app(ol_conn *c, ol_req *r)
             PyErr_Clear();
             ol_server_log_info(srv, "the client hung up; its async call was cancelled");
         } else if (r->error_status || PyErr_ExceptionMatches(srv->state->client_disconnected)) {
-            PyObject *exc = PyErr_GetRaisedException_compat();
+            PyObject *exc = ol_err_take();
             PyObject *text = exc ? PyObject_Str(exc) : NULL;
             const char *s = text ? PyUnicode_AsUTF8(text) : NULL;
             PyErr_Clear();
@@ -902,6 +931,17 @@ static void run_app(ol_conn *c, ol_req *r)
         ol_req_fail(r, 0);
     }
     ol_current_request = NULL;
+}
+
+/* Break the request <-> environ/input cycle now rather than in the GC
+ * (which would keep the connection alive until it runs), then let go. */
+static void drop_request(ol_req *r)
+{
+    Py_CLEAR(r->environ);
+    if (r->input != NULL)
+        Py_CLEAR(((ol_input *)r->input)->request);
+    Py_CLEAR(r->input);
+    Py_DECREF(r);
 }
 
 static int handle_request(ol_conn *c, const ol_request *h, size_t head_len)
@@ -931,15 +971,11 @@ static int handle_request(ol_conn *c, const ol_request *h, size_t head_len)
     srv->active++;
     run_app(c, r);
     srv->active--;
-    /* Break the request <-> environ/input cycle now rather than in the GC. */
-    Py_CLEAR(r->environ);
-    if (r->input != NULL)
-        Py_CLEAR(((ol_input *)r->input)->request);
-    Py_CLEAR(r->input);
-    Py_DECREF(r);
+    drop_request(r);
     return 0;
 fail:
-    Py_XDECREF(r);
+    if (r != NULL)
+        drop_request(r);
     ol_server_log_error(srv, "cannot start a WSGI request");
     ol_conn_send_error(c, 500, "Internal Server Error");
     return -1;
@@ -977,7 +1013,7 @@ int ol_wsgi_serve(ol_conn *c, PyThreadState **ts)
         }
         if (c->flags & CONN_IDLE) {
             c->flags &= ~CONN_IDLE;
-            c->deadline = ol_now() + srv->cfg.header_timeout;
+            c->deadline = ol_deadline(ol_now(), srv->cfg.header_timeout);
         }
         ol_request head = {.headers = fields};
         int r = ol_parse_request(&c->parser, c->rbuf, c->rlen, &head, &srv->cfg.limits);
@@ -985,7 +1021,7 @@ int ol_wsgi_serve(ol_conn *c, PyThreadState **ts)
             break;
         ol_parser_init(&c->parser);
         PyEval_RestoreThread(*ts);
-        srv->now = ol_now();
+        ol_server_set_now(srv);
         if (r < 0)
             ol_conn_send_error(c, ol_error_status(r), ol_strerror(r));
         else /* draining too: the response closes the connection */

@@ -243,19 +243,21 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     ),
     "timeout_keep_alive": (
         _non_negative_float,
-        "seconds an idle keep-alive connection is kept (default: 5)",
+        "seconds an idle keep-alive connection is kept (default: 5; 0 = no keep-alive: "
+        "every response closes its connection)",
     ),
     "timeout_request_head": (
         _non_negative_float,
-        "seconds to receive a whole request head, however slowly it trickles (default: 10)",
+        "seconds to receive a whole request head, however slowly it trickles "
+        "(default: 10; 0 = no limit)",
     ),
     "timeout_request_body": (
         _non_negative_float,
-        "seconds to wait for more of a request body (default: 30)",
+        "seconds to wait for more of a request body (default: 30; 0 = no limit)",
     ),
     "timeout_send": (
         _non_negative_float,
-        "seconds a client may take to accept response bytes (default: 60)",
+        "seconds a client may take to accept response bytes (default: 60; 0 = no limit)",
     ),
     "timeout_graceful_shutdown": (
         _non_negative_float,

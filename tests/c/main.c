@@ -1,5 +1,6 @@
 /*
- * main.c -- runs every C test suite of the wire layer; exits non-zero on any
+ * main.c -- runs every C test suite (the wire layer, and the reactor of the
+ * connection core, which is plain C too); exits non-zero on any
  * failed check. With --seeds DIR it writes every test input as a fuzzing seed.
  */
 #include <string.h>
@@ -19,6 +20,7 @@ int main(int argc, char **argv)
     suite_stream();
     suite_response();
     suite_llhttp();
+    suite_reactor();
     printf("%d checks, %d failed\n", t_checks, t_failures);
     return t_failures == 0 ? 0 : 1;
 }

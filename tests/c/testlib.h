@@ -63,6 +63,7 @@ void suite_chunked(void);
 void suite_response(void);
 void suite_stream(void);
 void suite_llhttp(void);
+void suite_reactor(void);
 void seeds_request(const char *dir);
 void seeds_stream(const char *dir);
 void seeds_llhttp(const char *dir);
