@@ -150,11 +150,6 @@ static PyObject *ready_new(ol_state *st, PyObject *value /* stolen */)
 /* ------------------------------------------------------------------------ */
 /* Futures                                                                  */
 
-static PyObject *new_future(ol_server *srv)
-{
-    return PyObject_CallNoArgs(srv->create_future);
-}
-
 /* Resolve a future unless someone (a cancelled awaiter) already did. */
 static void resolve(PyObject *fut, PyObject *value, PyObject *exc)
 {
@@ -199,8 +194,8 @@ static void body_error(ol_req *r, int error)
         int too_large = error == OL_ETOO_LARGE;
         r->flags |= REQ_HEAD_SENT | REQ_COMPLETE;
         c->request = NULL;
-        ol_conn_send_error(c, too_large ? 413 : ol_error_status(error),
-                           too_large ? "request body too large" : ol_strerror(error));
+        ol_h1_send_error(c, too_large ? 413 : ol_error_status(error),
+                         too_large ? "request body too large" : ol_strerror(error));
         ol_req_detach(r);
         Py_DECREF(r);
     } else {
@@ -215,7 +210,7 @@ static PyObject *take_body_message(ol_req *r)
     ol_state *st = r->server->state;
     ol_conn *c = r->conn;
     PyObject *body = NULL;
-    int done = ol_conn_take_body(c, &body);
+    int done = ol_h1_take_body(c, &body);
     if (done < 0) {
         Py_XDECREF(body);
         if (PyErr_Occurred())
@@ -235,16 +230,6 @@ static PyObject *take_body_message(ol_req *r)
     PyObject *msg = request_message(st, body, !done);
     Py_XDECREF(body);
     return msg;
-}
-
-static void send_continue(ol_req *r)
-{
-    ol_conn *c = r->conn;
-    r->flags &= ~REQ_CONTINUE;
-    if (c->rlen == 0 && !c->body_done) {
-        r->flags |= REQ_CONTINUE_SENT;
-        ol_conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -283,8 +268,7 @@ static PyObject *asgi_receive(ol_req *r, PyObject *unused)
     if (gone(r) || (r->flags & REQ_COMPLETE))
         return ready_new(st, disconnect_message(st));
     if (!(r->flags & REQ_BODY_DONE)) {
-        if (r->flags & REQ_CONTINUE)
-            send_continue(r);
+        ol_h1_continue(r);
         PyObject *msg = take_body_message(r);
         if (msg != NULL)
             return ready_new(st, msg);
@@ -295,7 +279,7 @@ static PyObject *asgi_receive(ol_req *r, PyObject *unused)
         r->conn->deadline = ol_deadline(srv->now, srv->cfg.body_timeout);
     }
     /* Wait for more body, or (body over) for the client to go away. */
-    r->receive_waiter = new_future(srv);
+    r->receive_waiter = ol_new_future(srv);
     return Py_XNewRef(r->receive_waiter);
 }
 
@@ -374,7 +358,7 @@ static PyObject *send_body(ol_req *r, PyObject *message)
     }
     ol_conn *c = r->conn;
     if (more_body && c != NULL && ol_conn_pending(c) > srv->cfg.write_high_water) {
-        Py_XSETREF(r->send_waiter, new_future(srv));
+        Py_XSETREF(r->send_waiter, ol_new_future(srv));
         return Py_XNewRef(r->send_waiter);
     }
     return Py_NewRef(st->done);
@@ -418,7 +402,7 @@ static void take_waiter(PyObject **slot, PyObject *value, PyObject *exc)
     Py_DECREF(fut);
 }
 
-void ol_asgi_on_body(ol_req *r)
+static void asgi_on_body(ol_req *r)
 {
     if (r->receive_waiter == NULL || (r->flags & REQ_BODY_DONE))
         return;
@@ -429,14 +413,14 @@ void ol_asgi_on_body(ol_req *r)
     PyObject *msg = take_body_message(r);
     if (msg == NULL) {
         if (PyErr_Occurred())
-            ol_server_log_error(r->server, "cannot read a request body");
+            ol_log_error(r->server, "cannot read a request body");
         return;
     }
     take_waiter(&r->receive_waiter, msg, NULL);
     Py_DECREF(msg);
 }
 
-void ol_asgi_on_disconnect(ol_req *r)
+static void asgi_on_disconnect(ol_req *r)
 {
     ol_state *st = r->server->state;
     r->flags |= REQ_DISCONNECTED;
@@ -466,13 +450,13 @@ void ol_asgi_on_disconnect(ol_req *r)
  * with receive() is told http.disconnect, and from then on send() raises,
  * as after any disconnect; an app that only sends goes on until the socket
  * itself refuses, which serves half-closing clients. */
-void ol_asgi_on_eof(ol_req *r)
+static void asgi_on_eof(ol_req *r)
 {
     if (r->receive_waiter != NULL && (r->flags & REQ_BODY_DONE))
-        ol_asgi_on_disconnect(r);
+        asgi_on_disconnect(r);
 }
 
-void ol_asgi_on_drain(ol_req *r)
+static void asgi_on_drain(ol_req *r)
 {
     if (r->send_waiter != NULL && r->conn != NULL &&
         ol_conn_pending(r->conn) <= r->server->cfg.write_low_water)
@@ -520,22 +504,6 @@ static PyObject *scope_headers(ol_state *st, const ol_request *h)
     return list;
 }
 
-PyObject *ol_method_str(ol_state *st, const ol_request *h)
-{
-    if (h->method_id > 0 && h->method_id < 16 && st->methods[h->method_id] != NULL)
-        return Py_NewRef(st->methods[h->method_id]);
-    return PyUnicode_DecodeLatin1(h->method.base, (Py_ssize_t)h->method.len, NULL);
-}
-
-static int put(PyObject *d, PyObject *key, PyObject *value /* stolen */)
-{
-    if (value == NULL)
-        return -1;
-    int e = PyDict_SetItem(d, key, value);
-    Py_DECREF(value);
-    return e;
-}
-
 static PyObject *build_scope(ol_conn *c, const ol_request *h, ol_req *r)
 {
     ol_server *srv = c->server;
@@ -546,23 +514,24 @@ static PyObject *build_scope(ol_conn *c, const ol_request *h, ol_req *r)
     if (scope == NULL)
         return NULL;
     PyObject *raw_path = ol_raw_path(srv, t.path);
-    int e =
-        put(scope, st->s_type, Py_NewRef(st->s_http)) ||
-        put(scope, st->s_asgi, Py_NewRef(srv->asgi_info)) ||
-        put(scope, st->s_http_version, Py_NewRef(h->version_minor ? st->s_1_1 : st->s_1_0)) ||
-        put(scope, st->s_method, Py_NewRef(r->method)) ||
-        put(scope, st->s_scheme, Py_NewRef(c->listener->ssl_context ? st->s_https : st->s_http)) ||
-        put(scope, st->s_path, ol_decode_path(srv, t.path)) ||
-        put(scope, st->s_raw_path, raw_path) ||
-        put(scope, st->s_query_string,
-            PyBytes_FromStringAndSize(t.query.base, (Py_ssize_t)t.query.len)) ||
-        put(scope, st->s_root_path, Py_NewRef(srv->root_path)) ||
-        put(scope, st->s_headers, Py_XNewRef(r->req_headers)) ||
-        put(scope, st->s_client, Py_XNewRef(r->client)) ||
-        put(scope, st->s_server, Py_NewRef(c->listener->server_addr));
+    int e = ol_dict_put(scope, st->s_type, Py_NewRef(st->s_http)) ||
+            ol_dict_put(scope, st->s_asgi, Py_NewRef(srv->asgi_info)) ||
+            ol_dict_put(scope, st->s_http_version,
+                        Py_NewRef(h->version_minor ? st->s_1_1 : st->s_1_0)) ||
+            ol_dict_put(scope, st->s_method, Py_NewRef(r->method)) ||
+            ol_dict_put(scope, st->s_scheme,
+                        Py_NewRef(c->listener->ssl_context ? st->s_https : st->s_http)) ||
+            ol_dict_put(scope, st->s_path, ol_decode_path(srv, t.path)) ||
+            ol_dict_put(scope, st->s_raw_path, raw_path) ||
+            ol_dict_put(scope, st->s_query_string,
+                        PyBytes_FromStringAndSize(t.query.base, (Py_ssize_t)t.query.len)) ||
+            ol_dict_put(scope, st->s_root_path, Py_NewRef(srv->root_path)) ||
+            ol_dict_put(scope, st->s_headers, Py_XNewRef(r->req_headers)) ||
+            ol_dict_put(scope, st->s_client, Py_XNewRef(r->client)) ||
+            ol_dict_put(scope, st->s_server, Py_NewRef(c->listener->server_addr));
     if (e == 0)
-        e = put(scope, st->s_state,
-                srv->lifespan_state ? PyDict_Copy(srv->lifespan_state) : PyDict_New());
+        e = ol_dict_put(scope, st->s_state,
+                        srv->lifespan_state ? PyDict_Copy(srv->lifespan_state) : PyDict_New());
     if (e == 0 && srv->proxy_trusted != NULL)
         e = ol_apply_proxy_headers(srv, r, scope, st->s_client, st->s_scheme);
     if (e != 0) {
@@ -646,10 +615,12 @@ static int pool_add(ol_server *srv, ol_driver *d)
 
 /* The connection has no request left: its driver goes back to the pool, or,
  * if the app still runs after its response, finishes that and ends. */
-void ol_asgi_park_driver(ol_conn *c)
+static void asgi_on_idle(ol_conn *c)
 {
     ol_server *srv = c->server;
     ol_driver *d = (ol_driver *)c->driver;
+    if (d == NULL)
+        return;
     c->driver = NULL;
     if (ol_driver_ready(d) && pool_add(srv, d) == 0) {
         Py_DECREF(d);
@@ -686,14 +657,14 @@ static void app_finished(ol_req *r, PyObject *exc)
                 PyErr_GivenExceptionMatches(exc, st->cancelled_error);
     if (exc != NULL && !quiet) {
         ol_err_restore(Py_NewRef(exc));
-        ol_server_log_error(srv, "Exception in ASGI application");
+        ol_log_error(srv, "Exception in ASGI application");
     }
     if (r->flags & REQ_COMPLETE)
         return;
     if (exc == NULL)
-        ol_server_log_error(srv, (r->flags & REQ_STARTED)
-                                     ? "ASGI callable returned without completing the response"
-                                     : "ASGI callable returned without starting a response");
+        ol_log_error(srv, (r->flags & REQ_STARTED)
+                              ? "ASGI callable returned without completing the response"
+                              : "ASGI callable returned without starting a response");
     ol_req_fail(r, quiet ? 0 : 500);
 }
 
@@ -730,7 +701,7 @@ static PyObject *as_steppable(PyObject *awaitable)
     return it;
 }
 
-static int start_app(ol_conn *c, ol_req *r, PyObject *scope)
+static void start_app(ol_conn *c, ol_req *r, PyObject *scope)
 {
     ol_server *srv = c->server;
     PyObject *receive = PyCFunction_New(&receive_def, (PyObject *)r);
@@ -751,37 +722,57 @@ static int start_app(ol_conn *c, ol_req *r, PyObject *scope)
         app_finished(r, exc);
         Py_XDECREF(exc);
     }
-    return 0;
 }
 
-int ol_asgi_dispatch(ol_conn *c, const ol_request *h, size_t head_len)
+/* The scope, built while the head's bytes are still in the buffer. */
+static int asgi_prepare(ol_req *r, const ol_request *h)
 {
-    ol_server *srv = c->server;
-    ol_state *st = srv->state;
-    ol_req *r = ol_req_new(c);
-    if (r == NULL)
-        return -1;
-    if (ol_req_set_head(r, h) < 0) {
-        Py_DECREF(r);
-        return -1;
-    }
-    r->req_headers = scope_headers(st, h);
-    PyObject *scope = r->req_headers ? build_scope(c, h, r) : NULL;
-    if (scope == NULL) {
-        Py_DECREF(r);
-        return -1;
-    }
-    ol_conn_consume(c, head_len);
-    ol_conn_begin_body(c, h);
-    if ((h->flags & OL_REQ_EXPECT_CONTINUE) && !c->body_done && h->version_minor >= 1)
-        r->flags |= REQ_CONTINUE;
-    c->request = (ol_req *)Py_NewRef(r);
-    srv->active++;
-    start_app(c, r, scope);
-    Py_DECREF(scope);
-    Py_DECREF(r);
-    return 0;
+    r->req_headers = scope_headers(r->server->state, h);
+    r->scope = r->req_headers ? build_scope(r->conn, h, r) : NULL;
+    return r->scope != NULL ? 0 : -1;
 }
+
+static void asgi_run(ol_req *r)
+{
+    PyObject *scope = r->scope;
+    r->scope = NULL;
+    r->server->active++;
+    start_app(r->conn, r, scope);
+    Py_DECREF(scope);
+}
+
+static void asgi_release(ol_req *r)
+{
+    Py_DECREF(r);
+}
+
+static int asgi_waits_for_client(const ol_req *r)
+{
+    return r->receive_waiter != NULL && !(r->flags & REQ_BODY_DONE);
+}
+
+/* The connection closes: the driver it holds finishes what it runs (an app
+ * still working after its response) and ends. */
+static void asgi_on_close(ol_conn *c)
+{
+    if (c->driver != NULL) {
+        ol_driver_release((ol_driver *)c->driver);
+        Py_CLEAR(c->driver);
+    }
+}
+
+const ol_handler ol_asgi_handler = {
+    .prepare = asgi_prepare,
+    .run = asgi_run,
+    .release = asgi_release,
+    .on_body = asgi_on_body,
+    .on_disconnect = asgi_on_disconnect,
+    .on_eof = asgi_on_eof,
+    .on_drain = asgi_on_drain,
+    .waits_for_client = asgi_waits_for_client,
+    .on_idle = asgi_on_idle,
+    .on_close = asgi_on_close,
+};
 
 /* ------------------------------------------------------------------------ */
 

@@ -177,7 +177,7 @@ PyObject *ol_bridge_run(ol_server *srv, PyObject *unused)
         Py_DECREF(call);
     }
     if (PyErr_Occurred())
-        ol_server_log_error(srv, "unexpected error in the bridge");
+        ol_log_error(srv, "unexpected error in the bridge");
     Py_RETURN_NONE;
 }
 
@@ -264,16 +264,16 @@ static int start_here(ol_server *srv, ol_call *call)
     start_call(srv, call);
     call->here = 0;
     if (PyErr_Occurred())
-        ol_server_log_error(srv, "unexpected error in the bridge");
+        ol_log_error(srv, "unexpected error in the bridge");
     int wake = loop_needs_wake(srv, timers);
     if ((home != Py_None && PyObject_SetAttr(loop, srv->state->s_thread_id, home) < 0) ||
         set_running_loop(srv, NULL) < 0)
-        ol_server_log_error(srv, "cannot hand the loop back to its thread");
+        ol_log_error(srv, "cannot hand the loop back to its thread");
     Py_DECREF(home);
     if (wake) {
         PyObject *r = PyObject_CallMethodNoArgs(loop, srv->state->s_write_to_self);
         if (r == NULL)
-            ol_server_log_error(srv, "cannot wake the loop's thread");
+            ol_log_error(srv, "cannot wake the loop's thread");
         Py_XDECREF(r);
     }
     ol_gate_give(srv->gate);

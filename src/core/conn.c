@@ -30,11 +30,13 @@
 #define RECV_CHUNK     16384
 #define LINGER_SECONDS 2.0
 
+static void unlink_conn(ol_server *srv, ol_conn *c);
+
 /* ------------------------------------------------------------------------ */
 /* Life cycle                                                               */
 
 ol_conn *ol_conn_new(ol_server *srv, ol_listener *lst, int fd, const struct sockaddr *peer,
-                     socklen_t peerlen)
+                     socklen_t peerlen, const ol_proto *proto)
 {
     ol_conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -44,6 +46,7 @@ ol_conn *ol_conn_new(ol_server *srv, ol_listener *lst, int fd, const struct sock
     c->server = srv;
     c->listener = lst;
     c->flags = CONN_IDLE;
+    c->proto = proto;
     c->body_done = 1;
     ol_parser_init(&c->parser);
     c->peer_family = (uint8_t)peer->sa_family;
@@ -101,15 +104,10 @@ PyObject *ol_conn_client(ol_conn *c)
 
 static void release_python(ol_conn *c)
 {
-    if (c->driver != NULL) {
-        ol_driver_release((ol_driver *)c->driver);
-        Py_CLEAR(c->driver);
-    }
     Py_CLEAR(c->client);
     Py_CLEAR(c->tls);
     Py_CLEAR(c->tls_in);
     Py_CLEAR(c->tls_out);
-    Py_CLEAR(c->driver);
 }
 
 /* Close the socket at once. The connection leaves the server's list and the
@@ -126,20 +124,12 @@ void ol_conn_abort(ol_conn *c)
     c->handle = 0;
     close(c->fd);
     c->fd = -1;
-    if (c->request != NULL) {
-        ol_req *r = c->request;
-        r->flags |= REQ_DISCONNECTED;
-        if (srv->interface != OL_WSGI)
-            ol_asgi_on_disconnect(r);
-        c->request = NULL;
-        ol_req_detach(r);
-        Py_DECREF(r);
-    }
+    c->proto->on_close(c);
     release_python(c);
     free(c->wbuf);
     c->wbuf = NULL;
     c->woff = c->wlen = c->wcap = 0;
-    ol_server_unregister(srv, c);
+    unlink_conn(srv, c);
     ol_conn_decref(c);
 }
 
@@ -189,6 +179,185 @@ int ol_conn_linger_read(ol_conn *c)
             return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
     }
     return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The server's open connections                                            */
+
+/*
+ * Every open connection is on the server's list, which holds one reference
+ * to it. In threaded mode (WSGI) the list lock also guards who holds a
+ * connection (CONN_HELD): a pool thread serving it, or the tick expiring
+ * it. A holder may block on the connection and re-arms it when it lets go;
+ * nobody else touches it meanwhile.
+ */
+
+int ol_conns_init(ol_server *srv, int threaded)
+{
+    srv->threaded = threaded;
+    if (threaded && pthread_mutex_init(&srv->conns_lock, NULL) != 0)
+        return -1;
+    srv->conns_lock_ready = threaded;
+    return 0;
+}
+
+void ol_conns_fini(ol_server *srv)
+{
+    if (srv->conns_lock_ready)
+        pthread_mutex_destroy(&srv->conns_lock);
+    srv->conns_lock_ready = 0;
+}
+
+void ol_conns_lock(ol_server *srv)
+{
+    if (srv->conns_lock_ready)
+        pthread_mutex_lock(&srv->conns_lock);
+}
+
+void ol_conns_unlock(ol_server *srv)
+{
+    if (srv->conns_lock_ready)
+        pthread_mutex_unlock(&srv->conns_lock);
+}
+
+void ol_conn_register(ol_server *srv, ol_conn *c)
+{
+    ol_conns_lock(srv);
+    c->prev = NULL;
+    c->next = srv->conns;
+    if (srv->conns != NULL)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    ol_conns_unlock(srv);
+}
+
+static void unlink_conn(ol_server *srv, ol_conn *c)
+{
+    ol_conns_lock(srv);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else if (srv->conns == c)
+        srv->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    srv->nconns--;
+    ol_conns_unlock(srv);
+}
+
+ol_conn **ol_conns_claim(ol_server *srv, int (*test)(const ol_conn *), size_t *n)
+{
+    *n = 0;
+    ol_conns_lock(srv);
+    size_t cap = srv->nconns;
+    ol_conn **out = cap ? PyMem_Malloc(cap * sizeof(*out)) : NULL;
+    for (ol_conn *c = srv->conns; out != NULL && c != NULL && *n < cap; c = c->next) {
+        if ((c->flags & (CONN_HELD | CONN_CLOSED)) || !test(c))
+            continue;
+        if (srv->threaded)
+            c->flags |= CONN_HELD;
+        ol_conn_incref(c);
+        out[(*n)++] = c;
+    }
+    ol_conns_unlock(srv);
+    return out;
+}
+
+/* Let go of a held connection: re-armed (threaded mode) unless closed. */
+static void let_go_locked(ol_conn *c)
+{
+    c->flags &= ~(CONN_HELD | CONN_BLOCKING);
+    ol_conn_update_events(c);
+}
+
+void ol_conns_release(ol_server *srv, ol_conn **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        ol_conn *c = list[i];
+        if (srv->threaded) {
+            ol_conns_lock(srv);
+            let_go_locked(c);
+            ol_conns_unlock(srv);
+        }
+        ol_conn_decref(c);
+    }
+    PyMem_Free(list);
+}
+
+ol_conn *ol_conns_take(ol_server *srv, void *object)
+{
+    ol_conn *c = object;
+    ol_conns_lock(srv);
+    if (c->flags & (CONN_HELD | CONN_CLOSED)) { /* the tick holds it, or it just closed */
+        ol_conns_unlock(srv);
+        return NULL;
+    }
+    c->flags |= CONN_HELD | CONN_BLOCKING;
+    ol_conn_incref(c);
+    ol_conns_unlock(srv);
+    return c;
+}
+
+void ol_conns_give_back(ol_conn *c)
+{
+    ol_server *srv = c->server;
+    /* Let go, then re-arm, under the list lock: the other way round, a
+     * thread that took over polling could get the next event while the
+     * connection still looks held, and drop it. */
+    ol_conns_lock(srv);
+    let_go_locked(c);
+    ol_conns_unlock(srv);
+    ol_conn_decref(c); /* frees only C memory: no GIL needed */
+}
+
+void ol_conns_abort_all(ol_server *srv)
+{
+    for (;;) {
+        ol_conns_lock(srv);
+        ol_conn *c = srv->conns;
+        for (; c != NULL && (c->flags & CONN_HELD); c = c->next)
+            if (!(c->flags & CONN_CLOSING)) {
+                c->flags |= CONN_CLOSING;
+                shutdown(c->fd, SHUT_RDWR);
+            }
+        if (c != NULL)
+            ol_conn_incref(c);
+        ol_conns_unlock(srv);
+        if (c == NULL)
+            return;
+        ol_conn_abort(c);
+        ol_conn_decref(c);
+    }
+}
+
+/* Is the connection's current wait over? Output the client does not take,
+ * a lingering close, or whatever its protocol waits for. */
+static int is_expired(const ol_conn *c)
+{
+    double now = c->server->now;
+    if (ol_conn_pending(c) > 0)
+        return c->send_deadline <= now;
+    if (c->flags & CONN_LINGER)
+        return c->deadline <= now;
+    return c->proto->waiting(c) && c->deadline <= now;
+}
+
+static void expire(ol_conn *c)
+{
+    if ((c->flags & CONN_LINGER) || ol_conn_pending(c) > 0)
+        ol_conn_abort(c); /* the client stopped reading our output, or lingered */
+    else
+        c->proto->on_timeout(c);
+}
+
+void ol_conns_expire(ol_server *srv)
+{
+    size_t n;
+    ol_conn **expired = ol_conns_claim(srv, is_expired, &n);
+    for (size_t i = 0; i < n; i++)
+        expire(expired[i]);
+    ol_conns_release(srv, expired, n);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -297,7 +466,7 @@ static int clear_want_read(ol_conn *c)
     int want = exc != NULL && st->ssl_want_read != NULL &&
                PyErr_GivenExceptionMatches(exc, st->ssl_want_read);
     if (exc != NULL && !want)
-        ol_server_log_debug_exc(c->server, "TLS error", exc);
+        ol_log_debug_exc(c->server, "TLS error", exc);
     Py_XDECREF(exc);
     return want;
 }
@@ -344,7 +513,7 @@ static Py_ssize_t tls_read_plain(ol_conn *c)
 static Py_ssize_t tls_recv(ol_conn *c)
 {
     if (c->tls == NULL && tls_setup(c) < 0) {
-        ol_server_log_error(c->server, "cannot set up TLS for a connection");
+        ol_log_error(c->server, "cannot set up TLS for a connection");
         return -2;
     }
     char raw[RECV_CHUNK];
@@ -580,314 +749,37 @@ int ol_conn_flush(ol_conn *c)
     return 1;
 }
 
+/*
+ * Register what the connection waits for. Threaded mode arms it for one
+ * event (EPOLLONESHOT: the event goes to exactly one pool thread), and only
+ * when nobody holds it: the holder re-arms it as it lets go. On the event
+ * loop the set is level-triggered and changed only when the interest does.
+ */
 void ol_conn_update_events(ol_conn *c)
 {
-    /* In WSGI mode whoever holds the connection re-arms it when it lets go
-     * (ol_pool_arm); nothing to do here. */
-    if (c->flags & (CONN_CLOSED | CONN_IN_POOL) || c->server->pool != NULL)
+    if (c->flags & (CONN_CLOSED | CONN_HELD))
         return;
-    /* Once the client has shut its side, EPOLLRDHUP stays raised (epoll is
-     * level-triggered here): drop it with EPOLLIN or the loop would spin. */
-    uint32_t want = (c->flags & CONN_PEER_CLOSED) ? 0 : EPOLLRDHUP;
+    uint32_t want = 0;
     if ((c->flags & CONN_READING) && !(c->flags & CONN_PEER_CLOSED))
         want |= EPOLLIN;
     if (ol_conn_pending(c) > 0)
         want |= EPOLLOUT;
-    if (want == c->events)
-        return;
+    if (c->server->threaded) {
+        want |= EPOLLRDHUP | EPOLLONESHOT;
+    } else {
+        /* Once the client has shut its side, EPOLLRDHUP stays raised:
+         * drop it with EPOLLIN or the loop would spin. */
+        if (!(c->flags & CONN_PEER_CLOSED))
+            want |= EPOLLRDHUP;
+        if (want == c->events)
+            return;
+    }
     if (ol_reactor_modify(&c->server->reactor, c->fd, c->handle, want) == 0)
         c->events = want;
 }
 
 /* ------------------------------------------------------------------------ */
-/* Error responses written by the server itself                             */
-
-void ol_conn_send_error(ol_conn *c, int status, const char *text)
-{
-    ol_server *srv = c->server;
-    char head[512], date[64] = "";
-    size_t len = strlen(text);
-    if (srv->cfg.date_header)
-        snprintf(date, sizeof(date), "Date: %s\r\n", ol_date_cache_get(&srv->date, time(NULL)));
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n%s%s\r\n",
-                     status, ol_reason_phrase(status), len + 1, date,
-                     srv->cfg.server_header ? "Server: oneloop\r\n" : "");
-    struct iovec iov[3] = {{head, (size_t)n}, {(void *)text, len}, {"\n", 1}};
-    if (n > 0 && (size_t)n < sizeof(head))
-        ol_conn_writev(c, iov, 3);
-    ol_conn_close_gracefully(c);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Request bodies                                                           */
-
-/* Set up body framing for a request whose head was just parsed. */
-void ol_conn_begin_body(ol_conn *c, const ol_request *head)
-{
-    c->body_framing = head->framing;
-    c->body_total = 0;
-    c->body_left = head->framing == OL_BODY_LENGTH ? head->content_length : 0;
-    c->body_done =
-        head->framing == OL_BODY_NONE || (head->framing == OL_BODY_LENGTH && c->body_left == 0);
-    if (c->body_done)
-        c->body_framing = OL_BODY_NONE;
-    if (head->framing == OL_BODY_CHUNKED)
-        ol_chunked_init(&c->chunked, &c->server->cfg.limits);
-}
-
-/* At most this many chunks are gathered into one body message. */
-#define MAX_SPANS 64
-
-static int count_body(ol_conn *c, size_t len)
-{
-    uint64_t max = c->server->cfg.max_body;
-    c->body_total += len;
-    return (max && c->body_total > max) ? OL_ETOO_LARGE : 0;
-}
-
-/* One bytes object from the spans (GIL held), or none if out is NULL. */
-static int gather(PyObject **out, const ol_span *spans, int n)
-{
-    if (out == NULL || n == 0)
-        return 0;
-    size_t total = 0;
-    for (int i = 0; i < n; i++)
-        total += spans[i].len;
-    if (total == 0)
-        return 0;
-    *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
-    if (*out == NULL)
-        return -1;
-    char *p = PyBytes_AS_STRING(*out);
-    for (int i = 0; i < n; i++) {
-        memcpy(p, spans[i].base, spans[i].len);
-        p += spans[i].len;
-    }
-    return 0;
-}
-
-/* Decode what the buffer holds of a chunked body into spans. */
-static int decode_chunks(ol_conn *c, ol_span *spans, int *nspans, size_t *used_total)
-{
-    *nspans = 0;
-    *used_total = 0;
-    while (*nspans < MAX_SPANS) {
-        size_t used;
-        ol_span data;
-        int r = ol_chunked_decode(&c->chunked, c->rbuf + *used_total, c->rlen - *used_total, &used,
-                                  &data);
-        *used_total += used;
-        if (r != OL_CHUNK_DATA)
-            return r;
-        if (count_body(c, data.len) < 0)
-            return OL_ETOO_LARGE;
-        spans[(*nspans)++] = data;
-    }
-    return OL_CHUNK_DATA;
-}
-
-/*
- * Take the body bytes the input buffer holds, as one new bytes object in
- * *out (left NULL when there are none, or when out is NULL: then the bytes
- * are only dropped, and no GIL is needed). Returns 1 when the body is
- * complete, 0 when more is to come, or a negative OL_E* / OL_ETOO_LARGE.
- */
-int ol_conn_take_body(ol_conn *c, PyObject **out)
-{
-    if (c->body_done)
-        return 1;
-    if (c->body_framing == OL_BODY_LENGTH) {
-        size_t n = c->rlen < c->body_left ? c->rlen : (size_t)c->body_left;
-        if (count_body(c, n) < 0)
-            return OL_ETOO_LARGE;
-        ol_span span = {c->rbuf, n};
-        if (gather(out, &span, 1) < 0)
-            return -1;
-        ol_conn_consume(c, n);
-        c->body_left -= n;
-        c->body_done = c->body_left == 0;
-        return c->body_done;
-    }
-    ol_span spans[MAX_SPANS];
-    int n;
-    size_t used;
-    int r = decode_chunks(c, spans, &n, &used);
-    if (r < 0 && r != OL_INCOMPLETE)
-        return r;
-    if (gather(out, spans, n) < 0)
-        return -1;
-    ol_conn_consume(c, used);
-    if (r == OL_CHUNK_DONE)
-        c->body_done = 1;
-    return c->body_done;
-}
-
-/* Drop the rest of a body nobody read, within the discard allowance. 1 when
- * the body is over, 0 if more must be read, -1 to give up and close. */
-int ol_conn_discard_body(ol_conn *c)
-{
-    uint64_t before = c->body_total;
-    int r = ol_conn_take_body(c, NULL);
-    uint64_t dropped = c->body_total - before;
-    if (r < 0 || dropped > c->discard_left)
-        return -1;
-    c->discard_left -= dropped;
-    return r;
-}
-
-/* ------------------------------------------------------------------------ */
-/* The read-parse-dispatch cycle on the event loop (ASGI)                  */
-
-static int answer_parse_error(ol_conn *c, int error)
-{
-    int status = ol_error_status(error);
-    if (error == OL_EURI_TOO_LONG || error == OL_EHEADERS_TOO_LARGE ||
-        error == OL_ETOO_MANY_HEADERS || status >= 500)
-        ol_server_log_debug(c->server, ol_strerror(error));
-    ol_conn_send_error(c, status, ol_strerror(error));
-    return -1;
-}
-
-/*
- * A parsed head that oneloop answers itself instead of the app: protocols
- * and versions it does not serve, codings it cannot decode, WebSocket (not
- * yet), CONNECT, bodies over the limit. Returns 1 if answered.
- */
-int ol_conn_refuse(ol_conn *c, const ol_request *h)
-{
-    ol_server *srv = c->server;
-    if (h->protocol != OL_PROTO_HTTP || h->version_major != 1) {
-        ol_conn_send_error(c, 505, "HTTP version not supported");
-        return 1;
-    }
-    if (h->flags & OL_REQ_TE_OTHER) {
-        ol_conn_send_error(c, 501, "transfer coding not implemented");
-        return 1;
-    }
-    if (h->flags & OL_REQ_CONNECT) {
-        ol_conn_send_error(c, 501, "CONNECT is not supported");
-        return 1;
-    }
-    if ((h->flags & OL_REQ_UPGRADE) && h->upgrade.len == 9 &&
-        strncasecmp(h->upgrade.base, "websocket", 9) == 0) {
-        ol_conn_send_error(c, 400, "WebSocket upgrades are not supported");
-        return 1;
-    }
-    if (srv->cfg.max_body && h->framing == OL_BODY_LENGTH &&
-        h->content_length > srv->cfg.max_body) {
-        ol_conn_send_error(c, 413, "request body too large");
-        return 1;
-    }
-    return 0;
-}
-
-/* Parse the next head and hand it to the app. 1 if a request was
- * dispatched, 0 if more input is needed, -1 if the connection is done. */
-static int next_request(ol_conn *c)
-{
-    ol_server *srv = c->server;
-    ol_request head = {.headers = srv->fields};
-    if (c->flags & CONN_IDLE) {
-        /* First byte of a new head: the header deadline starts now and
-         * does not move however slowly the rest trickles in. */
-        c->flags &= ~CONN_IDLE;
-        c->deadline = ol_deadline(srv->now, srv->cfg.header_timeout);
-    }
-    int r = ol_parse_request(&c->parser, c->rbuf, c->rlen, &head, &srv->cfg.limits);
-    if (r == OL_INCOMPLETE)
-        return 0;
-    ol_parser_init(&c->parser);
-    if (r < 0)
-        return answer_parse_error(c, r);
-    if (ol_conn_refuse(c, &head))
-        return -1;
-    if (ol_asgi_dispatch(c, &head, (size_t)r) < 0) {
-        ol_server_log_error(srv, "cannot start a request");
-        ol_conn_send_error(c, 500, "Internal Server Error");
-        return -1;
-    }
-    return 1;
-}
-
-/* Feed body bytes to the request in flight, or drop those of a finished one. */
-static int feed_body(ol_conn *c)
-{
-    if (c->request != NULL) {
-        ol_asgi_on_body(c->request);
-        return 0;
-    }
-    int r = ol_conn_discard_body(c);
-    if (r < 0) {
-        ol_conn_close_gracefully(c);
-        return -1;
-    }
-    return r; /* 1: the body is over, go on with the next request */
-}
-
-/* Read on while a head is incomplete or a body is wanted; stop while a
- * request is in flight and enough of its input is buffered, and while a
- * closing connection drains its output (then it lingers, reading to drop). */
-static int wants_input(const ol_conn *c)
-{
-    if (c->flags & CONN_LINGER)
-        return 1;
-    if (c->flags & CONN_CLOSING)
-        return 0;
-    return c->request == NULL || c->rlen < c->server->cfg.read_high_water;
-}
-
-void ol_conn_process(ol_conn *c)
-{
-    c->flags |= CONN_PROCESSING;
-    while (!(c->flags & CONN_CLOSING)) {
-        if (!c->body_done || c->request != NULL) {
-            if (feed_body(c) <= 0)
-                break;
-            continue;
-        }
-        if (c->rlen == 0) {
-            ol_conn_release_idle_buffers(c);
-            if (c->driver != NULL)
-                ol_asgi_park_driver(c);
-            break;
-        }
-        /* Draining too: a request that is here is served, and its response
-         * closes the connection ("Connection: close", request.c). */
-        if (next_request(c) <= 0)
-            break;
-    }
-    c->flags &= ~CONN_PROCESSING;
-    if (!(c->flags & CONN_CLOSED)) {
-        c->flags = wants_input(c) ? (c->flags | CONN_READING) : (c->flags & ~CONN_READING);
-        ol_conn_update_events(c);
-    }
-}
-
-/* The response is complete; the app may still be running (background work
- * after the response), which does not hold up the connection. */
-void ol_conn_request_done(ol_conn *c, int keep_alive)
-{
-    ol_server *srv = c->server;
-    c->requests++;
-    if (srv->cfg.max_keep_alive_requests && c->requests >= srv->cfg.max_keep_alive_requests)
-        keep_alive = 0;
-    if (!keep_alive || srv->draining) {
-        ol_conn_close_gracefully(c);
-        return;
-    }
-    c->flags |= CONN_IDLE;
-    c->deadline = ol_deadline(srv->now, srv->cfg.keep_alive);
-    c->discard_left = 65536; /* an unread body up to this size is skipped, not fatal */
-    /* A response finished by the app after it suspended: pipelined input
-     * already buffered will not be announced by epoll again. */
-    if (srv->pool == NULL && !(c->flags & CONN_PROCESSING) && (c->rlen > 0 || !c->body_done))
-        ol_server_schedule(srv, c);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Readiness (loop mode)                                                    */
+/* Readiness (event loop)                                                   */
 
 static void on_readable(ol_conn *c)
 {
@@ -907,23 +799,10 @@ static void on_readable(ol_conn *c)
     Py_ssize_t n = ol_conn_recv(c);
     if (n == -1)
         return;
-    if (n <= 0) { /* EOF or error: the client is gone or half-closed */
-        c->flags |= CONN_PEER_CLOSED;
-        if (c->request == NULL) {
-            ol_conn_abort(c);
-            return;
-        }
-        /* A clean EOF after a complete request may be a half-close: the
-         * client still reads our answer. Tell a listening receive(), but
-         * let send() go on until the socket itself refuses. */
-        if (n == 0 && c->body_done)
-            ol_asgi_on_eof(c->request);
-        else
-            ol_asgi_on_disconnect(c->request);
-        ol_conn_update_events(c);
-        return;
-    }
-    ol_conn_process(c);
+    if (n <= 0) /* EOF or error: the client is gone or half-closed */
+        c->proto->on_eof(c, n == 0);
+    else
+        c->proto->on_data(c);
 }
 
 void ol_conn_on_event(ol_conn *c, uint32_t events)
@@ -931,8 +810,6 @@ void ol_conn_on_event(ol_conn *c, uint32_t events)
     ol_conn_incref(c); /* keep it alive across the callbacks below */
     if (events & (EPOLLERR | EPOLLHUP)) {
         c->flags |= CONN_PEER_CLOSED;
-        if (c->request != NULL)
-            ol_asgi_on_disconnect(c->request);
         ol_conn_abort(c);
     } else {
         if (events & EPOLLOUT) {
@@ -941,8 +818,7 @@ void ol_conn_on_event(ol_conn *c, uint32_t events)
                 ol_conn_abort(c);
             } else if (r == 1) {
                 ol_conn_update_events(c);
-                if (c->request != NULL)
-                    ol_asgi_on_drain(c->request);
+                c->proto->on_drained(c);
                 if ((c->flags & CONN_CLOSING) && !(c->flags & CONN_CLOSED))
                     ol_conn_close_gracefully(c);
             }

@@ -76,6 +76,8 @@ enum ol_env {
     OL_ENV_COUNT
 };
 
+typedef struct ol_server ol_server;
+
 #define OL_HEADER_SLOTS 128 /* a power of two, over twice the common header names */
 
 typedef struct ol_state {
@@ -117,11 +119,23 @@ typedef struct ol_state {
     PyObject *env[OL_ENV_COUNT];           /* interned environ keys and constant values */
 } ol_state;
 
-ol_state *ol_state_of_type(PyTypeObject *type);
+/* The module state behind one of the module's types (each is made with
+ * PyType_FromModuleAndSpec, so no module lookup is needed). */
+static inline ol_state *ol_state_of_type(PyTypeObject *type)
+{
+    return PyType_GetModuleState(type);
+}
 
 /* The index of a common header name in st->header_names (matched
  * case-insensitively, one hash and a probe or two), or -1. */
 int ol_common_header(ol_state *st, ol_span name);
+/* A new future of the server's loop (loop.create_future()). */
+PyObject *ol_new_future(ol_server *srv);
+/* d[key] = value, stealing value; a NULL value (a failed constructor) is
+ * passed on as -1 with its exception. */
+int ol_dict_put(PyObject *d, PyObject *key, PyObject *value);
+/* The table's hash: case-insensitive FNV-1a. */
+uint32_t ol_header_hash(const char *name, size_t len);
 
 /* The pending exception as one object, taken (a new reference or NULL),
  * and set back (the reference is stolen; NULL sets nothing): CPython 3.12's
@@ -147,101 +161,9 @@ typedef struct ol_pool ol_pool;
 #define OL_ETIMEOUT      (-1001) /* the client stopped sending the body */
 #define OL_EDISCONNECTED (-1002) /* the client went away */
 
-/* ------------------------------------------------------------------------ */
-/* Connections                                                              */
-
-/* ol_conn.flags */
-#define CONN_READING     0x0001u /* wants input */
-#define CONN_PEER_CLOSED 0x0004u /* the client shut down its side or vanished */
-#define CONN_CLOSING     0x0008u /* no further request will be read */
-#define CONN_CLOSED      0x0010u /* socket closed, awaiting the last reference */
-#define CONN_HANDSHAKE   0x0020u /* TLS handshake not finished */
-#define CONN_IN_POOL     0x0040u /* WSGI: a thread (or the timer) owns it right now */
-#define CONN_LINGER      0x0080u /* write side shut: draining input before close */
-#define CONN_IDLE        0x0100u /* between requests; no byte of the next head yet */
-#define CONN_PROCESSING  0x0200u /* ASGI: inside ol_conn_process() */
-#define CONN_PENDING     0x0400u /* ASGI: queued for ol_conn_process() on the next loop turn */
-#define CONN_BLOCKING    0x0800u /* WSGI: the pool thread serving it owns it; writes block */
-
-typedef struct ol_conn {
-    ol_handle handle; /* in the reactor while open */
-    int fd;
-    int refs; /* atomic */
-    unsigned flags;
-    uint32_t events; /* the epoll interest set as last registered */
-    ol_server *server;
-    ol_listener *listener;
-    struct ol_conn *prev, *next;  /* the server's list of open connections */
-    struct ol_conn *pending_next; /* the server's queue of connections to process */
-
-    /* Input received and not consumed. Allocated on demand and released when
-     * empty between requests, so an idle connection holds no buffer. */
-    char *rbuf;
-    size_t rlen, rcap;
-    ol_parser parser;
-
-    /* Output the socket has not taken yet (ASGI; WSGI threads block instead). */
-    char *wbuf;
-    size_t woff, wlen, wcap;
-
-    /* Request body as framed on the wire. The connection reads it whether a
-     * request consumes it or, after the response, discards it. */
-    int body_framing;      /* enum ol_framing */
-    int body_done;         /* the whole body has been received (1 when none) */
-    uint64_t body_left;    /* Content-Length bytes still to come */
-    uint64_t body_total;   /* body bytes received for the current request */
-    uint64_t discard_left; /* unread body bytes we still skip rather than close */
-    ol_chunked chunked;
-
-    double deadline;      /* monotonic time the current wait for the client expires */
-    double send_deadline; /* ... and the wait for it to take pending output */
-    unsigned requests;    /* requests served */
-    uint16_t peer_port;
-    uint8_t peer_family; /* AF_INET, AF_INET6 or AF_UNIX */
-    uint8_t peer_addr[16];
-
-    ol_req *request;   /* the request being answered (a strong reference) */
-    PyObject *client;  /* (host, port) or None, made at the first request */
-    PyObject *tls;     /* ssl.SSLObject, for TLS listeners */
-    PyObject *tls_in;  /* ssl.MemoryBIO: bytes from the socket */
-    PyObject *tls_out; /* ssl.MemoryBIO: bytes to the socket */
-    PyObject *driver;  /* ASGI: the host task driver (asgi.c) */
-} ol_conn;
-
-ol_conn *ol_conn_new(ol_server *srv, ol_listener *lst, int fd, const struct sockaddr *peer,
-                     socklen_t peerlen);
-void ol_conn_incref(ol_conn *c);
-void ol_conn_decref(ol_conn *c);
-PyObject *ol_conn_client(ol_conn *c);
-void ol_conn_abort(ol_conn *c);
-void ol_conn_close_gracefully(ol_conn *c);
-int ol_conn_reserve(ol_conn *c, size_t n);
-void ol_conn_consume(ol_conn *c, size_t n);
-void ol_conn_release_idle_buffers(ol_conn *c);
-/* Receive into rbuf: bytes added, 0 at EOF, -1 for "try later", -2 on error.
- * Needs the GIL for TLS connections only. */
-Py_ssize_t ol_conn_recv(ol_conn *c);
-/* Write: 0, or -1 when the connection is gone. ASGI mode sends what the
- * socket takes and buffers the rest; WSGI mode blocks (GIL released). */
-int ol_conn_raw_writev(ol_conn *c, const struct iovec *iov, int n);
-int ol_conn_writev(ol_conn *c, const struct iovec *iov, int n);
-int ol_conn_write(ol_conn *c, const char *data, size_t len);
-int ol_conn_flush(ol_conn *c);
-int ol_conn_wait_writable(ol_conn *c);
-int ol_conn_linger_read(ol_conn *c);
-static inline size_t ol_conn_pending(const ol_conn *c)
-{
-    return c->wlen - c->woff;
-}
-void ol_conn_update_events(ol_conn *c);
-void ol_conn_send_error(ol_conn *c, int status, const char *text);
-void ol_conn_begin_body(ol_conn *c, const ol_request *head);
-int ol_conn_take_body(ol_conn *c, PyObject **out);
-int ol_conn_discard_body(ol_conn *c);
-int ol_conn_refuse(ol_conn *c, const ol_request *head);
-void ol_conn_process(ol_conn *c);
-void ol_conn_request_done(ol_conn *c, int keep_alive);
-void ol_conn_on_event(ol_conn *c, uint32_t events);
+#include "conn.h"
+#include "exchange.h"
+#include "h1.h"
 
 /* ------------------------------------------------------------------------ */
 /* Server                                                                   */
@@ -272,9 +194,15 @@ struct ol_server {
     ol_config cfg;
     int interface;
     ol_reactor reactor;
-    int accept_paused; /* out of fds: listeners out of the set until the next tick */
-    int draining;      /* no new connections; responses close theirs */
-    int shut;          /* shutdown() ran */
+    const ol_handler *handler; /* the interface's side of exchanges */
+    int threaded;              /* WSGI: pool threads hold connections (conn.h) */
+    pthread_mutex_t conns_lock;
+    int conns_lock_ready;
+    int accept_paused;                                             /* guarded by conns_lock */
+    double accept_pause_logged; /* when a pause was last logged */ /* out of fds: listeners out of
+                                                                      the set until the next tick */
+    int draining; /* no new connections; responses close theirs */
+    int shut;     /* shutdown() ran */
     int closed;
 
     ol_listener *listeners;
@@ -359,75 +287,26 @@ static inline int ol_server_is_draining(ol_server *srv)
     return __atomic_load_n(&srv->draining, __ATOMIC_ACQUIRE);
 }
 /* Log through the on_error hook; consumes the current exception, if any. */
-void ol_server_log_error(ol_server *srv, const char *message);
-void ol_server_log_debug(ol_server *srv, const char *message);
-void ol_server_log_info(ol_server *srv, const char *message);
+void ol_log_error(ol_server *srv, const char *message);
+void ol_log_debug(ol_server *srv, const char *message);
+void ol_log_info(ol_server *srv, const char *message);
 /* Log at debug level with an exception object (borrowed), which stays set nowhere. */
-void ol_server_log_debug_exc(ol_server *srv, const char *message, PyObject *exc);
-void ol_server_register(ol_server *srv, ol_conn *c);
-void ol_server_unregister(ol_server *srv, ol_conn *c);
-int ol_server_accept(ol_server *srv, ol_listener *lst);
-void ol_server_tick(ol_server *srv);
-void ol_server_count_request(ol_server *srv);
-/* Process c on the next turn of the loop (ASGI): for input that is already
- * buffered when a response completes outside ol_conn_process(). */
-void ol_server_schedule(ol_server *srv, ol_conn *c);
+void ol_log_debug_exc(ol_server *srv, const char *message, PyObject *exc);
+/* Dispatch of the reactor's events (dispatch.c). */
+/* Accept what a listener has; 0 or more connections. Any thread. */
+int ol_accept(ol_server *srv, ol_listener *lst);
+/* The tick: expired waits end, accepting resumes after a pause, the Date
+ * cache refreshes. GIL. */
+void ol_tick(ol_server *srv);
+/* The listening sockets in (1) or out of (0) the reactor's set. */
+void ol_watch_listeners(ol_server *srv, int on);
+/* Stop accepting for good (shutdown, --max-requests). GIL. */
+void ol_stop_accepting(ol_server *srv);
+/* A response is complete: counted, and at --max-requests accepting stops. */
+void ol_count_response(ol_server *srv);
+/* Server._on_ready: every event of one wake-up (the event loop). */
+PyObject *ol_dispatch_ready(ol_server *srv, PyObject *unused);
 extern PyType_Spec ol_server_spec;
-
-/* ------------------------------------------------------------------------ */
-/* Requests and responses (request.c)                                       */
-
-/* ol_req.flags */
-#define REQ_HEAD          0x00001u /* HEAD: the response has no body on the wire */
-#define REQ_KEEP_ALIVE    0x00002u /* the connection may persist after it */
-#define REQ_STARTED       0x00004u /* status and headers taken from the app */
-#define REQ_HEAD_SENT     0x00008u /* response head written */
-#define REQ_COMPLETE      0x00010u /* response complete */
-#define REQ_CHUNKED       0x00020u /* the response body is chunked */
-#define REQ_BODY_DONE     0x00040u /* the last body message went to the app */
-#define REQ_CONTINUE      0x00080u /* 100 Continue owed on the first body read */
-#define REQ_DISCONNECTED  0x00100u /* the client went away */
-#define REQ_HAS_LENGTH    0x00200u /* Content-Length known */
-#define REQ_HTTP10        0x00400u
-#define REQ_CONTINUE_SENT 0x00800u
-#define REQ_ERROR         0x01000u /* the app failed */
-#define REQ_APP_CHUNKED   0x02000u /* the app asked for chunked coding */
-#define REQ_APP_DATE      0x04000u /* the app set Date */
-#define REQ_APP_SERVER    0x08000u /* the app set Server */
-#define REQ_NO_BODY       0x10000u /* nothing of the body goes on the wire */
-#define REQ_ADDED_LENGTH  0x20000u /* the server writes Content-Length */
-#define REQ_OVERRUN       0x40000u /* the app wrote past its Content-Length */
-
-struct ol_req {
-    PyObject_HEAD
-    ol_conn *conn;     /* counted reference; NULL once detached */
-    ol_server *server; /* strong */
-    unsigned flags;
-    int status;
-    int error_status;         /* status for a failed request, when not 500 */
-    PyObject *reason;         /* WSGI: the app's reason phrase (bytes) */
-    PyObject *headers;        /* response headers: list of (bytes, bytes) */
-    uint64_t content_length;  /* when REQ_HAS_LENGTH */
-    uint64_t sent;            /* body bytes written */
-    double started;           /* monotonic time the head was complete */
-    PyObject *method;         /* str */
-    PyObject *target;         /* bytes, as received */
-    PyObject *client;         /* (host, port) or None */
-    PyObject *req_headers;    /* ASGI: scope["headers"] */
-    PyObject *receive_waiter; /* ASGI: Future of a pending receive() */
-    PyObject *send_waiter;    /* ASGI: Future of a send() held by flow control */
-    PyObject *environ;        /* WSGI */
-    PyObject *input;          /* WSGI: wsgi.input */
-};
-
-extern PyType_Spec ol_req_spec;
-ol_req *ol_req_new(ol_conn *c);
-int ol_req_set_head(ol_req *r, const ol_request *head);
-void ol_req_detach(ol_req *r);
-void ol_req_fail(ol_req *r, int status);
-void ol_req_response_complete(ol_req *r);
-int ol_response_begin(ol_req *r, int status, PyObject *reason, PyObject *headers);
-int ol_response_body(ol_req *r, const char *data, size_t len, int more);
 
 /* ------------------------------------------------------------------------ */
 /* Targets (target.c)                                                       */
@@ -460,17 +339,9 @@ int ol_driver_start(ol_driver *d, PyObject *coro, PyObject *context, ol_done_fn 
 void ol_driver_cancel(ol_driver *d);
 
 int ol_asgi_init_types(PyObject *module, ol_state *st);
-int ol_asgi_dispatch(ol_conn *c, const ol_request *head, size_t head_len);
-void ol_asgi_park_driver(ol_conn *c);
 void ol_asgi_close(ol_server *srv);
-void ol_asgi_on_body(ol_req *r);
-void ol_asgi_on_disconnect(ol_req *r);
-void ol_asgi_on_eof(ol_req *r);
-void ol_asgi_on_drain(ol_req *r);
-PyObject *ol_method_str(ol_state *st, const ol_request *head);
 
 int ol_wsgi_init_types(PyObject *module, ol_state *st);
-int ol_wsgi_serve(ol_conn *c, PyThreadState **ts);
 /* Read the rest of the request's body into memory (up to a cap) so code on
  * the loop thread can read it without waiting for the client. */
 int ol_wsgi_buffer_body(ol_req *r);
@@ -508,17 +379,13 @@ void ol_handback_close(ol_handback *h);
 void ol_handback_run_pending(ol_handback *h);
 PyObject *ol_handback_thread(PyObject *module, PyObject *unused);
 
-void ol_pool_lock(ol_server *srv);
-void ol_pool_unlock(ol_server *srv);
 void ol_pool_wake(ol_server *srv);
 /* At close: 1 if pool threads still run, in which case the last of them
  * closes the reactor as it leaves; 0 if the caller must close it. */
 int ol_pool_defer_reactor_close(ol_server *srv);
-void ol_pool_arm(ol_conn *c);
 int ol_pool_start(ol_server *srv);
 int ol_pool_stop(ol_server *srv);
 void ol_pool_free(ol_server *srv);
 PyObject *ol_pool_thread(ol_server *srv, PyObject *unused);
-ol_header *ol_pool_fields(ol_server *srv);
 
 #endif /* OL_CORE_H */

@@ -41,11 +41,6 @@ struct ol_driver {
     int suspended;     /* the current coroutine has been stepped by the task */
 };
 
-static PyObject *new_future(ol_server *srv)
-{
-    return PyObject_CallNoArgs(srv->create_future);
-}
-
 /* Resolve a future unless someone (a cancelled awaiter) already did. */
 static void resolve_none(PyObject *fut)
 {
@@ -80,7 +75,7 @@ static PySendResult park(ol_driver *d, PyObject **result)
         *result = Py_NewRef(Py_None);
         return PYGEN_RETURN;
     }
-    d->idle = new_future(d->server);
+    d->idle = ol_new_future(d->server);
     if (d->idle == NULL ||
         PyObject_SetAttrString(d->idle, "_asyncio_future_blocking", Py_True) < 0) {
         *result = NULL;
@@ -406,7 +401,7 @@ int ol_driver_start(ol_driver *d, PyObject *coro, PyObject *context, ol_done_fn 
     PyObject *result;
     PySendResult status = run(d, Py_None, NULL, &result);
     if (call_task_hook(srv, st->leave_task, d->task) < 0)
-        ol_server_log_error(srv, "cannot leave the host task");
+        ol_log_error(srv, "cannot leave the host task");
     if (status == PYGEN_NEXT) {
         /* Suspended: the host task takes over from here. */
         d->yielded = result;

@@ -97,41 +97,6 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef module_def;
 
-ol_state *ol_state_of_type(PyTypeObject *type)
-{
-    PyObject *module = PyType_GetModuleByDef(type, &module_def);
-    return module ? PyModule_GetState(module) : NULL;
-}
-
-PyObject *ol_err_take(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    if (type == NULL)
-        return NULL;
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL)
-        PyException_SetTraceback(value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-#endif
-}
-
-void ol_err_restore(PyObject *exc)
-{
-    if (exc == NULL)
-        return;
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(exc);
-#else
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
-#endif
-}
-
 static const char *const interned_names[] = {
     "type",
     "body",
@@ -313,37 +278,12 @@ static int init_env(ol_state *st)
     return st->env[E_V_WSGI_VERSION] ? 0 : -1;
 }
 
-/* Case-insensitive FNV-1a: the common header table's hash. */
-static uint32_t header_hash(const char *name, size_t len)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)name[i];
-        h = (h ^ (ch >= 'A' && ch <= 'Z' ? ch | 0x20u : ch)) * 16777619u;
-    }
-    return h;
-}
-
-int ol_common_header(ol_state *st, ol_span name)
-{
-    uint32_t mask = OL_HEADER_SLOTS - 1;
-    for (uint32_t i = header_hash(name.base, name.len) & mask;; i = (i + 1) & mask) {
-        int k = st->header_slots[i] - 1;
-        if (k < 0)
-            return -1;
-        PyObject *known = st->header_names[k];
-        if ((size_t)PyBytes_GET_SIZE(known) == name.len &&
-            strncasecmp(PyBytes_AS_STRING(known), name.base, name.len) == 0)
-            return k;
-    }
-}
-
 /* Open addressing over a table at most half full: a probe or two. */
 static void index_header(ol_state *st, int k)
 {
     PyObject *b = st->header_names[k];
     uint32_t mask = OL_HEADER_SLOTS - 1;
-    uint32_t i = header_hash(PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b)) & mask;
+    uint32_t i = ol_header_hash(PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b)) & mask;
     while (st->header_slots[i] != 0)
         i = (i + 1) & mask;
     st->header_slots[i] = (int16_t)(k + 1);

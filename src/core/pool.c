@@ -22,9 +22,10 @@
  * event is taken: a connection closed since the batch was fetched (by the
  * tick, or at shutdown) no longer resolves, so no thread reads freed memory.
  *
- * Locking: the pool mutex guards the token, the event batch, the busy state
- * and (via ol_server_register/unregister) the connection list. Code holding
- * it never takes the GIL, never blocks, and never calls back into Python.
+ * Locking: the pool mutex guards the token, the event batch and the busy
+ * state; who holds a connection is guarded by the connection list's lock
+ * (conn.c), taken inside it. Code holding either never takes the GIL, never
+ * blocks, and never calls back into Python.
  */
 #include "core.h"
 
@@ -59,18 +60,6 @@ struct ol_pool {
     int monitor_started;
 };
 
-void ol_pool_lock(ol_server *srv)
-{
-    if (srv->pool != NULL)
-        pthread_mutex_lock(&srv->pool->lock);
-}
-
-void ol_pool_unlock(ol_server *srv)
-{
-    if (srv->pool != NULL)
-        pthread_mutex_unlock(&srv->pool->lock);
-}
-
 /* Interrupt the poller (epoll_wait) and every waiting thread. */
 void ol_pool_wake(ol_server *srv)
 {
@@ -93,20 +82,6 @@ int ol_pool_defer_reactor_close(ol_server *srv)
     p->close_reactor_last = defer;
     pthread_mutex_unlock(&p->lock);
     return defer;
-}
-
-/* Arm a connection for its next event (pool mode). */
-void ol_pool_arm(ol_conn *c)
-{
-    if (c->flags & CONN_CLOSED)
-        return;
-    uint32_t events = EPOLLRDHUP | EPOLLONESHOT;
-    if ((c->flags & CONN_READING) && !(c->flags & CONN_PEER_CLOSED))
-        events |= EPOLLIN;
-    if (ol_conn_pending(c) > 0)
-        events |= EPOLLOUT;
-    ol_reactor_modify(&c->server->reactor, c->fd, c->handle, events);
-    c->events = events;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -284,7 +259,7 @@ static void serve_conn(ol_conn *c, uint32_t events, PyThreadState **ts)
         abort_conn(c, ts);
         return;
     }
-    ol_wsgi_serve(c, ts);
+    ol_h1_process(c, ts);
 }
 
 static void serve_event(ol_server *srv, int kind, void *object, uint32_t events, PyThreadState **ts)
@@ -294,12 +269,12 @@ static void serve_event(ol_server *srv, int kind, void *object, uint32_t events,
         serve_conn(object, events, ts);
         break;
     case OL_H_LISTENER:
-        ol_server_accept(srv, object);
+        ol_accept(srv, object);
         break;
     case OL_H_TICK:
         ol_reactor_drain(srv->reactor.tickfd);
         PyEval_RestoreThread(*ts);
-        ol_server_tick(srv);
+        ol_tick(srv);
         *ts = PyEval_SaveThread();
         break;
     case OL_H_WAKE:
@@ -322,15 +297,6 @@ static void poll_batch(ol_server *srv, ol_pool *p)
     p->next = 0;
     if (n > 0)
         memcpy(p->batch, local, (size_t)n * sizeof(local[0]));
-}
-
-/* Each pool thread parses into its own header array. */
-static __thread ol_header *thread_fields;
-
-ol_header *ol_pool_fields(ol_server *srv)
-{
-    (void)srv;
-    return thread_fields;
 }
 
 /* The body of each pool thread; returns when the server stops. */
@@ -357,14 +323,9 @@ static void run(ol_server *srv, PyThreadState **ts)
             struct epoll_event ev = p->batch[p->next++];
             int kind;
             void *object = ol_reactor_resolve(&srv->reactor, &ev, &kind);
-            ol_conn *c = kind == OL_H_CONN ? object : NULL;
-            if (c != NULL) {
-                if (c->flags & CONN_IN_POOL) /* the timer claimed it meanwhile */
-                    continue;
-                /* Ours until we give it back below; we may block on it. */
-                c->flags |= CONN_IN_POOL | CONN_BLOCKING;
-                ol_conn_incref(c);
-            }
+            ol_conn *c = NULL;
+            if (kind == OL_H_CONN && (c = ol_conns_take(srv, object)) == NULL)
+                continue; /* the tick holds it meanwhile */
             /* Busy for the tick too: a tick that waits must not hold up
              * the polling either (the monitor passes the token on). */
             p->busy = 1;
@@ -377,16 +338,9 @@ static void run(ol_server *srv, PyThreadState **ts)
             if (c != NULL && __atomic_load_n(&p->stopping, __ATOMIC_ACQUIRE) &&
                 !(c->flags & CONN_CLOSED))
                 abort_conn(c, ts); /* the server closes: nobody will serve it */
+            if (c != NULL)
+                ol_conns_give_back(c);
             pthread_mutex_lock(&p->lock);
-            if (c != NULL) {
-                /* Give the connection back, then re-arm it: the other way
-                 * round, a thread that took over polling could get its next
-                 * event while it still looks taken, and drop it. */
-                c->flags &= ~(CONN_IN_POOL | CONN_BLOCKING);
-                if (!(c->flags & CONN_CLOSED))
-                    ol_pool_arm(c);
-                ol_conn_decref(c); /* frees only C memory: no GIL needed */
-            }
             if (p->holder == id)
                 p->busy = 0;
         }
@@ -412,13 +366,9 @@ PyObject *ol_pool_thread(ol_server *srv, PyObject *unused)
         PyErr_SetString(PyExc_RuntimeError, "the WSGI pool is not started");
         return NULL;
     }
-    thread_fields = PyMem_RawCalloc(srv->cfg.limits.max_fields + 1, sizeof(ol_header));
-    if (thread_fields == NULL)
-        return PyErr_NoMemory();
     PyThreadState *ts = PyEval_SaveThread();
     run(srv, &ts);
     PyEval_RestoreThread(ts);
-    PyMem_RawFree(thread_fields);
-    thread_fields = NULL;
+    ol_h1_thread_exit();
     Py_RETURN_NONE;
 }

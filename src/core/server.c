@@ -16,373 +16,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
 
-#define EVENTS_PER_WAKE  128
-#define ACCEPTS_PER_WAKE 64
-
 /* Seconds a connection accepted just before shutdown has to send its
  * first request, which is then served. */
 #define FIRST_REQUEST_GRACE 0.5
-
-double ol_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Logging through the Python side                                          */
-
-static void call_logger(ol_server *srv, const char *level, const char *message)
-{
-    PyObject *exc = ol_err_take();
-    if (srv->on_error == NULL || srv->on_error == Py_None) {
-        if (exc != NULL) {
-            ol_err_restore(exc);
-            PyErr_WriteUnraisable(NULL);
-        }
-        return;
-    }
-    PyObject *r =
-        PyObject_CallFunction(srv->on_error, "ssO", level, message, exc != NULL ? exc : Py_None);
-    if (r == NULL)
-        PyErr_WriteUnraisable(srv->on_error);
-    Py_XDECREF(r);
-    Py_XDECREF(exc);
-}
-
-void ol_server_log_error(ol_server *srv, const char *message)
-{
-    call_logger(srv, "error", message);
-}
-
-void ol_server_log_debug(ol_server *srv, const char *message)
-{
-    call_logger(srv, "debug", message);
-}
-
-void ol_server_log_info(ol_server *srv, const char *message)
-{
-    call_logger(srv, "info", message);
-}
-
-void ol_server_log_debug_exc(ol_server *srv, const char *message, PyObject *exc)
-{
-    ol_err_restore(Py_NewRef(exc));
-    call_logger(srv, "debug", message);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Connections                                                              */
-
-void ol_server_register(ol_server *srv, ol_conn *c)
-{
-    ol_pool_lock(srv);
-    c->prev = NULL;
-    c->next = srv->conns;
-    if (srv->conns != NULL)
-        srv->conns->prev = c;
-    srv->conns = c;
-    srv->nconns++;
-    ol_pool_unlock(srv);
-}
-
-void ol_server_unregister(ol_server *srv, ol_conn *c)
-{
-    ol_pool_lock(srv);
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else if (srv->conns == c)
-        srv->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-    srv->nconns--;
-    ol_pool_unlock(srv);
-}
-
-/*
- * Claim the connections matching a test, with a reference each, so they
- * can be closed without the list lock held (closing unlinks them, and in
- * WSGI mode takes that lock). Connections a pool thread is serving are
- * skipped; claimed ones are marked so no pool thread takes them meanwhile.
- * Returns a PyMem array of *n connections, or NULL.
- */
-static ol_conn **claim(ol_server *srv, int (*test)(ol_server *, ol_conn *), size_t *n)
-{
-    *n = 0;
-    ol_pool_lock(srv);
-    size_t cap = srv->nconns;
-    ol_conn **out = cap ? PyMem_Malloc(cap * sizeof(*out)) : NULL;
-    for (ol_conn *c = srv->conns; out != NULL && c != NULL && *n < cap; c = c->next) {
-        if ((c->flags & (CONN_IN_POOL | CONN_CLOSED)) || !test(srv, c))
-            continue;
-        if (srv->pool != NULL)
-            c->flags |= CONN_IN_POOL;
-        ol_conn_incref(c);
-        out[(*n)++] = c;
-    }
-    ol_pool_unlock(srv);
-    return out;
-}
-
-/* Give back what claim() took; a connection still open is re-armed. */
-static void release(ol_server *srv, ol_conn **list, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        ol_conn *c = list[i];
-        if (srv->pool != NULL) {
-            ol_pool_lock(srv);
-            c->flags &= ~CONN_IN_POOL;
-            ol_pool_unlock(srv);
-            if (!(c->flags & CONN_CLOSED))
-                ol_pool_arm(c);
-        }
-        ol_conn_decref(c);
-    }
-    PyMem_Free(list);
-}
-
-static void set_nodelay(int fd)
-{
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
-/* Listening sockets in or out of the reactor's set. */
-static void watch_listeners(ol_server *srv, int on)
-{
-    for (int i = 0; i < srv->nlisteners; i++) {
-        ol_listener *l = &srv->listeners[i];
-        if (on && l->handle == 0 && ol_reactor_is_open(&srv->reactor))
-            l->handle = ol_reactor_add(&srv->reactor, l->fd, OL_H_LISTENER, l, EPOLLIN);
-        else if (!on && l->handle != 0) {
-            ol_reactor_remove(&srv->reactor, l->fd, l->handle);
-            l->handle = 0;
-        }
-    }
-}
-
-/*
- * Out of file descriptors (or kernel memory): the listening sockets stay
- * readable, so with them in the level-triggered set the loop would spin at
- * full CPU until an fd frees. They leave the set until the next tick
- * instead, as nginx does; the kernel's backlog holds the clients meanwhile,
- * so none is refused or reset.
- */
-static void pause_accepting(ol_server *srv)
-{
-    if (srv->accept_paused)
-        return;
-    srv->accept_paused = 1;
-    watch_listeners(srv, 0);
-    ol_server_log_error(srv, "out of file descriptors: not accepting for a moment "
-                             "(raise the limit: ulimit -n)");
-}
-
-static void resume_accepting(ol_server *srv)
-{
-    if (!srv->accept_paused || srv->draining)
-        return;
-    srv->accept_paused = 0;
-    watch_listeners(srv, 1);
-}
-
-static int accept_error_is_transient(int err)
-{
-    return err == EINTR || err == ECONNABORTED || err == EPROTO || err == EPERM;
-}
-
-static int accept_error_is_exhaustion(int err)
-{
-    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
-}
-
-/* Register an accepted socket: the connection, or NULL (fd closed). */
-static ol_conn *admit(ol_server *srv, ol_listener *lst, int fd, struct sockaddr_storage *peer,
-                      socklen_t len)
-{
-    if (!lst->is_unix)
-        set_nodelay(fd);
-    ol_conn *c = ol_conn_new(srv, lst, fd, (struct sockaddr *)peer, len);
-    if (c == NULL) {
-        close(fd);
-        return NULL;
-    }
-    c->flags |= CONN_READING;
-    /* WSGI: one event goes to one pool thread, which re-arms when done. */
-    c->events = EPOLLIN | EPOLLRDHUP | (srv->pool != NULL ? EPOLLONESHOT : 0);
-    /* Not srv->now: pool threads accept without the GIL that guards it. */
-    c->deadline = ol_deadline(ol_now(), srv->cfg.header_timeout);
-    ol_server_register(srv, c);
-    c->handle = ol_reactor_add(&srv->reactor, fd, OL_H_CONN, c, c->events);
-    if (c->handle == 0) {
-        ol_conn_abort(c);
-        return NULL;
-    }
-    return c;
-}
-
-int ol_server_accept(ol_server *srv, ol_listener *lst)
-{
-    int accepted = 0;
-    while (accepted < ACCEPTS_PER_WAKE && !ol_server_is_draining(srv)) {
-        struct sockaddr_storage peer;
-        socklen_t len = sizeof(peer);
-        int fd = accept4(lst->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (accept_error_is_transient(errno))
-                continue;
-            if (accept_error_is_exhaustion(errno))
-                pause_accepting(srv);
-            break; /* EAGAIN: done for now */
-        }
-        if (admit(srv, lst, fd, &peer, len) == NULL)
-            break;
-        accepted++;
-    }
-    return accepted;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Timers                                                                   */
-
-/* What a connection waits for decides what its deadline means. */
-static void expire(ol_server *srv, ol_conn *c)
-{
-    if (c->flags & CONN_LINGER) {
-        ol_conn_abort(c);
-    } else if (ol_conn_pending(c) > 0) {
-        ol_conn_abort(c); /* the client stopped reading our output */
-    } else if (c->request != NULL) {
-        /* Waiting for body bytes that did not come in time. */
-        ol_conn_abort(c);
-    } else if ((c->flags & CONN_IDLE) || c->rlen == 0) {
-        ol_conn_close_gracefully(c); /* keep-alive idle: nothing to say */
-    } else {
-        ol_server_log_debug(srv, "timed out reading a request head");
-        ol_conn_send_error(c, 408, "request head not received in time");
-    }
-}
-
-/* Does the connection have a running deadline? A request that is being
- * handled by the app has none, unless it is waiting for the client. */
-static int has_deadline(const ol_conn *c)
-{
-    if (ol_conn_pending(c) > 0 || (c->flags & CONN_LINGER))
-        return 1;
-    if (c->request != NULL)
-        return c->request->receive_waiter != NULL && !(c->request->flags & REQ_BODY_DONE);
-    return 1;
-}
-
-static int is_expired(ol_server *srv, ol_conn *c)
-{
-    if (ol_conn_pending(c) > 0)
-        return c->send_deadline <= srv->now;
-    return has_deadline(c) && c->deadline <= srv->now;
-}
-
-void ol_server_tick(ol_server *srv)
-{
-    ol_server_set_now(srv);
-    resume_accepting(srv);
-    size_t n;
-    ol_conn **expired = claim(srv, is_expired, &n);
-    for (size_t i = 0; i < n; i++)
-        expire(srv, expired[i]);
-    release(srv, expired, n);
-    ol_date_cache_get(&srv->date, time(NULL));
-}
-
-void ol_server_schedule(ol_server *srv, ol_conn *c)
-{
-    if (c->flags & (CONN_PENDING | CONN_CLOSED))
-        return;
-    c->flags |= CONN_PENDING;
-    ol_conn_incref(c);
-    c->pending_next = srv->pending;
-    srv->pending = c;
-    if (srv->pending_scheduled || srv->run_pending == NULL)
-        return;
-    PyObject *h = PyObject_CallMethod(srv->loop, "call_soon", "O", srv->run_pending);
-    if (h == NULL) {
-        ol_server_log_error(srv, "cannot schedule connection processing");
-        return;
-    }
-    Py_DECREF(h);
-    srv->pending_scheduled = 1;
-}
-
-static PyObject *server_run_pending(ol_server *srv, PyObject *unused)
-{
-    (void)unused;
-    srv->pending_scheduled = 0;
-    ol_server_set_now(srv);
-    while (srv->pending != NULL) {
-        ol_conn *c = srv->pending;
-        srv->pending = c->pending_next;
-        c->pending_next = NULL;
-        c->flags &= ~CONN_PENDING;
-        if (!(c->flags & CONN_CLOSED))
-            ol_conn_process(c);
-        ol_conn_decref(c);
-    }
-    if (PyErr_Occurred())
-        ol_server_log_error(srv, "unexpected error in the connection core");
-    Py_RETURN_NONE;
-}
-
-/* ------------------------------------------------------------------------ */
-/* The loop's callback                                                      */
-
-/* One event of the batch. Its handle is resolved at the moment it is
- * handled, so an event for a connection that an earlier event of the same
- * batch closed (the tick expired it, another connection's app finished
- * its response) resolves to nothing (reactor.h). */
-static void dispatch(ol_server *srv, const struct epoll_event *ev)
-{
-    int kind;
-    void *object = ol_reactor_resolve(&srv->reactor, ev, &kind);
-    switch (kind) {
-    case OL_H_CONN:
-        ol_conn_on_event(object, ev->events);
-        break;
-    case OL_H_LISTENER:
-        ol_server_accept(srv, object);
-        break;
-    case OL_H_TICK:
-        ol_reactor_drain(srv->reactor.tickfd);
-        ol_server_tick(srv);
-        break;
-    case OL_H_WAKE:
-        ol_reactor_drain(srv->reactor.wakefd);
-        break;
-    default: /* stale */
-        break;
-    }
-}
-
-static PyObject *server_on_ready(ol_server *srv, PyObject *unused)
-{
-    (void)unused;
-    struct epoll_event events[EVENTS_PER_WAKE];
-    int n = ol_reactor_poll(&srv->reactor, events, EVENTS_PER_WAKE, 0);
-    ol_server_set_now(srv);
-    for (int i = 0; i < n; i++)
-        dispatch(srv, &events[i]);
-    if (PyErr_Occurred()) /* never leak an exception into the loop */
-        ol_server_log_error(srv, "unexpected error in the connection core");
-    Py_RETURN_NONE;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Configuration, read once from the Python config object                   */
@@ -547,6 +189,13 @@ static int server_init(ol_server *srv, PyObject *args, PyObject *kwds)
                      : strcmp(name, "asgi2") == 0 ? OL_ASGI2
                                                   : OL_ASGI3;
     Py_DECREF(interface);
+    /* The mode is decided here, once: WSGI apps run on pool threads that
+     * share the connections (threaded), ASGI apps on the event loop. */
+    srv->handler = srv->interface == OL_WSGI ? &ol_wsgi_handler : &ol_asgi_handler;
+    if (ol_conns_init(srv, srv->interface == OL_WSGI) < 0) {
+        PyErr_SetString(PyExc_OSError, "cannot initialise the connection list lock");
+        return -1;
+    }
     if (read_config(srv, cfg) < 0 || read_listeners(srv, listeners) < 0)
         return -1;
     if (get_object(cfg, "root_path", &srv->root_path) < 0 ||
@@ -583,9 +232,9 @@ static int server_init(ol_server *srv, PyObject *args, PyObject *kwds)
 /* The reactor, with the listening sockets in it. */
 static int open_reactor(ol_server *srv)
 {
-    if (ol_reactor_open(&srv->reactor, srv->interface == OL_WSGI) < 0)
+    if (ol_reactor_open(&srv->reactor, srv->threaded) < 0)
         return -1;
-    watch_listeners(srv, 1);
+    ol_watch_listeners(srv, 1);
     for (int i = 0; i < srv->nlisteners; i++)
         if (srv->listeners[i].handle == 0)
             return -1;
@@ -637,41 +286,24 @@ static PyObject *server_start(ol_server *srv, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* Between requests, with nothing left to send. */
-static int is_idle(ol_server *srv, ol_conn *c)
-{
-    (void)srv;
-    return c->request == NULL && (c->flags & CONN_IDLE) && ol_conn_pending(c) == 0;
-}
-
 /* Abort the connections matching a test that no pool thread is serving. */
-static void close_matching(ol_server *srv, int (*test)(ol_server *, ol_conn *))
+static void close_matching(ol_server *srv, int (*test)(const ol_conn *))
 {
     size_t n;
-    ol_conn **list = claim(srv, test, &n);
+    ol_conn **list = ol_conns_claim(srv, test, &n);
     for (size_t i = 0; i < n; i++)
         ol_conn_abort(list[i]);
-    release(srv, list, n);
+    ol_conns_release(srv, list, n);
 }
 
-/* Stop accepting for good (shutdown, --max-requests). Any thread, GIL held. */
-static void stop_accepting(ol_server *srv)
+static int is_kept_alive_idle(const ol_conn *c)
 {
-    __atomic_store_n(&srv->draining, 1, __ATOMIC_RELEASE);
-    watch_listeners(srv, 0);
+    return c->requests > 0 && ol_h1_is_idle(c);
 }
 
-/* Idle after at least one response: a keep-alive connection with nothing
- * to say. A connection accepted a moment ago that has not sent its first
- * byte yet is not one: its request is likely on the wire. */
-static int is_kept_alive_idle(ol_server *srv, ol_conn *c)
+static int is_new(const ol_conn *c)
 {
-    return c->requests > 0 && is_idle(srv, c);
-}
-
-static int is_new(ol_server *srv, ol_conn *c)
-{
-    return c->requests == 0 && is_idle(srv, c);
+    return c->requests == 0 && ol_h1_is_idle(c);
 }
 
 /* Stop accepting; close idle keep-alive connections now and the others
@@ -685,62 +317,23 @@ static PyObject *server_shutdown(ol_server *srv, PyObject *unused)
     srv->shut = 1;
     /* Requests that already arrived are served (and their connections then
      * closed); only connections with nothing to say are closed right away. */
-    if (srv->pool == NULL && ol_reactor_is_open(&srv->reactor)) {
-        PyObject *r = server_on_ready(srv, NULL);
+    if (!srv->threaded && ol_reactor_is_open(&srv->reactor)) {
+        PyObject *r = ol_dispatch_ready(srv, NULL);
         Py_XDECREF(r);
     }
-    stop_accepting(srv);
+    ol_stop_accepting(srv);
     close_matching(srv, is_kept_alive_idle);
     /* New connections get a moment for their first request, which is then
      * served (with "Connection: close"); the tick closes the silent ones. */
     double until = ol_now() + FIRST_REQUEST_GRACE;
     size_t n;
-    ol_conn **fresh = claim(srv, is_new, &n);
+    ol_conn **fresh = ol_conns_claim(srv, is_new, &n);
     for (size_t i = 0; i < n; i++)
         if (fresh[i]->deadline > until)
             fresh[i]->deadline = until;
-    release(srv, fresh, n);
+    ol_conns_release(srv, fresh, n);
     ol_pool_wake(srv);
     Py_RETURN_NONE;
-}
-
-/* A response is complete (any thread, GIL held). At --max-requests the
- * server stops taking work by itself, at once: no new connections, and
- * every response says "Connection: close", so a connection carries at most
- * the request already on it. The worker notices within a tick and shuts
- * down (closing the idle ones). */
-void ol_server_count_request(ol_server *srv)
-{
-    srv->total_requests++;
-    if (srv->total_requests == srv->cfg.max_requests && !ol_server_is_draining(srv))
-        stop_accepting(srv);
-}
-
-/*
- * Abort every connection. One that a pool thread still serves (its join
- * timed out: a view that does not return) is not closed under it: its fd
- * number could be reused at once and the thread's next write would land
- * in someone else's socket. Its socket is shut down instead, which ends the
- * thread's blocking I/O, and the thread closes it when it lets go (pool.c).
- */
-static void abort_all(ol_server *srv)
-{
-    for (;;) {
-        ol_pool_lock(srv);
-        ol_conn *c = srv->conns;
-        for (; c != NULL && (c->flags & CONN_IN_POOL); c = c->next)
-            if (!(c->flags & CONN_CLOSING)) {
-                c->flags |= CONN_CLOSING;
-                shutdown(c->fd, SHUT_RDWR);
-            }
-        if (c != NULL)
-            ol_conn_incref(c);
-        ol_pool_unlock(srv);
-        if (c == NULL)
-            return;
-        ol_conn_abort(c);
-        ol_conn_decref(c);
-    }
 }
 
 /* Abort every connection and release the fds. The loop must not run
@@ -752,7 +345,12 @@ static PyObject *server_close(ol_server *srv, PyObject *unused)
     if (ol_pool_stop(srv) < 0)
         return NULL;
     ol_watch_stop(srv);
-    abort_all(srv);
+    /* One that a pool thread still serves (its join timed out: a view that
+     * does not return) is not closed under it: its fd number could be
+     * reused at once and the thread's next write would land in someone
+     * else's socket. It is shut down instead, which ends the thread's
+     * blocking I/O, and the thread closes it when it lets go (pool.c). */
+    ol_conns_abort_all(srv);
     int readers[2] = {srv->interface != OL_WSGI ? srv->reactor.epfd : -1, srv->bridgefd};
     for (int i = 0; i < 2; i++) {
         if (readers[i] < 0 || srv->loop == NULL || srv->loop == Py_None)
@@ -862,13 +460,14 @@ static void server_dealloc(ol_server *srv)
     PyObject_GC_UnTrack(srv);
     /* A server dropped without close(): its connections go with it. No pool
      * thread runs any more (each holds a reference to the server). */
-    abort_all(srv);
+    ol_conns_abort_all(srv);
     ol_pool_free(srv);
     ol_watch_stop(srv);
     ol_bridge_close(srv);
     ol_asgi_close(srv);
     if (srv->bridge_lock_ready)
         pthread_mutex_destroy(&srv->bridge_lock);
+    ol_conns_fini(srv);
     server_clear(srv);
     ol_reactor_close(&srv->reactor);
     PyMem_Free(srv->listeners);
@@ -891,7 +490,7 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 }
 
 static PyMethodDef server_methods[] = {
-    {"_on_ready", (PyCFunction)server_on_ready, METH_NOARGS,
+    {"_on_ready", (PyCFunction)ol_dispatch_ready, METH_NOARGS,
      "Handle everything that is ready (called by the event loop)."},
     {"_beat", (PyCFunction)ol_watch_beat, METH_NOARGS,
      "Stamp the loop's heartbeat (called by the event loop, for the watchdog)."},
@@ -902,7 +501,7 @@ static PyMethodDef server_methods[] = {
      "From a thread other than the loop's: run coro on the worker loop in a copy of the\n"
      "caller's context and return its result, running meanwhile the work the loop submits\n"
      "to the thread's ThreadExecutor (see oneloop.bridge)."},
-    {"_run_pending", (PyCFunction)server_run_pending, METH_NOARGS,
+    {"_run_pending", (PyCFunction)ol_h1_run_pending, METH_NOARGS,
      "Process connections queued by ol_server_schedule (called by the event loop)."},
     {"start", (PyCFunction)server_start, METH_NOARGS,
      "Start serving: register with the loop (ASGI) or start the thread pool (WSGI)."},

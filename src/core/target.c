@@ -131,12 +131,11 @@ static PyObject *find_header(PyObject *headers, const char *lower_name)
  * --proxy-headers: when X-Forwarded-For or X-Forwarded-Proto is present, the
  * Python side decides (trusted peers, which hop is the client) and returns
  * (client, scheme) or None. No cost when neither header is present.
+ * Returns 1 with r->client replaced and *scheme a new reference (None when
+ * the proxy named none), 0 when nothing changes, -1 on error.
  */
-int ol_apply_proxy_headers(ol_server *srv, ol_req *r, PyObject *mapping, PyObject *client_key,
-                           PyObject *scheme_key)
+static int ask_proxy(ol_server *srv, ol_req *r, PyObject *xff, PyObject *xfp, PyObject **scheme)
 {
-    PyObject *xff = find_header(r->req_headers, "x-forwarded-for");
-    PyObject *xfp = find_header(r->req_headers, "x-forwarded-proto");
     if (xff == NULL && xfp == NULL)
         return 0;
     PyObject *result =
@@ -144,55 +143,55 @@ int ol_apply_proxy_headers(ol_server *srv, ol_req *r, PyObject *mapping, PyObjec
                                      xff ? xff : Py_None, xfp ? xfp : Py_None, NULL);
     if (result == NULL)
         return -1;
-    int e = 0;
+    int applied = 0;
+    PyObject *client;
     if (result != Py_None) {
-        PyObject *client, *scheme;
-        if (!PyArg_ParseTuple(result, "OO", &client, &scheme)) {
-            e = -1;
-        } else {
+        applied = PyArg_ParseTuple(result, "OO", &client, scheme) ? 1 : -1;
+        if (applied == 1) {
             Py_XSETREF(r->client, Py_NewRef(client));
-            e = PyDict_SetItem(mapping, client_key, client);
-            if (e == 0 && scheme != Py_None)
-                e = PyDict_SetItem(mapping, scheme_key, scheme);
+            Py_INCREF(*scheme);
         }
     }
     Py_DECREF(result);
+    return applied;
+}
+
+int ol_apply_proxy_headers(ol_server *srv, ol_req *r, PyObject *mapping, PyObject *client_key,
+                           PyObject *scheme_key)
+{
+    PyObject *scheme = NULL;
+    int applied = ask_proxy(srv, r, find_header(r->req_headers, "x-forwarded-for"),
+                            find_header(r->req_headers, "x-forwarded-proto"), &scheme);
+    if (applied <= 0)
+        return applied;
+    int e = PyDict_SetItem(mapping, client_key, r->client);
+    if (e == 0 && scheme != Py_None)
+        e = PyDict_SetItem(mapping, scheme_key, scheme);
+    Py_DECREF(scheme);
     return e;
 }
 
 /* The same for WSGI: REMOTE_ADDR, REMOTE_PORT and wsgi.url_scheme. */
 int ol_wsgi_proxy_headers(ol_server *srv, ol_req *r, PyObject *environ)
 {
-    PyObject *xff = PyDict_GetItemString(environ, "HTTP_X_FORWARDED_FOR");
-    PyObject *xfp = PyDict_GetItemString(environ, "HTTP_X_FORWARDED_PROTO");
-    if (xff == NULL && xfp == NULL)
-        return 0;
-    PyObject *result =
-        PyObject_CallFunctionObjArgs(srv->proxy_trusted, r->client ? r->client : Py_None,
-                                     xff ? xff : Py_None, xfp ? xfp : Py_None, NULL);
-    if (result == NULL)
-        return -1;
+    PyObject *scheme = NULL;
+    int applied = ask_proxy(srv, r, PyDict_GetItemString(environ, "HTTP_X_FORWARDED_FOR"),
+                            PyDict_GetItemString(environ, "HTTP_X_FORWARDED_PROTO"), &scheme);
+    if (applied <= 0)
+        return applied;
     int e = 0;
-    PyObject *client, *scheme;
-    if (result != Py_None) {
-        if (!PyArg_ParseTuple(result, "OO", &client, &scheme)) {
-            e = -1;
-        } else {
-            Py_XSETREF(r->client, Py_NewRef(client));
-            if (PyTuple_Check(client) && PyTuple_GET_SIZE(client) == 2) {
-                PyObject *port = PyObject_Str(PyTuple_GET_ITEM(client, 1));
-                e = (port == NULL ||
-                     PyDict_SetItemString(environ, "REMOTE_ADDR", PyTuple_GET_ITEM(client, 0)) <
-                         0 ||
-                     PyDict_SetItemString(environ, "REMOTE_PORT", port) < 0)
-                        ? -1
-                        : 0;
-                Py_XDECREF(port);
-            }
-            if (e == 0 && scheme != Py_None)
-                e = PyDict_SetItemString(environ, "wsgi.url_scheme", scheme);
-        }
+    PyObject *client = r->client;
+    if (PyTuple_Check(client) && PyTuple_GET_SIZE(client) == 2) {
+        PyObject *port = PyObject_Str(PyTuple_GET_ITEM(client, 1));
+        e = (port == NULL ||
+             PyDict_SetItemString(environ, "REMOTE_ADDR", PyTuple_GET_ITEM(client, 0)) < 0 ||
+             PyDict_SetItemString(environ, "REMOTE_PORT", port) < 0)
+                ? -1
+                : 0;
+        Py_XDECREF(port);
     }
-    Py_DECREF(result);
+    if (e == 0 && scheme != Py_None)
+        e = PyDict_SetItemString(environ, "wsgi.url_scheme", scheme);
+    Py_DECREF(scheme);
     return e;
 }

@@ -24,9 +24,7 @@
 PyObject *ol_watch_beat(ol_server *srv, PyObject *unused)
 {
     (void)unused;
-    uint64_t v;
-    while (read(srv->beatfd, &v, sizeof(v)) > 0)
-        ;
+    ol_reactor_drain(srv->beatfd);
     double now = ol_now();
     __atomic_store(&srv->loop_beat, &now, __ATOMIC_RELAXED);
     Py_RETURN_NONE;

@@ -104,16 +104,10 @@ static int input_fill(ol_input *in, size_t want)
             return (c == NULL || c->body_done) ? 0 : body_failed(in, OL_EDISCONNECTED);
         if (c->body_done)
             return 0;
-        if (r->flags & REQ_CONTINUE) {
-            r->flags &= ~REQ_CONTINUE;
-            if (c->rlen == 0) {
-                r->flags |= REQ_CONTINUE_SENT;
-                if (ol_conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
-                    return body_failed(in, OL_EDISCONNECTED);
-            }
-        }
+        if (ol_h1_continue(r) < 0)
+            return body_failed(in, OL_EDISCONNECTED);
         PyObject *piece = NULL;
-        int done = ol_conn_take_body(c, &piece);
+        int done = ol_h1_take_body(c, &piece);
         int got = piece != NULL;
         if (got) {
             int e = input_append(in, PyBytes_AS_STRING(piece), (size_t)PyBytes_GET_SIZE(piece));
@@ -537,15 +531,6 @@ static PyMethodDef start_response_def = {
 /* ------------------------------------------------------------------------ */
 /* The environ                                                              */
 
-static int set(PyObject *d, PyObject *key, PyObject *value /* stolen */)
-{
-    if (value == NULL)
-        return -1;
-    int e = PyDict_SetItem(d, key, value);
-    Py_DECREF(value);
-    return e;
-}
-
 static PyObject *latin1(const char *s, size_t n)
 {
     return PyUnicode_DecodeLatin1(s, (Py_ssize_t)n, NULL);
@@ -644,23 +629,24 @@ static int add_server_name(ol_state *st, PyObject *env, ol_conn *c, const ol_req
         size_t host_len = colon ? (size_t)(colon - s) : n;
         PyObject *port = colon ? latin1(colon + 1, n - host_len - 1)
                                : Py_NewRef(e[c->listener->ssl_context ? E_V_443 : E_V_80]);
-        return set(env, e[E_SERVER_NAME], latin1(s, host_len)) || set(env, e[E_SERVER_PORT], port);
+        return ol_dict_put(env, e[E_SERVER_NAME], latin1(s, host_len)) ||
+               ol_dict_put(env, e[E_SERVER_PORT], port);
     }
     PyObject *addr = c->listener->server_addr;
     if (PyTuple_Check(addr) && PyTuple_GET_SIZE(addr) == 2 &&
         PyLong_Check(PyTuple_GET_ITEM(addr, 1)))
-        return set(env, e[E_SERVER_NAME], PyObject_Str(PyTuple_GET_ITEM(addr, 0))) ||
-               set(env, e[E_SERVER_PORT], PyObject_Str(PyTuple_GET_ITEM(addr, 1)));
-    return set(env, e[E_SERVER_NAME], Py_NewRef(e[E_V_LOCALHOST])) ||
-           set(env, e[E_SERVER_PORT], Py_NewRef(e[E_V_EMPTY]));
+        return ol_dict_put(env, e[E_SERVER_NAME], PyObject_Str(PyTuple_GET_ITEM(addr, 0))) ||
+               ol_dict_put(env, e[E_SERVER_PORT], PyObject_Str(PyTuple_GET_ITEM(addr, 1)));
+    return ol_dict_put(env, e[E_SERVER_NAME], Py_NewRef(e[E_V_LOCALHOST])) ||
+           ol_dict_put(env, e[E_SERVER_PORT], Py_NewRef(e[E_V_EMPTY]));
 }
 
 static int add_remote(ol_state *st, PyObject *env, PyObject *client)
 {
     if (client == NULL || client == Py_None)
-        return set(env, st->env[E_REMOTE_ADDR], Py_NewRef(st->env[E_V_EMPTY]));
-    return set(env, st->env[E_REMOTE_ADDR], Py_NewRef(PyTuple_GET_ITEM(client, 0))) ||
-           set(env, st->env[E_REMOTE_PORT], PyObject_Str(PyTuple_GET_ITEM(client, 1)));
+        return ol_dict_put(env, st->env[E_REMOTE_ADDR], Py_NewRef(st->env[E_V_EMPTY]));
+    return ol_dict_put(env, st->env[E_REMOTE_ADDR], Py_NewRef(PyTuple_GET_ITEM(client, 0))) ||
+           ol_dict_put(env, st->env[E_REMOTE_PORT], PyObject_Str(PyTuple_GET_ITEM(client, 1)));
 }
 
 /* PATH_INFO: the path without the root path when the proxy left it on. */
@@ -691,22 +677,26 @@ static PyObject *build_environ(ol_conn *c, const ol_request *h, ol_req *r)
         return NULL;
     int https = c->listener->ssl_context != NULL;
     int err =
-        set(env, e[E_REQUEST_METHOD], Py_NewRef(r->method)) ||
-        set(env, e[E_SCRIPT_NAME], Py_NewRef(srv->root_path)) ||
-        set(env, e[E_PATH_INFO], path_info(srv, t.path)) ||
-        set(env, e[E_QUERY_STRING], latin1(t.query.base, t.query.len)) ||
-        set(env, e[E_RAW_URI], latin1(h->target.base, h->target.len)) ||
-        set(env, e[E_SERVER_PROTOCOL], Py_NewRef(e[h->version_minor ? E_HTTP_1_1 : E_HTTP_1_0])) ||
+        ol_dict_put(env, e[E_REQUEST_METHOD], Py_NewRef(r->method)) ||
+        ol_dict_put(env, e[E_SCRIPT_NAME], Py_NewRef(srv->root_path)) ||
+        ol_dict_put(env, e[E_PATH_INFO], path_info(srv, t.path)) ||
+        ol_dict_put(env, e[E_QUERY_STRING], latin1(t.query.base, t.query.len)) ||
+        ol_dict_put(env, e[E_RAW_URI], latin1(h->target.base, h->target.len)) ||
+        ol_dict_put(env, e[E_SERVER_PROTOCOL],
+                    Py_NewRef(e[h->version_minor ? E_HTTP_1_1 : E_HTTP_1_0])) ||
         add_server_name(st, env, c, h) || add_remote(st, env, r->client) ||
-        add_headers(st, env, h) || set(env, e[E_WSGI_VERSION], Py_NewRef(e[E_V_WSGI_VERSION])) ||
-        set(env, e[E_WSGI_URL_SCHEME], Py_NewRef(e[https ? E_V_HTTPS : E_V_HTTP])) ||
-        set(env, e[E_WSGI_INPUT], Py_NewRef(r->input)) ||
-        set(env, e[E_WSGI_ERRORS], Py_NewRef(srv->errors_stream ? srv->errors_stream : Py_None)) ||
-        set(env, e[E_WSGI_MULTITHREAD], Py_NewRef(Py_True)) ||
-        set(env, e[E_WSGI_MULTIPROCESS], Py_NewRef(srv->cfg.multiprocess ? Py_True : Py_False)) ||
-        set(env, e[E_WSGI_RUN_ONCE], Py_NewRef(Py_False)) ||
-        set(env, e[E_WSGI_INPUT_TERMINATED], Py_NewRef(Py_True)) ||
-        set(env, e[E_WSGI_FILE_WRAPPER], Py_NewRef((PyObject *)st->file_wrapper_type));
+        add_headers(st, env, h) ||
+        ol_dict_put(env, e[E_WSGI_VERSION], Py_NewRef(e[E_V_WSGI_VERSION])) ||
+        ol_dict_put(env, e[E_WSGI_URL_SCHEME], Py_NewRef(e[https ? E_V_HTTPS : E_V_HTTP])) ||
+        ol_dict_put(env, e[E_WSGI_INPUT], Py_NewRef(r->input)) ||
+        ol_dict_put(env, e[E_WSGI_ERRORS],
+                    Py_NewRef(srv->errors_stream ? srv->errors_stream : Py_None)) ||
+        ol_dict_put(env, e[E_WSGI_MULTITHREAD], Py_NewRef(Py_True)) ||
+        ol_dict_put(env, e[E_WSGI_MULTIPROCESS],
+                    Py_NewRef(srv->cfg.multiprocess ? Py_True : Py_False)) ||
+        ol_dict_put(env, e[E_WSGI_RUN_ONCE], Py_NewRef(Py_False)) ||
+        ol_dict_put(env, e[E_WSGI_INPUT_TERMINATED], Py_NewRef(Py_True)) ||
+        ol_dict_put(env, e[E_WSGI_FILE_WRAPPER], Py_NewRef((PyObject *)st->file_wrapper_type));
     if (err == 0 && srv->proxy_trusted != NULL)
         err = ol_wsgi_proxy_headers(srv, r, env);
     if (err != 0) {
@@ -884,7 +874,7 @@ static void close_result(ol_server *srv, PyObject *result)
         PyObject *r = PyObject_CallNoArgs(close);
         Py_DECREF(close);
         if (r == NULL)
-            ol_server_log_error(srv, "Exception in the WSGI iterable's close()");
+            ol_log_error(srv, "Exception in the WSGI iterable's close()");
         Py_XDECREF(r);
     }
     ol_err_restore(exc);
@@ -912,17 +902,17 @@ static void run_app(ol_conn *c, ol_req *r)
             (r->flags & REQ_DISCONNECTED) && PyErr_ExceptionMatches(srv->state->cancelled_error);
         if (hung_up) {
             PyErr_Clear();
-            ol_server_log_info(srv, "the client hung up; its async call was cancelled");
+            ol_log_info(srv, "the client hung up; its async call was cancelled");
         } else if (r->error_status || PyErr_ExceptionMatches(srv->state->client_disconnected)) {
             PyObject *exc = ol_err_take();
             PyObject *text = exc ? PyObject_Str(exc) : NULL;
             const char *s = text ? PyUnicode_AsUTF8(text) : NULL;
             PyErr_Clear();
-            ol_server_log_info(srv, s ? s : "request body error");
+            ol_log_info(srv, s ? s : "request body error");
             Py_XDECREF(text);
             Py_XDECREF(exc);
         } else {
-            ol_server_log_error(srv, "Exception in WSGI application");
+            ol_log_error(srv, "Exception in WSGI application");
         }
         int status = hung_up ? 0 : r->error_status ? r->error_status : 500;
         ol_req_fail(r, status);
@@ -944,92 +934,52 @@ static void drop_request(ol_req *r)
     Py_DECREF(r);
 }
 
-static int handle_request(ol_conn *c, const ol_request *h, size_t head_len)
+/* wsgi.input and the environ, built while the head's bytes are still in
+ * the buffer. */
+static int wsgi_prepare(ol_req *r, const ol_request *h)
 {
-    ol_server *srv = c->server;
-    if (ol_conn_refuse(c, h))
-        return 0;
-    ol_req *r = ol_req_new(c);
-    if (r == NULL || ol_req_set_head(r, h) < 0)
-        goto fail;
-    ol_input *in = PyObject_GC_New(ol_input, srv->state->input_type);
+    ol_input *in = PyObject_GC_New(ol_input, r->server->state->input_type);
     if (in == NULL)
-        goto fail;
+        return -1;
     in->request = (ol_req *)Py_NewRef(r);
     in->buf = NULL;
     in->pos = in->len = in->cap = 0;
     PyObject_GC_Track(in);
     r->input = (PyObject *)in;
-    r->environ = build_environ(c, h, r);
-    if (r->environ == NULL)
-        goto fail;
-    ol_conn_consume(c, head_len);
-    ol_conn_begin_body(c, h);
-    if ((h->flags & OL_REQ_EXPECT_CONTINUE) && !c->body_done && h->version_minor >= 1)
-        r->flags |= REQ_CONTINUE;
-    c->request = (ol_req *)Py_NewRef(r);
-    srv->active++;
-    run_app(c, r);
-    srv->active--;
-    drop_request(r);
-    return 0;
-fail:
-    if (r != NULL)
-        drop_request(r);
-    ol_server_log_error(srv, "cannot start a WSGI request");
-    ol_conn_send_error(c, 500, "Internal Server Error");
-    return -1;
+    r->environ = build_environ(r->conn, h, r);
+    return r->environ != NULL ? 0 : -1;
 }
 
-/* ------------------------------------------------------------------------ */
-/* The connection loop of a pool thread                                     */
-
-/*
- * Answer every complete request in c's buffer. Called without the GIL by
- * the pool thread that owns c after a read; takes the GIL around each
- * request. Returns -1 if the connection was closed.
- */
-int ol_wsgi_serve(ol_conn *c, PyThreadState **ts)
+/* The app runs to its end here, on the pool thread. */
+static void wsgi_run(ol_req *r)
 {
-    ol_server *srv = c->server;
-    ol_header *fields = ol_pool_fields(srv);
-    for (;;) {
-        if (c->flags & (CONN_CLOSING | CONN_CLOSED))
-            break;
-        if (!c->body_done) {
-            int r = ol_conn_discard_body(c);
-            if (r == 0)
-                break;
-            if (r < 0) {
-                PyEval_RestoreThread(*ts);
-                ol_conn_close_gracefully(c);
-                *ts = PyEval_SaveThread();
-                break;
-            }
-        }
-        if (c->rlen == 0) {
-            ol_conn_release_idle_buffers(c);
-            break;
-        }
-        if (c->flags & CONN_IDLE) {
-            c->flags &= ~CONN_IDLE;
-            c->deadline = ol_deadline(ol_now(), srv->cfg.header_timeout);
-        }
-        ol_request head = {.headers = fields};
-        int r = ol_parse_request(&c->parser, c->rbuf, c->rlen, &head, &srv->cfg.limits);
-        if (r == OL_INCOMPLETE)
-            break;
-        ol_parser_init(&c->parser);
-        PyEval_RestoreThread(*ts);
-        ol_server_set_now(srv);
-        if (r < 0)
-            ol_conn_send_error(c, ol_error_status(r), ol_strerror(r));
-        else /* draining too: the response closes the connection */
-            handle_request(c, &head, (size_t)r);
-        *ts = PyEval_SaveThread();
-    }
-    return (c->flags & CONN_CLOSED) ? -1 : 0;
+    ol_server *srv = r->server;
+    srv->active++;
+    run_app(r->conn, r);
+    srv->active--;
 }
+
+static void wsgi_ignore(ol_req *r)
+{
+    (void)r;
+}
+
+static int wsgi_waits_for_client(const ol_req *r)
+{
+    (void)r;
+    return 0; /* a pool thread holds the connection while the app runs */
+}
+
+const ol_handler ol_wsgi_handler = {
+    .prepare = wsgi_prepare,
+    .run = wsgi_run,
+    .release = drop_request,
+    .on_body = wsgi_ignore,
+    .on_disconnect = wsgi_ignore,
+    .on_eof = wsgi_ignore,
+    .on_drain = wsgi_ignore,
+    .waits_for_client = wsgi_waits_for_client,
+};
 
 /* ------------------------------------------------------------------------ */
 

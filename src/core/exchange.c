@@ -1,5 +1,5 @@
 /*
- * request.c -- the Request object shared by both interfaces, and responses:
+ * exchange.c -- the exchange (Request object) shared by both interfaces, and responses:
  * taking the status and headers from the app, choosing the framing
  * (Content-Length, chunked, or close-delimited), and writing head and body.
  *
@@ -294,7 +294,7 @@ static int length_mismatch(ol_req *r, const char *what)
     char message[128];
     snprintf(message, sizeof(message), "Response content %s than Content-Length (%llu bytes)", what,
              (unsigned long long)r->content_length);
-    ol_server_log_error(r->server, message);
+    ol_log_error(r->server, message);
     if (r->server->interface == OL_WSGI)
         return 0;
     PyErr_SetString(PyExc_RuntimeError, message);
@@ -381,20 +381,26 @@ int ol_response_body(ol_req *r, const char *data, size_t len, int more)
     return e;
 }
 
+static void log_access(ol_req *r)
+{
+    ol_server *srv = r->server;
+    if (srv->on_access == NULL)
+        return;
+    PyObject *res = PyObject_CallOneArg(srv->on_access, (PyObject *)r);
+    if (res == NULL)
+        ol_log_error(srv, "access log failed");
+    Py_XDECREF(res);
+}
+
 /* The response is over: count it, log it, free the connection for the
  * next request. */
 void ol_req_response_complete(ol_req *r)
 {
     ol_server *srv = r->server;
-    ol_server_count_request(srv);
+    ol_count_response(srv);
     if (r->receive_waiter != NULL) /* a disconnect listener: the exchange is over */
-        ol_asgi_on_disconnect(r);
-    if (srv->on_access != NULL) {
-        PyObject *res = PyObject_CallOneArg(srv->on_access, (PyObject *)r);
-        if (res == NULL)
-            ol_server_log_error(srv, "access log failed");
-        Py_XDECREF(res);
-    }
+        srv->handler->on_disconnect(r);
+    log_access(r);
     ol_conn *c = r->conn;
     if (c == NULL || c->request != r)
         return;
@@ -404,7 +410,7 @@ void ol_req_response_complete(ol_req *r)
     if ((r->flags & REQ_CONTINUE) && !c->body_done)
         keep_alive = 0;
     c->request = NULL;
-    ol_conn_request_done(c, keep_alive);
+    ol_h1_request_done(c, keep_alive);
     ol_req_detach(r);
     Py_DECREF(r); /* the connection's reference */
 }
@@ -506,6 +512,7 @@ static int req_traverse(ol_req *r, visitproc visit, void *arg)
     Py_VISIT(r->req_headers);
     Py_VISIT(r->receive_waiter);
     Py_VISIT(r->send_waiter);
+    Py_VISIT(r->scope);
     Py_VISIT(r->environ);
     Py_VISIT(r->input);
     return 0;
@@ -521,6 +528,7 @@ static int req_clear(ol_req *r)
     Py_CLEAR(r->req_headers);
     Py_CLEAR(r->receive_waiter);
     Py_CLEAR(r->send_waiter);
+    Py_CLEAR(r->scope);
     Py_CLEAR(r->environ);
     Py_CLEAR(r->input);
     return 0;
@@ -554,6 +562,13 @@ PyType_Spec ol_req_spec = {
     .slots = req_slots,
 };
 
+static PyObject *method_str(ol_state *st, const ol_request *h)
+{
+    if (h->method_id > 0 && h->method_id < 16 && st->methods[h->method_id] != NULL)
+        return Py_NewRef(st->methods[h->method_id]);
+    return PyUnicode_DecodeLatin1(h->method.base, (Py_ssize_t)h->method.len, NULL);
+}
+
 /* Record what the head said that outlives its bytes. */
 int ol_req_set_head(ol_req *r, const ol_request *h)
 {
@@ -564,7 +579,7 @@ int ol_req_set_head(ol_req *r, const ol_request *h)
         r->flags |= REQ_HTTP10;
     if (!(h->flags & OL_REQ_KEEP_ALIVE))
         r->flags &= ~REQ_KEEP_ALIVE;
-    r->method = ol_method_str(st, h);
+    r->method = method_str(st, h);
     r->target = PyBytes_FromStringAndSize(h->target.base, (Py_ssize_t)h->target.len);
     r->client = Py_XNewRef(ol_conn_client(r->conn));
     return (r->method && r->target && r->client) ? 0 : -1;
@@ -578,21 +593,16 @@ void ol_req_fail(ol_req *r, int status)
     ol_conn *c = r->conn;
     r->flags |= REQ_COMPLETE | REQ_ERROR;
     if (r->receive_waiter != NULL)
-        ol_asgi_on_disconnect(r);
+        r->server->handler->on_disconnect(r);
     if (c == NULL || c->request != r)
         return;
     c->request = NULL;
     if (!(r->flags & REQ_HEAD_SENT) && status && !(c->flags & CONN_CLOSED)) {
         r->status = status;
-        ol_server_count_request(r->server);
-        if (r->server->on_access != NULL) {
-            PyObject *res = PyObject_CallOneArg(r->server->on_access, (PyObject *)r);
-            if (res == NULL)
-                ol_server_log_error(r->server, "access log failed");
-            Py_XDECREF(res);
-        }
-        ol_conn_send_error(c, status,
-                           status == 500 ? "Internal Server Error" : ol_reason_phrase(status));
+        ol_count_response(r->server);
+        log_access(r);
+        ol_h1_send_error(c, status,
+                         status == 500 ? "Internal Server Error" : ol_reason_phrase(status));
     } else {
         ol_conn_abort(c);
     }

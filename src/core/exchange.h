@@ -1,0 +1,97 @@
+/*
+ * exchange.h -- one request and its response (exchange.c), what the
+ * interface adapters (asgi.c, wsgi.c) work with, and the handler through
+ * which a protocol hands exchanges to the interface.
+ *
+ * An exchange (oneloop._core.Request, ol_req) is a Python object holding a
+ * counted reference to its connection until it is detached (the response
+ * completed, or the connection closed). The protocol holds one reference
+ * while the exchange is its connection's current one (c->request).
+ * Responses are framed as HTTP/1.1 (exchange.c): the head, Content-Length
+ * or chunked coding, keep-alive; the protocol is told when one completes.
+ */
+#ifndef OL_EXCHANGE_H
+#define OL_EXCHANGE_H
+
+#include "conn.h"
+
+/*
+ * The interface's side of exchanges, chosen once per server. All calls
+ * with the GIL held.
+ */
+typedef struct ol_handler {
+    /* Build what the app gets (scope, environ) from the head, while its
+     * bytes are still in the buffer: 0, or -1 with an exception. */
+    int (*prepare)(ol_req *r, const ol_request *head);
+    /* Run the app for the prepared exchange, now c->request. */
+    void (*run)(ol_req *r);
+    /* Drop the caller's reference (after run, or when prepare failed). */
+    void (*release)(ol_req *r);
+    void (*on_body)(ol_req *r);       /* more body bytes are buffered */
+    void (*on_disconnect)(ol_req *r); /* the client is gone */
+    void (*on_eof)(ol_req *r);        /* the client shut its side after the body */
+    void (*on_drain)(ol_req *r);      /* pending output went out */
+    /* Does the exchange wait for the client (body bytes), so that the
+     * connection's deadline runs? */
+    int (*waits_for_client)(const ol_req *r);
+    void (*on_idle)(ol_conn *c);  /* no exchange left on c for now; may be NULL */
+    void (*on_close)(ol_conn *c); /* c closes; may be NULL */
+} ol_handler;
+
+extern const ol_handler ol_asgi_handler;
+extern const ol_handler ol_wsgi_handler;
+
+/* ol_req.flags */
+#define REQ_HEAD          0x00001u /* HEAD: the response has no body on the wire */
+#define REQ_KEEP_ALIVE    0x00002u /* the connection may persist after it */
+#define REQ_STARTED       0x00004u /* status and headers taken from the app */
+#define REQ_HEAD_SENT     0x00008u /* response head written */
+#define REQ_COMPLETE      0x00010u /* response complete */
+#define REQ_CHUNKED       0x00020u /* the response body is chunked */
+#define REQ_BODY_DONE     0x00040u /* the last body message went to the app */
+#define REQ_CONTINUE      0x00080u /* 100 Continue owed on the first body read */
+#define REQ_DISCONNECTED  0x00100u /* the client went away */
+#define REQ_HAS_LENGTH    0x00200u /* Content-Length known */
+#define REQ_HTTP10        0x00400u
+#define REQ_CONTINUE_SENT 0x00800u
+#define REQ_ERROR         0x01000u /* the app failed */
+#define REQ_APP_CHUNKED   0x02000u /* the app asked for chunked coding */
+#define REQ_APP_DATE      0x04000u /* the app set Date */
+#define REQ_APP_SERVER    0x08000u /* the app set Server */
+#define REQ_NO_BODY       0x10000u /* nothing of the body goes on the wire */
+#define REQ_ADDED_LENGTH  0x20000u /* the server writes Content-Length */
+#define REQ_OVERRUN       0x40000u /* the app wrote past its Content-Length */
+
+struct ol_req {
+    PyObject_HEAD
+    ol_conn *conn;     /* counted reference; NULL once detached */
+    ol_server *server; /* strong */
+    unsigned flags;
+    int status;
+    int error_status;         /* status for a failed request, when not 500 */
+    PyObject *reason;         /* WSGI: the app's reason phrase (bytes) */
+    PyObject *headers;        /* response headers: list of (bytes, bytes) */
+    uint64_t content_length;  /* when REQ_HAS_LENGTH */
+    uint64_t sent;            /* body bytes written */
+    double started;           /* monotonic time the head was complete */
+    PyObject *method;         /* str */
+    PyObject *target;         /* bytes, as received */
+    PyObject *client;         /* (host, port) or None */
+    PyObject *req_headers;    /* ASGI: scope["headers"] */
+    PyObject *receive_waiter; /* ASGI: Future of a pending receive() */
+    PyObject *send_waiter;    /* ASGI: Future of a send() held by flow control */
+    PyObject *scope;          /* ASGI: between prepare and run */
+    PyObject *environ;        /* WSGI */
+    PyObject *input;          /* WSGI: wsgi.input */
+};
+
+extern PyType_Spec ol_req_spec;
+ol_req *ol_req_new(ol_conn *c);
+int ol_req_set_head(ol_req *r, const ol_request *head);
+void ol_req_detach(ol_req *r);
+void ol_req_fail(ol_req *r, int status);
+void ol_req_response_complete(ol_req *r);
+int ol_response_begin(ol_req *r, int status, PyObject *reason, PyObject *headers);
+int ol_response_body(ol_req *r, const char *data, size_t len, int more);
+
+#endif /* OL_EXCHANGE_H */

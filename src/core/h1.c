@@ -1,0 +1,527 @@
+/*
+ * h1.c -- HTTP/1.1, the protocol every connection speaks first: heads,
+ * request body framing, keep-alive and pipelining, the error replies the
+ * server writes itself, and where an exchange (a request and its response)
+ * begins and ends. See h1.h for the contract.
+ *
+ * One read loop serves both interfaces (ol_h1_process). On the event loop
+ * the GIL is held throughout, and an exchange runs until its app suspends;
+ * on a WSGI pool thread the GIL is released while reading and parsing and
+ * taken around each exchange, which runs to its end there. What an exchange
+ * does is the interface's business, reached through srv->handler, so this
+ * file calls no interface directly.
+ */
+#include "core.h"
+
+#include <string.h>
+#include <time.h>
+
+/* ------------------------------------------------------------------------ */
+/* The GIL around interface calls, when the caller does not hold it         */
+
+static void take_gil(PyThreadState **ts)
+{
+    if (ts != NULL)
+        PyEval_RestoreThread(*ts);
+}
+
+static void drop_gil(PyThreadState **ts)
+{
+    if (ts != NULL)
+        *ts = PyEval_SaveThread();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Error responses written by the server itself                             */
+
+void ol_h1_send_error(ol_conn *c, int status, const char *text)
+{
+    ol_server *srv = c->server;
+    char head[512], date[64] = "";
+    size_t len = strlen(text);
+    if (srv->cfg.date_header)
+        snprintf(date, sizeof(date), "Date: %s\r\n", ol_date_cache_get(&srv->date, time(NULL)));
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n%s%s\r\n",
+                     status, ol_reason_phrase(status), len + 1, date,
+                     srv->cfg.server_header ? "Server: oneloop\r\n" : "");
+    struct iovec iov[3] = {{head, (size_t)n}, {(void *)text, len}, {"\n", 1}};
+    if (n > 0 && (size_t)n < sizeof(head))
+        ol_conn_writev(c, iov, 3);
+    ol_conn_close_gracefully(c);
+}
+
+/* "100 Continue" when the body is first asked for and the client holds it
+ * back: 0, or -1 when the connection is gone. */
+int ol_h1_continue(ol_req *r)
+{
+    ol_conn *c = r->conn;
+    if (!(r->flags & REQ_CONTINUE) || c == NULL)
+        return 0;
+    r->flags &= ~REQ_CONTINUE;
+    if (c->rlen > 0 || c->body_done)
+        return 0;
+    r->flags |= REQ_CONTINUE_SENT;
+    return ol_conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Request bodies                                                           */
+
+static void begin_body(ol_conn *c, const ol_request *head)
+{
+    c->body_framing = head->framing;
+    c->body_total = 0;
+    c->body_left = head->framing == OL_BODY_LENGTH ? head->content_length : 0;
+    c->body_done =
+        head->framing == OL_BODY_NONE || (head->framing == OL_BODY_LENGTH && c->body_left == 0);
+    if (c->body_done)
+        c->body_framing = OL_BODY_NONE;
+    if (head->framing == OL_BODY_CHUNKED)
+        ol_chunked_init(&c->chunked, &c->server->cfg.limits);
+}
+
+/* At most this many chunks are gathered into one body message. */
+#define MAX_SPANS 64
+
+static int count_body(ol_conn *c, size_t len)
+{
+    uint64_t max = c->server->cfg.max_body;
+    c->body_total += len;
+    return (max && c->body_total > max) ? OL_ETOO_LARGE : 0;
+}
+
+/* One bytes object from the spans (GIL held), or none if out is NULL. */
+static int gather(PyObject **out, const ol_span *spans, int n)
+{
+    if (out == NULL || n == 0)
+        return 0;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += spans[i].len;
+    if (total == 0)
+        return 0;
+    *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (*out == NULL)
+        return -1;
+    char *p = PyBytes_AS_STRING(*out);
+    for (int i = 0; i < n; i++) {
+        memcpy(p, spans[i].base, spans[i].len);
+        p += spans[i].len;
+    }
+    return 0;
+}
+
+/* Decode what the buffer holds of a chunked body into spans. */
+static int decode_chunks(ol_conn *c, ol_span *spans, int *nspans, size_t *used_total)
+{
+    *nspans = 0;
+    *used_total = 0;
+    while (*nspans < MAX_SPANS) {
+        size_t used;
+        ol_span data;
+        int r = ol_chunked_decode(&c->chunked, c->rbuf + *used_total, c->rlen - *used_total, &used,
+                                  &data);
+        *used_total += used;
+        if (r != OL_CHUNK_DATA)
+            return r;
+        if (count_body(c, data.len) < 0)
+            return OL_ETOO_LARGE;
+        spans[(*nspans)++] = data;
+    }
+    return OL_CHUNK_DATA;
+}
+
+int ol_h1_take_body(ol_conn *c, PyObject **out)
+{
+    if (c->body_done)
+        return 1;
+    if (c->body_framing == OL_BODY_LENGTH) {
+        size_t n = c->rlen < c->body_left ? c->rlen : (size_t)c->body_left;
+        if (count_body(c, n) < 0)
+            return OL_ETOO_LARGE;
+        ol_span span = {c->rbuf, n};
+        if (gather(out, &span, 1) < 0)
+            return -1;
+        ol_conn_consume(c, n);
+        c->body_left -= n;
+        c->body_done = c->body_left == 0;
+        return c->body_done;
+    }
+    ol_span spans[MAX_SPANS];
+    int n;
+    size_t used;
+    int r = decode_chunks(c, spans, &n, &used);
+    if (r < 0 && r != OL_INCOMPLETE)
+        return r;
+    if (gather(out, spans, n) < 0)
+        return -1;
+    ol_conn_consume(c, used);
+    if (r == OL_CHUNK_DONE)
+        c->body_done = 1;
+    return c->body_done;
+}
+
+/* Drop the rest of a body nobody read, within the discard allowance. 1 when
+ * the body is over, 0 if more must be read, -1 to give up and close. No GIL
+ * needed. */
+static int discard_body(ol_conn *c)
+{
+    uint64_t before = c->body_total;
+    int r = ol_h1_take_body(c, NULL);
+    uint64_t dropped = c->body_total - before;
+    if (r < 0 || dropped > c->discard_left)
+        return -1;
+    c->discard_left -= dropped;
+    return r;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Heads                                                                    */
+
+/* A parse error gets its status and the connection closes. GIL held. */
+static void answer_parse_error(ol_conn *c, int error)
+{
+    int status = ol_error_status(error);
+    if (error == OL_EURI_TOO_LONG || error == OL_EHEADERS_TOO_LARGE ||
+        error == OL_ETOO_MANY_HEADERS || status >= 500)
+        ol_log_debug(c->server, ol_strerror(error));
+    ol_h1_send_error(c, status, ol_strerror(error));
+}
+
+/*
+ * A parsed head that oneloop answers itself instead of the app: protocols
+ * and versions it does not serve, codings it cannot decode, WebSocket (not
+ * yet), CONNECT, bodies over the limit. Returns 1 if answered. GIL held.
+ */
+static int refuse(ol_conn *c, const ol_request *h)
+{
+    ol_server *srv = c->server;
+    if (h->protocol != OL_PROTO_HTTP || h->version_major != 1) {
+        ol_h1_send_error(c, 505, "HTTP version not supported");
+        return 1;
+    }
+    if (h->flags & OL_REQ_TE_OTHER) {
+        ol_h1_send_error(c, 501, "transfer coding not implemented");
+        return 1;
+    }
+    if (h->flags & OL_REQ_CONNECT) {
+        ol_h1_send_error(c, 501, "CONNECT is not supported");
+        return 1;
+    }
+    if ((h->flags & OL_REQ_UPGRADE) && h->upgrade.len == 9 &&
+        strncasecmp(h->upgrade.base, "websocket", 9) == 0) {
+        ol_h1_send_error(c, 400, "WebSocket upgrades are not supported");
+        return 1;
+    }
+    if (srv->cfg.max_body && h->framing == OL_BODY_LENGTH &&
+        h->content_length > srv->cfg.max_body) {
+        ol_h1_send_error(c, 413, "request body too large");
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * Begin the exchange for a parsed head: the request object, what the
+ * interface builds from the head (while its bytes are still in the buffer),
+ * then the head leaves the buffer, the body framing starts, and the
+ * interface runs the app. -1 if it could not begin. GIL held.
+ */
+static int begin_exchange(ol_conn *c, const ol_request *h, size_t head_len)
+{
+    ol_server *srv = c->server;
+    ol_req *r = ol_req_new(c);
+    if (r == NULL || ol_req_set_head(r, h) < 0 || srv->handler->prepare(r, h) < 0) {
+        if (r != NULL)
+            srv->handler->release(r);
+        return -1;
+    }
+    ol_conn_consume(c, head_len);
+    begin_body(c, h);
+    if ((h->flags & OL_REQ_EXPECT_CONTINUE) && !c->body_done && h->version_minor >= 1)
+        r->flags |= REQ_CONTINUE;
+    c->request = (ol_req *)Py_NewRef(r);
+    srv->handler->run(r);
+    srv->handler->release(r);
+    return 0;
+}
+
+/* Thread-local header arrays: each pool thread parses into its own; the
+ * event loop's thread uses the server's. */
+static __thread ol_header *thread_fields;
+
+void ol_h1_thread_exit(void)
+{
+    PyMem_RawFree(thread_fields);
+    thread_fields = NULL;
+}
+
+static ol_header *fields_for(ol_server *srv, PyThreadState **ts)
+{
+    if (ts == NULL)
+        return srv->fields;
+    if (thread_fields == NULL)
+        thread_fields = PyMem_RawCalloc(srv->cfg.limits.max_fields + 1, sizeof(ol_header));
+    return thread_fields;
+}
+
+/* Parse the next head and begin its exchange. 1 if an exchange began (and,
+ * on a pool thread, ended), 0 if more input is needed, -1 if the connection
+ * is done. */
+static int next_request(ol_conn *c, PyThreadState **ts)
+{
+    ol_server *srv = c->server;
+    ol_header *fields = fields_for(srv, ts);
+    if (fields == NULL) {
+        take_gil(ts);
+        ol_log_error(srv, "out of memory for a request head");
+        ol_conn_abort(c);
+        drop_gil(ts);
+        return -1;
+    }
+    ol_request head = {.headers = fields};
+    if (c->flags & CONN_IDLE) {
+        /* First byte of a new head: the header deadline starts now and
+         * does not move however slowly the rest trickles in. */
+        c->flags &= ~CONN_IDLE;
+        c->deadline = ol_deadline(ts ? ol_now() : srv->now, srv->cfg.header_timeout);
+    }
+    int r = ol_parse_request(&c->parser, c->rbuf, c->rlen, &head, &srv->cfg.limits);
+    if (r == OL_INCOMPLETE)
+        return 0;
+    ol_parser_init(&c->parser);
+    take_gil(ts);
+    if (ts != NULL)
+        ol_server_set_now(srv);
+    int result = 1;
+    if (r < 0) {
+        answer_parse_error(c, r);
+        result = -1;
+    } else if (refuse(c, &head)) {
+        result = -1;
+    } else if (begin_exchange(c, &head, (size_t)r) < 0) {
+        /* Draining too: a request that is here is served, and its
+         * response closes the connection ("Connection: close", request.c). */
+        ol_log_error(srv, "cannot start a request");
+        ol_h1_send_error(c, 500, "Internal Server Error");
+        result = -1;
+    }
+    drop_gil(ts);
+    return result;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The read loop                                                            */
+
+/* Read on while a head is incomplete or a body is wanted; stop while a
+ * request is in flight and enough of its input is buffered, and while a
+ * closing connection drains its output (then it lingers, reading to drop). */
+static int wants_input(const ol_conn *c)
+{
+    if (c->flags & CONN_LINGER)
+        return 1;
+    if (c->flags & CONN_CLOSING)
+        return 0;
+    return c->request == NULL || c->rlen < c->server->cfg.read_high_water;
+}
+
+/* Body bytes of the exchange in flight go to it; those of a finished one
+ * are dropped. 1 to go on with the next head, 0 to wait for input, -1 when
+ * the connection closes. */
+static int feed_body(ol_conn *c, PyThreadState **ts)
+{
+    const ol_handler *handler = c->server->handler;
+    if (c->request != NULL) {
+        take_gil(ts);
+        handler->on_body(c->request);
+        drop_gil(ts);
+        return 0;
+    }
+    int r = discard_body(c);
+    if (r < 0) {
+        take_gil(ts);
+        ol_conn_close_gracefully(c);
+        drop_gil(ts);
+    }
+    return r;
+}
+
+void ol_h1_process(ol_conn *c, PyThreadState **ts)
+{
+    const ol_handler *handler = c->server->handler;
+    c->flags |= CONN_PROCESSING;
+    while (!(c->flags & CONN_CLOSING)) {
+        if (!c->body_done || c->request != NULL) {
+            if (feed_body(c, ts) <= 0)
+                break;
+            continue;
+        }
+        if (c->rlen == 0) {
+            ol_conn_release_idle_buffers(c);
+            if (handler->on_idle != NULL) {
+                take_gil(ts);
+                handler->on_idle(c);
+                drop_gil(ts);
+            }
+            break;
+        }
+        if (next_request(c, ts) <= 0)
+            break;
+    }
+    c->flags &= ~CONN_PROCESSING;
+    if (!(c->flags & CONN_CLOSED)) {
+        c->flags = wants_input(c) ? (c->flags | CONN_READING) : (c->flags & ~CONN_READING);
+        ol_conn_update_events(c);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Between exchanges                                                        */
+
+void ol_h1_request_done(ol_conn *c, int keep_alive)
+{
+    ol_server *srv = c->server;
+    c->requests++;
+    if (srv->cfg.max_keep_alive_requests && c->requests >= srv->cfg.max_keep_alive_requests)
+        keep_alive = 0;
+    if (!keep_alive || srv->draining) {
+        ol_conn_close_gracefully(c);
+        return;
+    }
+    c->flags |= CONN_IDLE;
+    c->deadline = ol_deadline(srv->now, srv->cfg.keep_alive);
+    c->discard_left = 65536; /* an unread body up to this size is skipped, not fatal */
+    /* A response finished by the app after it suspended: pipelined input
+     * already buffered will not be announced by epoll again. */
+    if (!srv->threaded && !(c->flags & CONN_PROCESSING) && (c->rlen > 0 || !c->body_done))
+        ol_h1_schedule(c);
+}
+
+int ol_h1_is_idle(const ol_conn *c)
+{
+    return c->request == NULL && (c->flags & CONN_IDLE) && ol_conn_pending(c) == 0;
+}
+
+void ol_h1_schedule(ol_conn *c)
+{
+    ol_server *srv = c->server;
+    if (c->flags & (CONN_PENDING | CONN_CLOSED))
+        return;
+    c->flags |= CONN_PENDING;
+    ol_conn_incref(c);
+    c->pending_next = srv->pending;
+    srv->pending = c;
+    if (srv->pending_scheduled || srv->run_pending == NULL)
+        return;
+    PyObject *h = PyObject_CallMethod(srv->loop, "call_soon", "O", srv->run_pending);
+    if (h == NULL) {
+        ol_log_error(srv, "cannot schedule connection processing");
+        return;
+    }
+    Py_DECREF(h);
+    srv->pending_scheduled = 1;
+}
+
+PyObject *ol_h1_run_pending(ol_server *srv, PyObject *unused)
+{
+    (void)unused;
+    srv->pending_scheduled = 0;
+    ol_server_set_now(srv);
+    while (srv->pending != NULL) {
+        ol_conn *c = srv->pending;
+        srv->pending = c->pending_next;
+        c->pending_next = NULL;
+        c->flags &= ~CONN_PENDING;
+        if (!(c->flags & CONN_CLOSED))
+            ol_h1_process(c, NULL);
+        ol_conn_decref(c);
+    }
+    if (PyErr_Occurred())
+        ol_log_error(srv, "unexpected error in the connection core");
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The transport's callbacks (conn.h)                                       */
+
+static void h1_on_data(ol_conn *c)
+{
+    ol_h1_process(c, NULL);
+}
+
+/* The client closed its side (clean) or the socket failed. */
+static void h1_on_eof(ol_conn *c, int clean)
+{
+    c->flags |= CONN_PEER_CLOSED;
+    ol_req *r = c->request;
+    if (r == NULL) {
+        ol_conn_abort(c);
+        return;
+    }
+    /* A clean EOF after a complete request may be a half-close: the client
+     * still reads our answer. Tell a listening receive(), but let send() go
+     * on until the socket itself refuses. */
+    const ol_handler *handler = c->server->handler;
+    if (clean && c->body_done)
+        handler->on_eof(r);
+    else
+        handler->on_disconnect(r);
+    ol_conn_update_events(c);
+}
+
+static void h1_on_drained(ol_conn *c)
+{
+    if (c->request != NULL)
+        c->server->handler->on_drain(c->request);
+}
+
+/* The connection closes: the exchange in flight learns its client is gone,
+ * and the interface lets go of what it keeps per connection. */
+static void h1_on_close(ol_conn *c)
+{
+    const ol_handler *handler = c->server->handler;
+    ol_req *r = c->request;
+    if (r != NULL) {
+        r->flags |= REQ_DISCONNECTED;
+        handler->on_disconnect(r);
+        c->request = NULL;
+        ol_req_detach(r);
+        Py_DECREF(r);
+    }
+    if (handler->on_close != NULL)
+        handler->on_close(c);
+}
+
+/* Does the protocol wait for the client now (so its deadline runs)? An
+ * exchange handled by the app has none, unless it waits for body bytes. */
+static int h1_waiting(const ol_conn *c)
+{
+    if (c->request != NULL)
+        return c->server->handler->waits_for_client(c->request);
+    return 1;
+}
+
+/* What the connection waited for decides what its deadline means. */
+static void h1_on_timeout(ol_conn *c)
+{
+    if (c->request != NULL) {
+        ol_conn_abort(c); /* body bytes that did not come in time */
+    } else if ((c->flags & CONN_IDLE) || c->rlen == 0) {
+        ol_conn_close_gracefully(c); /* keep-alive idle: nothing to say */
+    } else {
+        ol_log_debug(c->server, "timed out reading a request head");
+        ol_h1_send_error(c, 408, "request head not received in time");
+    }
+}
+
+const ol_proto ol_h1_protocol = {
+    .name = "http/1.1",
+    .on_data = h1_on_data,
+    .on_eof = h1_on_eof,
+    .on_drained = h1_on_drained,
+    .on_close = h1_on_close,
+    .waiting = h1_waiting,
+    .on_timeout = h1_on_timeout,
+};
