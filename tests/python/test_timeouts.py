@@ -268,7 +268,7 @@ def progress(server) -> int:
 
 
 def test_stalled_reader_does_not_grow_memory(serve, app):
-    server = serve(app)
+    server = serve(app, "--workers", "0")  # the pid measured is the one serving
     pid = server.proc.pid
     assert_serves(server)
     baseline = rss_kib(pid)
@@ -356,7 +356,7 @@ def send_until_blocked(sock: socket.socket, data: memoryview, stall: float) -> i
 
 
 def test_unread_upload_is_flow_controlled(serve, app):
-    server = serve(app)
+    server = serve(app, "--workers", "0")  # the pid measured is the one serving
     pid = server.proc.pid
     assert_serves(server)
     baseline = rss_kib(pid)

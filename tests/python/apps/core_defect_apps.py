@@ -1,0 +1,227 @@
+"""Apps for test_core_defects.py: regression tests for defects of the C core.
+
+`asgi` and `wsgi` answer:
+
+  /p/...                  "METHOD /p/..." (a liveness probe)
+  /echo                   read the whole body, answer it
+  /stream?chunks=N&pause=S
+                          N chunks of 64 KiB, chunk i filled with byte i % 256,
+                          sleeping S seconds (blocking: the ASGI app holds the
+                          loop, as an app doing synchronous work between chunks
+                          does) after each; when the client is gone the app
+                          says "APP-STREAM-STOPPED after K" on stderr
+
+`wsgi` only:
+
+  /file?path=P            the file P through wsgi.file_wrapper (sendfile)
+  /fill-socket            a complete one-byte response (Content-Length: 1) sent
+                          with write(), after which the app fills the socket's
+                          send buffer until the kernel refuses more (it finds
+                          the server's socket by the client's address and sends
+                          on it directly; the client never reads, so the bytes
+                          are never parsed). Says "APP-SOCKET-FULL" when done,
+                          then returns an empty body: the response is complete
+                          and the connection goes back to the server, its send
+                          buffer full.
+  /wrapper-int            a wsgi.file_wrapper whose file's read() returns an int
+  /wrapper-int-joined     the same, but the app (as a buffering middleware
+                          does) joins the wrapper's pieces itself
+  /exc-info?tb=KIND       starts a response, sends part of its body, then calls
+                          start_response again with an exc_info whose value is
+                          not an exception: ("x", "not-an-exception", "tb") for
+                          KIND=str; (int, 5, <a real traceback>) for KIND=int.
+                          Says "APP-START-RESPONSE-RAISED <type>" when that
+                          call raises, then re-raises.
+  /ints                   collects garbage, then "ok" if the small ints (-5..256)
+                          all still have type int
+"""
+
+import gc
+import os
+import socket
+import sys
+import time
+from urllib.parse import parse_qs
+
+CHUNK = 65536
+
+
+def _query(raw):
+    if isinstance(raw, bytes):
+        raw = raw.decode("latin-1")
+    return {k: v[0] for k, v in parse_qs(raw).items()}
+
+
+def _report(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def _chunk(i):
+    return bytes([i % 256]) * CHUNK
+
+
+# -- ASGI ---------------------------------------------------------------------
+
+
+async def _answer(send, body, status=200):
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def asgi(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    q = _query(scope["query_string"])
+    if path.startswith("/p/"):
+        await _answer(send, scope["method"].encode() + b" " + scope["raw_path"])
+    elif path == "/echo":
+        parts = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                _report("APP-SAW-DISCONNECT")
+                return
+            parts.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        await _answer(send, b"".join(parts))
+    elif path == "/stream":
+        pause = float(q.get("pause", "0"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        sent = 0
+        try:
+            for i in range(int(q["chunks"])):
+                await send({"type": "http.response.body", "body": _chunk(i), "more_body": True})
+                sent += 1
+                if pause:
+                    time.sleep(pause)
+            await send({"type": "http.response.body", "body": b""})
+        except Exception as exc:
+            _report(f"APP-STREAM-STOPPED after {sent}: {type(exc).__name__}")
+    else:
+        await _answer(send, b"not found", status=404)
+
+
+# -- WSGI ---------------------------------------------------------------------
+
+
+def _answer_wsgi(start_response, body, status="200 OK"):
+    start_response(status, [("Content-Type", "text/plain")])
+    return [body]
+
+
+def _own_socket(environ):
+    """The server's socket of this request's connection, found by the
+    client's address among the process's descriptors. The caller detaches it
+    (the server owns the descriptor)."""
+    peer = (environ["REMOTE_ADDR"], int(environ["REMOTE_PORT"]))
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            s = socket.socket(fileno=int(name))
+        except OSError:
+            continue  # not a socket, or already closed
+        try:
+            if s.family == socket.AF_INET and s.getpeername() == peer:
+                return s
+        except OSError:
+            pass
+        s.detach()
+    raise RuntimeError(f"no socket connected to {peer}")
+
+
+def _fill(sock):
+    """Send until the kernel takes nothing more, several times over, so that
+    bytes still moving to the client do not leave room behind."""
+    block = b"\0" * CHUNK
+    quiet = 0
+    while quiet < 3:
+        took = 0
+        while True:
+            try:
+                took += sock.send(block, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+        quiet = quiet + 1 if took == 0 else 0
+        time.sleep(0.05)
+
+
+class _IntReader:
+    def read(self, n=-1):
+        return 42
+
+
+class _Stream:
+    """A WSGI body of 64 KiB chunks that tells when it is closed early."""
+
+    def __init__(self, chunks, pause):
+        self.chunks, self.pause, self.sent = chunks, pause, 0
+
+    def __iter__(self):
+        for i in range(self.chunks):
+            yield _chunk(i)
+            self.sent = i + 1
+            if self.pause:
+                time.sleep(self.pause)
+
+    def close(self):
+        if self.sent < self.chunks:
+            _report(f"APP-STREAM-STOPPED after {self.sent}")
+
+
+def wsgi(environ, start_response):
+    path = environ["PATH_INFO"]
+    q = _query(environ.get("QUERY_STRING", ""))
+    if path.startswith("/p/"):
+        return _answer_wsgi(start_response, f"{environ['REQUEST_METHOD']} {path}".encode())
+    if path == "/echo":
+        return _answer_wsgi(start_response, environ["wsgi.input"].read())
+    if path == "/stream":
+        start_response("200 OK", [])
+        return _Stream(int(q["chunks"]), float(q.get("pause", "0")))
+    if path == "/file":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](open(q["path"], "rb"))
+    if path == "/fill-socket":
+        write = start_response("200 OK", [("Content-Length", "1")])
+        write(b"x")  # the whole response is out
+        sock = _own_socket(environ)
+        try:
+            _fill(sock)
+        finally:
+            sock.detach()
+        _report("APP-SOCKET-FULL")
+        return []
+    if path == "/wrapper-int":
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](_IntReader())
+    if path == "/wrapper-int-joined":
+        body = b"".join(environ["wsgi.file_wrapper"](_IntReader()))
+        return _answer_wsgi(start_response, body)
+    if path == "/exc-info":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"partial")  # the head is sent: exc_info must now be re-raised
+        try:
+            raise ValueError("for its traceback")
+        except ValueError:
+            tb = sys.exc_info()[2]
+        # for "int": a small int, an object the whole process shares
+        exc_info = (int, 5, tb) if q.get("tb") == "int" else ("x", "not-an-exception", "tb")
+        try:
+            start_response("500 Oops", [], exc_info)
+        except BaseException as exc:
+            _report(f"APP-START-RESPONSE-RAISED {type(exc).__name__}")
+            raise
+        _report("APP-START-RESPONSE-RETURNED")
+        return [b"after"]
+    if path == "/ints":
+        gc.collect()  # what the last requests left in cycles is freed now
+        wrong = [i for i in range(-5, 257) if type(i) is not int]
+        return _answer_wsgi(start_response, f"wrong types: {wrong!r}".encode() if wrong else b"ok")
+    return _answer_wsgi(start_response, b"not found", "404 Not Found")
