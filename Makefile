@@ -26,7 +26,7 @@ SANITIZE    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-
 FUZZ_FLAGS  := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
 
 .PHONY: help all deps test test-c test-c-asan test-c-portable test-c-valgrind fuzz fuzz-smoke fuzz-corpus \
-        bench bench-parser bench-servers bench-smoke test-py test-py-asan test-py-asan-core test-py-valgrind format lint clean
+        bench bench-parser bench-servers bench-smoke bench-compare test-py test-py-asan test-py-asan-core test-py-valgrind format lint clean
 
 help:
 	@echo "make test         install what is missing, then every test (C, fuzz smoke, lint, Python)"
@@ -36,6 +36,7 @@ help:
 	@echo "make bench        parser micro-benchmark (ns per request)"
 	@echo "make bench-servers  oneloop against its peers, writes docs/benchmarks.md (BENCH_QUICK=1: shorter)"
 	@echo "make bench-smoke  every benchmark scenario for about a second (proves the harness works)"
+	@echo "make bench-compare BASE=<commit>  this oneloop against commit BASE's, same run"
 	@echo "make test-py      Python tests (real server, real sockets)"
 	@echo "make test-py-asan the Python tests against an ASan+UBSan build of the extension"
 	@echo "make test-py-asan-core  the core's adversarial tests (stale events, ...) under ASan"
@@ -72,11 +73,11 @@ $(BUILD)/gen/llhttp_cases.h: tests/c/gen_llhttp.py tests/data/llhttp-requests.js
 
 $(BUILD)/test_wire_asan: $(WIRE_SRC) $(TEST_SRC) $(WIRE_HDR) $(TEST_HDR)
 	$(CC) $(STD) $(WARN) -Wno-missing-prototypes $(SANITIZE) -g -O1 -I$(BUILD)/gen -Isrc/core \
-		$(WIRE_SRC) $(TEST_SRC) -o $@
+		$(WIRE_SRC) $(TEST_SRC) -lm -o $@
 
 $(BUILD)/test_wire: $(WIRE_SRC) $(TEST_SRC) $(WIRE_HDR) $(TEST_HDR)
 	$(CC) $(STD) $(WARN) -Wno-missing-prototypes -g -O1 -I$(BUILD)/gen -Isrc/core \
-		$(WIRE_SRC) $(TEST_SRC) -o $@
+		$(WIRE_SRC) $(TEST_SRC) -lm -o $@
 
 test-c-asan: $(BUILD)/test_wire_asan
 	$(BUILD)/test_wire_asan
@@ -88,7 +89,7 @@ test-c-valgrind: $(BUILD)/test_wire
 # The same tests without SSE2, through the portable 8-byte word scans.
 $(BUILD)/test_wire_portable: $(WIRE_SRC) $(TEST_SRC) $(WIRE_HDR) $(TEST_HDR)
 	$(CC) $(STD) $(WARN) -Wno-missing-prototypes -U__SSE2__ $(SANITIZE) -g -O1 -I$(BUILD)/gen -Isrc/core \
-		$(WIRE_SRC) $(TEST_SRC) -o $@
+		$(WIRE_SRC) $(TEST_SRC) -lm -o $@
 
 test-c-portable: $(BUILD)/test_wire_portable
 	$(BUILD)/test_wire_portable > /dev/null
@@ -145,6 +146,18 @@ bench-servers:
 bench-smoke:
 	$(BENCH_SETUP)
 	$(BENCH_VENV)/bin/python bench/servers/run.py --smoke
+
+# This checkout's oneloop against the build of commit BASE, in one run (a
+# refactor's before/after table): make bench-compare BASE=<commit> [BENCH_QUICK=1]
+BASE_TREE := $(BUILD)/bench-base
+bench-compare:
+	@test -n "$(BASE)" || { echo "bench-compare: say which commit, BASE=<commit>" >&2; exit 2; }
+	$(BENCH_SETUP)
+	rm -rf $(BASE_TREE) && mkdir -p $(BASE_TREE)
+	git archive $(BASE) | tar -x -C $(BASE_TREE)
+	cd $(BASE_TREE) && $(abspath $(BENCH_VENV))/bin/python setup.py -q build_clib build_ext --inplace
+	$(BENCH_VENV)/bin/python bench/servers/compare.py $(BASE_TREE)/src \
+		$(if $(filter 1,$(BENCH_QUICK)),--quick) $(if $(ONLY),--only $(ONLY))
 
 # ---------------------------------------------------------------- Python
 

@@ -34,6 +34,7 @@ class Target:
     app: str  # module:attribute inside apps/
     label: str
     options: tuple[str, ...] = ()  # extra command-line options for this row only
+    pythonpath: str = ""  # oneloop: run another build of it (bench/servers/compare.py)
 
     @property
     def is_oneloop(self) -> bool:
@@ -93,7 +94,8 @@ def command(t: Target, port: int, tools: str) -> list[str]:
     if t.server == "floor":
         return [os.path.join(tools, "floor_server"), str(port)]
     argv = COMMANDS[t.server](t, port)
-    return [*argv[:-1], *t.options, argv[-1]]
+    prefix = ["env", f"PYTHONPATH={t.pythonpath}"] if t.pythonpath else []
+    return [*prefix, *argv[:-1], *t.options, argv[-1]]
 
 
 def free_port() -> int:

@@ -276,7 +276,7 @@ static PyObject *asgi_receive(ol_req *r, PyObject *unused)
             return NULL;
         if (gone(r))
             return ready_new(st, disconnect_message(st));
-        r->conn->deadline = ol_deadline(srv->now, srv->cfg.body_timeout);
+        ol_conn_set_deadline(r->conn, ol_deadline(srv->now, srv->cfg.body_timeout));
     }
     /* Wait for more body, or (body over) for the client to go away. */
     r->receive_waiter = ol_new_future(srv);

@@ -58,10 +58,10 @@ static void signal_fd(int fd)
  * number may name another file of the process. */
 static void wake_bridge(ol_server *srv)
 {
-    pthread_mutex_lock(&srv->bridge_lock);
-    if (srv->bridgefd >= 0)
-        signal_fd(srv->bridgefd);
-    pthread_mutex_unlock(&srv->bridge_lock);
+    pthread_mutex_lock(&srv->bridge.lock);
+    if (srv->bridge.fd >= 0)
+        signal_fd(srv->bridge.fd);
+    pthread_mutex_unlock(&srv->bridge.lock);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -95,14 +95,14 @@ static void call_done(PyObject *owner, PyObject *result, PyObject *exc)
 /* An idle driver from the pool, or a new one. */
 static ol_driver *take_driver(ol_server *srv)
 {
-    Py_ssize_t n = PyList_GET_SIZE(srv->bridge_drivers);
+    Py_ssize_t n = PyList_GET_SIZE(srv->bridge.drivers);
     for (Py_ssize_t i = n - 1; i >= 0; i--) {
-        ol_driver *d = (ol_driver *)PyList_GET_ITEM(srv->bridge_drivers, i);
+        ol_driver *d = (ol_driver *)PyList_GET_ITEM(srv->bridge.drivers, i);
         if (ol_driver_ready(d))
             return (ol_driver *)Py_NewRef(d);
     }
     ol_driver *d = ol_driver_new(srv);
-    if (d != NULL && PyList_Append(srv->bridge_drivers, (PyObject *)d) < 0)
+    if (d != NULL && PyList_Append(srv->bridge.drivers, (PyObject *)d) < 0)
         Py_CLEAR(d);
     return d;
 }
@@ -154,13 +154,13 @@ PyObject *ol_bridge_run(ol_server *srv, PyObject *unused)
     /* One read resets an eventfd's counter; a write after it makes the fd
      * readable again and the loop calls back, so no second (EAGAIN) read. */
     uint64_t v;
-    ssize_t ignored = read(srv->bridgefd, &v, sizeof(v));
+    ssize_t ignored = read(srv->bridge.fd, &v, sizeof(v));
     (void)ignored;
-    pthread_mutex_lock(&srv->bridge_lock);
-    ol_call *calls = srv->bridge_queue, *cancels = srv->bridge_cancels;
-    srv->bridge_queue = srv->bridge_queue_tail = NULL;
-    srv->bridge_cancels = NULL;
-    pthread_mutex_unlock(&srv->bridge_lock);
+    pthread_mutex_lock(&srv->bridge.lock);
+    ol_call *calls = srv->bridge.queue, *cancels = srv->bridge.cancels;
+    srv->bridge.queue = srv->bridge.tail = NULL;
+    srv->bridge.cancels = NULL;
+    pthread_mutex_unlock(&srv->bridge.lock);
     srv->now = ol_now();
     /* Each queue entry holds a reference (enqueue), dropped here. */
     while (calls != NULL) {
@@ -286,20 +286,20 @@ static int start_here(ol_server *srv, ol_call *call)
 static int enqueue(ol_server *srv, ol_call *call, int as_cancel)
 {
     Py_INCREF(call);
-    pthread_mutex_lock(&srv->bridge_lock);
-    int was_empty = srv->bridge_queue == NULL && srv->bridge_cancels == NULL;
+    pthread_mutex_lock(&srv->bridge.lock);
+    int was_empty = srv->bridge.queue == NULL && srv->bridge.cancels == NULL;
     if (as_cancel) {
-        call->next_cancel = srv->bridge_cancels;
-        srv->bridge_cancels = call;
-    } else if (srv->bridge_queue_tail != NULL) {
+        call->next_cancel = srv->bridge.cancels;
+        srv->bridge.cancels = call;
+    } else if (srv->bridge.tail != NULL) {
         call->next = NULL;
-        srv->bridge_queue_tail->next = call;
-        srv->bridge_queue_tail = call;
+        srv->bridge.tail->next = call;
+        srv->bridge.tail = call;
     } else {
         call->next = NULL;
-        srv->bridge_queue = srv->bridge_queue_tail = call;
+        srv->bridge.queue = srv->bridge.tail = call;
     }
-    pthread_mutex_unlock(&srv->bridge_lock);
+    pthread_mutex_unlock(&srv->bridge.lock);
     return was_empty;
 }
 
@@ -503,7 +503,7 @@ PyObject *ol_bridge_call(ol_server *srv, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "run_coroutine(coro, timeout=None)");
         return NULL;
     }
-    if (srv->bridgefd < 0 || srv->closed) {
+    if (srv->bridge.fd < 0 || srv->closed) {
         PyErr_SetString(PyExc_RuntimeError, "the oneloop worker loop is not running");
         return NULL;
     }
@@ -585,11 +585,11 @@ PyType_Spec ol_call_spec = {
 
 int ol_bridge_open(ol_server *srv)
 {
-    if (pthread_mutex_init(&srv->bridge_lock, NULL) != 0)
+    if (pthread_mutex_init(&srv->bridge.lock, NULL) != 0)
         return -1;
-    srv->bridge_lock_ready = 1;
-    srv->bridgefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    srv->bridge_drivers = PyList_New(0);
+    srv->bridge.lock_ready = 1;
+    srv->bridge.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    srv->bridge.drivers = PyList_New(0);
     srv->loop_thread = PyThread_get_thread_ident();
     /* A gated loop (oneloop.loops) lets callers start their calls themselves. */
     PyObject *gate = PyObject_GetAttrString(srv->loop, "oneloop_gate");
@@ -597,20 +597,20 @@ int ol_bridge_open(ol_server *srv)
         srv->gate = (ol_gate *)Py_NewRef(gate);
     Py_XDECREF(gate);
     PyErr_Clear();
-    return (srv->bridgefd >= 0 && srv->bridge_drivers != NULL) ? 0 : -1;
+    return (srv->bridge.fd >= 0 && srv->bridge.drivers != NULL) ? 0 : -1;
 }
 
 void ol_bridge_close(ol_server *srv)
 {
-    if (srv->bridge_lock_ready) { /* wake threads whose calls never started */
-        pthread_mutex_lock(&srv->bridge_lock);
-        ol_call *calls = srv->bridge_queue, *cancels = srv->bridge_cancels;
-        srv->bridge_queue = srv->bridge_queue_tail = NULL;
-        srv->bridge_cancels = NULL;
-        if (srv->bridgefd >= 0) /* under the lock: see wake_bridge() */
-            close(srv->bridgefd);
-        srv->bridgefd = -1;
-        pthread_mutex_unlock(&srv->bridge_lock);
+    if (srv->bridge.lock_ready) { /* wake threads whose calls never started */
+        pthread_mutex_lock(&srv->bridge.lock);
+        ol_call *calls = srv->bridge.queue, *cancels = srv->bridge.cancels;
+        srv->bridge.queue = srv->bridge.tail = NULL;
+        srv->bridge.cancels = NULL;
+        if (srv->bridge.fd >= 0) /* under the lock: see wake_bridge() */
+            close(srv->bridge.fd);
+        srv->bridge.fd = -1;
+        pthread_mutex_unlock(&srv->bridge.lock);
         while (calls != NULL) {
             ol_call *call = calls;
             calls = call->next;
@@ -623,9 +623,9 @@ void ol_bridge_close(ol_server *srv)
             Py_DECREF(call);
         }
     }
-    if (srv->bridge_drivers != NULL) {
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(srv->bridge_drivers); i++)
-            ol_driver_release((ol_driver *)PyList_GET_ITEM(srv->bridge_drivers, i));
-        Py_CLEAR(srv->bridge_drivers);
+    if (srv->bridge.drivers != NULL) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(srv->bridge.drivers); i++)
+            ol_driver_release((ol_driver *)PyList_GET_ITEM(srv->bridge.drivers, i));
+        Py_CLEAR(srv->bridge.drivers);
     }
 }

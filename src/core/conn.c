@@ -31,6 +31,7 @@
 #define LINGER_SECONDS 2.0
 
 static void unlink_conn(ol_server *srv, ol_conn *c);
+static void watch_locked(ol_conn *c);
 
 /* ------------------------------------------------------------------------ */
 /* Life cycle                                                               */
@@ -116,6 +117,11 @@ void ol_conn_abort(ol_conn *c)
 {
     if (c->flags & CONN_CLOSED)
         return;
+    /* Output gathered while corked counts as sent (the app was told so):
+     * what the socket takes goes out before the close -- a truncated
+     * response rather than none. */
+    if ((c->flags & CONN_CORKED) && ol_conn_pending(c) > 0)
+        ol_conn_flush(c);
     c->flags |= CONN_CLOSED | CONN_CLOSING;
     ol_server *srv = c->server;
     /* Out of the set, and its handle retired: an event for it that is
@@ -159,7 +165,7 @@ void ol_conn_close_gracefully(ol_conn *c)
     shutdown(c->fd, SHUT_WR);
     c->flags |= CONN_LINGER | CONN_READING;
     c->rlen = 0;
-    c->deadline = ol_deadline(ol_now(), LINGER_SECONDS);
+    ol_conn_set_deadline(c, ol_deadline(ol_now(), LINGER_SECONDS));
     ol_conn_update_events(c);
 }
 
@@ -195,40 +201,42 @@ int ol_conn_linger_read(ol_conn *c)
 int ol_conns_init(ol_server *srv, int threaded)
 {
     srv->threaded = threaded;
-    if (threaded && pthread_mutex_init(&srv->conns_lock, NULL) != 0)
+    ol_wheel_init(&srv->conns.wheel, ol_now());
+    if (threaded && pthread_mutex_init(&srv->conns.lock, NULL) != 0)
         return -1;
-    srv->conns_lock_ready = threaded;
+    srv->conns.lock_ready = threaded;
     return 0;
 }
 
 void ol_conns_fini(ol_server *srv)
 {
-    if (srv->conns_lock_ready)
-        pthread_mutex_destroy(&srv->conns_lock);
-    srv->conns_lock_ready = 0;
+    if (srv->conns.lock_ready)
+        pthread_mutex_destroy(&srv->conns.lock);
+    srv->conns.lock_ready = 0;
 }
 
 void ol_conns_lock(ol_server *srv)
 {
-    if (srv->conns_lock_ready)
-        pthread_mutex_lock(&srv->conns_lock);
+    if (srv->conns.lock_ready)
+        pthread_mutex_lock(&srv->conns.lock);
 }
 
 void ol_conns_unlock(ol_server *srv)
 {
-    if (srv->conns_lock_ready)
-        pthread_mutex_unlock(&srv->conns_lock);
+    if (srv->conns.lock_ready)
+        pthread_mutex_unlock(&srv->conns.lock);
 }
 
 void ol_conn_register(ol_server *srv, ol_conn *c)
 {
     ol_conns_lock(srv);
     c->prev = NULL;
-    c->next = srv->conns;
-    if (srv->conns != NULL)
-        srv->conns->prev = c;
-    srv->conns = c;
-    srv->nconns++;
+    c->next = srv->conns.head;
+    if (srv->conns.head != NULL)
+        srv->conns.head->prev = c;
+    srv->conns.head = c;
+    srv->conns.n++;
+    watch_locked(c);
     ol_conns_unlock(srv);
 }
 
@@ -237,12 +245,13 @@ static void unlink_conn(ol_server *srv, ol_conn *c)
     ol_conns_lock(srv);
     if (c->prev != NULL)
         c->prev->next = c->next;
-    else if (srv->conns == c)
-        srv->conns = c->next;
+    else if (srv->conns.head == c)
+        srv->conns.head = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
-    srv->nconns--;
+    srv->conns.n--;
+    ol_timer_disarm(&c->timer);
     ol_conns_unlock(srv);
 }
 
@@ -250,9 +259,9 @@ ol_conn **ol_conns_claim(ol_server *srv, int (*test)(const ol_conn *), size_t *n
 {
     *n = 0;
     ol_conns_lock(srv);
-    size_t cap = srv->nconns;
+    size_t cap = srv->conns.n;
     ol_conn **out = cap ? PyMem_Malloc(cap * sizeof(*out)) : NULL;
-    for (ol_conn *c = srv->conns; out != NULL && c != NULL && *n < cap; c = c->next) {
+    for (ol_conn *c = srv->conns.head; out != NULL && c != NULL && *n < cap; c = c->next) {
         if ((c->flags & (CONN_HELD | CONN_CLOSED)) || !test(c))
             continue;
         if (srv->threaded)
@@ -315,7 +324,7 @@ void ol_conns_abort_all(ol_server *srv)
 {
     for (;;) {
         ol_conns_lock(srv);
-        ol_conn *c = srv->conns;
+        ol_conn *c = srv->conns.head;
         for (; c != NULL && (c->flags & CONN_HELD); c = c->next)
             if (!(c->flags & CONN_CLOSING)) {
                 c->flags |= CONN_CLOSING;
@@ -351,13 +360,105 @@ static void expire(ol_conn *c)
         c->proto->on_timeout(c);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Deadlines                                                                */
+
+/*
+ * Each open connection's timer is armed at or before the earliest of its
+ * deadlines (the protocol's wait, pending output), so the tick looks only
+ * at the connections whose time may have come (reactor.h: the wheel).
+ * Deadlines that move later (progress, a new request) leave the timer as it
+ * is: when it fires early, the connection is re-armed for its real time.
+ */
+
+/* Seconds between looks at a connection whose deadline does not run now
+ * (its exchange is with the app). */
+#define RECHECK_SECONDS 1.0
+
+static double next_deadline(const ol_conn *c)
+{
+    double due = c->deadline;
+    if (ol_conn_pending(c) > 0 && c->send_deadline < due)
+        due = c->send_deadline;
+    return due;
+}
+
+/* The list lock held. */
+static void watch_locked(ol_conn *c)
+{
+    if (c->flags & CONN_CLOSED)
+        return;
+    double due = next_deadline(c);
+    if (!ol_timer_armed(&c->timer) || due < c->timer.due)
+        ol_timer_arm(&c->server->conns.wheel, &c->timer, due);
+}
+
+void ol_conn_set_deadline(ol_conn *c, double deadline)
+{
+    c->deadline = deadline;
+    ol_conns_lock(c->server);
+    watch_locked(c);
+    ol_conns_unlock(c->server);
+}
+
+/* Output is pending: the client has the send timeout to take it. */
+static void set_send_deadline(ol_conn *c)
+{
+    c->send_deadline = ol_deadline(c->server->now, c->server->cfg.send_timeout);
+    ol_conns_lock(c->server);
+    watch_locked(c);
+    ol_conns_unlock(c->server);
+}
+
+#define CONN_OF_TIMER(t) ((ol_conn *)((char *)(t)-offsetof(ol_conn, timer)))
+
+/* Under the list lock: hold (with a reference) the connections whose wait
+ * is over, as a list through expired_next; re-arm the others. */
+static ol_conn *take_expired(ol_server *srv)
+{
+    double now = srv->now;
+    ol_conn *expired = NULL;
+    ol_timer *t = ol_wheel_take_due(&srv->conns.wheel, now);
+    while (t != NULL) {
+        ol_timer *next = t->prev;
+        t->prev = NULL;
+        ol_conn *c = CONN_OF_TIMER(t);
+        t = next;
+        double due = next_deadline(c);
+        if (c->flags & CONN_HELD) {
+            due = now + OL_TICK_SECONDS; /* its holder may be done by then */
+        } else if (is_expired(c)) {
+            if (srv->threaded)
+                c->flags |= CONN_HELD;
+            ol_conn_incref(c);
+            c->expired_next = expired;
+            expired = c;
+            continue;
+        } else if (due <= now) {
+            due = now + RECHECK_SECONDS;
+        }
+        ol_timer_arm(&srv->conns.wheel, &c->timer, due);
+    }
+    return expired;
+}
+
 void ol_conns_expire(ol_server *srv)
 {
-    size_t n;
-    ol_conn **expired = ol_conns_claim(srv, is_expired, &n);
-    for (size_t i = 0; i < n; i++)
-        expire(expired[i]);
-    ol_conns_release(srv, expired, n);
+    ol_conns_lock(srv);
+    ol_conn *expired = take_expired(srv);
+    ol_conns_unlock(srv);
+    while (expired != NULL) {
+        ol_conn *c = expired;
+        expired = c->expired_next;
+        c->expired_next = NULL;
+        expire(c);
+        ol_conns_lock(srv);
+        if (srv->threaded)
+            let_go_locked(c);
+        watch_locked(c); /* still open: its next wait */
+        ol_conns_unlock(srv);
+        ol_conn_decref(c);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -670,12 +771,41 @@ static int write_blocking(ol_conn *c, const struct iovec *iov, int n)
     return 0;
 }
 
+/* Output held back while corked; what would pass it goes out at once,
+ * together with what is held, in one call. */
+#define CORK_MAX     65536
+#define SEND_IOV_MAX 16
+
+/* One sendmsg of the pending output followed by the iovecs (up to
+ * SEND_IOV_MAX of them): the bytes of the iovecs that went out (the pending
+ * ones are consumed first), 0 when the socket is full, -1 on error. */
+static ssize_t send_after_pending(ol_conn *c, const struct iovec *iov, int n)
+{
+    struct iovec all[1 + SEND_IOV_MAX];
+    int k = 0;
+    size_t pending = ol_conn_pending(c);
+    if (pending > 0)
+        all[k++] = (struct iovec){c->wbuf + c->woff, pending};
+    int m = n < SEND_IOV_MAX ? n : SEND_IOV_MAX;
+    memcpy(all + k, iov, (size_t)m * sizeof(*iov));
+    ssize_t w = send_iov(c->fd, all, k + m);
+    if (w < 0)
+        return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
+    size_t from_pending = (size_t)w < pending ? (size_t)w : pending;
+    c->woff += from_pending;
+    if (c->woff == c->wlen)
+        c->woff = c->wlen = 0;
+    return w - (ssize_t)from_pending;
+}
+
 /*
  * Write bytes that are already in wire format (TLS records or plain).
  * Whether this blocks follows from who owns the connection: the pool
  * thread serving it (CONN_BLOCKING) waits for a slow client, GIL released;
  * anyone else (the event loop, the WSGI tick) sends what the socket takes
- * and buffers the rest for the reactor to flush.
+ * and buffers the rest for the reactor to flush. While corked, small
+ * writes are only gathered: the responses to a batch of pipelined
+ * requests leave in one system call.
  */
 int ol_conn_raw_writev(ol_conn *c, const struct iovec *iov, int n)
 {
@@ -683,24 +813,27 @@ int ol_conn_raw_writev(ol_conn *c, const struct iovec *iov, int n)
         return -1;
     if (c->flags & CONN_BLOCKING)
         return write_blocking(c, iov, n);
-    size_t written = 0;
-    if (ol_conn_pending(c) == 0) {
-        ssize_t w = send_iov(c->fd, iov, n);
-        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            c->flags |= CONN_PEER_CLOSED;
-            return -1;
-        }
-        written = w > 0 ? (size_t)w : 0;
-    }
     size_t total = 0;
     for (int i = 0; i < n; i++)
         total += iov[i].iov_len;
+    if ((c->flags & CONN_CORKED) && ol_conn_pending(c) + total <= CORK_MAX)
+        return append_output(c, iov, n, 0); /* goes out with the rest at ol_conn_uncork() */
+    size_t written = 0;
+    if (ol_conn_pending(c) == 0 || (c->flags & CONN_CORKED)) {
+        ssize_t w = send_after_pending(c, iov, n);
+        if (w < 0) {
+            c->flags |= CONN_PEER_CLOSED;
+            return -1;
+        }
+        written = (size_t)w;
+    }
     if (written == total)
         return 0;
-    if (written > 0 || ol_conn_pending(c) == 0)
-        c->send_deadline = ol_deadline(c->server->now, c->server->cfg.send_timeout);
+    int restart = written > 0 || ol_conn_pending(c) == 0;
     if (append_output(c, iov, n, written) < 0)
         return -1;
+    if (restart)
+        set_send_deadline(c);
     ol_conn_update_events(c);
     return 0;
 }
@@ -727,6 +860,37 @@ int ol_conn_write(ol_conn *c, const char *data, size_t len)
 {
     struct iovec iov = {(void *)data, len};
     return ol_conn_writev(c, &iov, 1);
+}
+
+/* All pending output went out: the protocol may go on, and a connection
+ * waiting to close gracefully does. */
+static void drained(ol_conn *c)
+{
+    ol_conn_update_events(c);
+    c->proto->on_drained(c);
+    if ((c->flags & CONN_CLOSING) && !(c->flags & CONN_CLOSED))
+        ol_conn_close_gracefully(c);
+}
+
+void ol_conn_cork(ol_conn *c)
+{
+    c->flags |= CONN_CORKED;
+}
+
+void ol_conn_uncork(ol_conn *c)
+{
+    c->flags &= ~CONN_CORKED;
+    if ((c->flags & CONN_CLOSED) || ol_conn_pending(c) == 0)
+        return;
+    int r = ol_conn_flush(c);
+    if (r < 0) {
+        ol_conn_abort(c);
+    } else if (r == 1) {
+        drained(c);
+    } else {
+        set_send_deadline(c);
+        ol_conn_update_events(c);
+    }
 }
 
 int ol_conn_flush(ol_conn *c)
@@ -814,14 +978,10 @@ void ol_conn_on_event(ol_conn *c, uint32_t events)
     } else {
         if (events & EPOLLOUT) {
             int r = ol_conn_flush(c);
-            if (r < 0) {
+            if (r < 0)
                 ol_conn_abort(c);
-            } else if (r == 1) {
-                ol_conn_update_events(c);
-                c->proto->on_drained(c);
-                if ((c->flags & CONN_CLOSING) && !(c->flags & CONN_CLOSED))
-                    ol_conn_close_gracefully(c);
-            }
+            else if (r == 1)
+                drained(c);
         }
         if ((events & (EPOLLIN | EPOLLRDHUP)) && !(c->flags & CONN_CLOSED))
             on_readable(c);

@@ -64,6 +64,7 @@ typedef struct ol_proto {
 #define CONN_PROCESSING  0x0200u /* h1: inside ol_h1_process() */
 #define CONN_PENDING     0x0400u /* h1: queued for ol_h1_process() on the next loop turn */
 #define CONN_BLOCKING    0x0800u /* its holder blocks on it: writes wait for the client */
+#define CONN_CORKED      0x1000u /* small writes are gathered until ol_conn_uncork() */
 
 struct ol_conn {
     ol_handle handle; /* in the reactor while open */
@@ -86,8 +87,10 @@ struct ol_conn {
     char *wbuf;
     size_t woff, wlen, wcap;
 
-    double deadline;      /* monotonic time the current wait for the client expires */
-    double send_deadline; /* ... and the wait for it to take pending output */
+    double deadline;              /* monotonic time the current wait for the client expires */
+    double send_deadline;         /* ... and the wait for it to take pending output */
+    ol_timer timer;               /* in the server's wheel: at or before the earlier of the two */
+    struct ol_conn *expired_next; /* the tick's list of expired connections */
     uint16_t peer_port;
     uint8_t peer_family; /* AF_INET, AF_INET6 or AF_UNIX */
     uint8_t peer_addr[16];
@@ -147,6 +150,11 @@ int ol_conn_write(ol_conn *c, const char *data, size_t len);
  * -1 on error. */
 int ol_conn_flush(ol_conn *c);
 int ol_conn_wait_writable(ol_conn *c);
+/* Gather small writes (up to 64 KiB) instead of sending each, then send
+ * them in one call; uncorking may close the connection (a send error) or
+ * find the output drained (the protocol is told). Non-blocking writers. */
+void ol_conn_cork(ol_conn *c);
+void ol_conn_uncork(ol_conn *c);
 static inline size_t ol_conn_pending(const ol_conn *c)
 {
     return c->wlen - c->woff;
@@ -174,6 +182,8 @@ void ol_conns_release(ol_server *srv, ol_conn **list, size_t n);
  * holder has it or it closed), and gives it back when done. */
 ol_conn *ol_conns_take(ol_server *srv, void *object);
 void ol_conns_give_back(ol_conn *c);
+/* Set the protocol's deadline (any holder; the timer follows). */
+void ol_conn_set_deadline(ol_conn *c, double deadline);
 /* The tick: end the waits whose deadline passed. GIL. */
 void ol_conns_expire(ol_server *srv);
 /* Close every connection; held ones are shut down for their holder to

@@ -131,8 +131,8 @@ static PySendResult run(ol_driver *d, PyObject *value, PyObject *exc, PyObject *
     PySendResult st;
     *result = NULL;
     ol_server *srv = d->server;
-    PyObject *outer = srv->running; /* for the watchdog: what the loop runs */
-    srv->running = (PyObject *)d;
+    PyObject *outer = srv->watch.running; /* for the watchdog: what the loop runs */
+    srv->watch.running = (PyObject *)d;
     if (PyContext_Enter(d->context) < 0) {
         st = PYGEN_ERROR;
     } else {
@@ -150,7 +150,7 @@ static PySendResult run(ol_driver *d, PyObject *value, PyObject *exc, PyObject *
         }
         PyContext_Exit(d->context);
     }
-    srv->running = outer;
+    srv->watch.running = outer;
     if (st == PYGEN_NEXT)
         return st;
     PyObject *error = st == PYGEN_ERROR ? ol_err_take() : NULL;

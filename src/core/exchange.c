@@ -591,7 +591,7 @@ int ol_req_set_head(ol_req *r, const ol_request *h)
 void ol_req_fail(ol_req *r, int status)
 {
     ol_conn *c = r->conn;
-    r->flags |= REQ_COMPLETE | REQ_ERROR;
+    r->flags |= REQ_COMPLETE;
     if (r->receive_waiter != NULL)
         r->server->handler->on_disconnect(r);
     if (c == NULL || c->request != r)

@@ -42,25 +42,23 @@ extern const ol_handler ol_asgi_handler;
 extern const ol_handler ol_wsgi_handler;
 
 /* ol_req.flags */
-#define REQ_HEAD          0x00001u /* HEAD: the response has no body on the wire */
-#define REQ_KEEP_ALIVE    0x00002u /* the connection may persist after it */
-#define REQ_STARTED       0x00004u /* status and headers taken from the app */
-#define REQ_HEAD_SENT     0x00008u /* response head written */
-#define REQ_COMPLETE      0x00010u /* response complete */
-#define REQ_CHUNKED       0x00020u /* the response body is chunked */
-#define REQ_BODY_DONE     0x00040u /* the last body message went to the app */
-#define REQ_CONTINUE      0x00080u /* 100 Continue owed on the first body read */
-#define REQ_DISCONNECTED  0x00100u /* the client went away */
-#define REQ_HAS_LENGTH    0x00200u /* Content-Length known */
-#define REQ_HTTP10        0x00400u
-#define REQ_CONTINUE_SENT 0x00800u
-#define REQ_ERROR         0x01000u /* the app failed */
-#define REQ_APP_CHUNKED   0x02000u /* the app asked for chunked coding */
-#define REQ_APP_DATE      0x04000u /* the app set Date */
-#define REQ_APP_SERVER    0x08000u /* the app set Server */
-#define REQ_NO_BODY       0x10000u /* nothing of the body goes on the wire */
-#define REQ_ADDED_LENGTH  0x20000u /* the server writes Content-Length */
-#define REQ_OVERRUN       0x40000u /* the app wrote past its Content-Length */
+#define REQ_HEAD         0x00001u /* HEAD: the response has no body on the wire */
+#define REQ_KEEP_ALIVE   0x00002u /* the connection may persist after it */
+#define REQ_STARTED      0x00004u /* status and headers taken from the app */
+#define REQ_HEAD_SENT    0x00008u /* response head written */
+#define REQ_COMPLETE     0x00010u /* response complete */
+#define REQ_CHUNKED      0x00020u /* the response body is chunked */
+#define REQ_BODY_DONE    0x00040u /* the last body message went to the app */
+#define REQ_CONTINUE     0x00080u /* 100 Continue owed on the first body read */
+#define REQ_DISCONNECTED 0x00100u /* the client went away */
+#define REQ_HAS_LENGTH   0x00200u /* Content-Length known */
+#define REQ_HTTP10       0x00400u
+#define REQ_APP_CHUNKED  0x02000u /* the app asked for chunked coding */
+#define REQ_APP_DATE     0x04000u /* the app set Date */
+#define REQ_APP_SERVER   0x08000u /* the app set Server */
+#define REQ_NO_BODY      0x10000u /* nothing of the body goes on the wire */
+#define REQ_ADDED_LENGTH 0x20000u /* the server writes Content-Length */
+#define REQ_OVERRUN      0x40000u /* the app wrote past its Content-Length */
 
 struct ol_req {
     PyObject_HEAD

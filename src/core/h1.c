@@ -62,7 +62,6 @@ int ol_h1_continue(ol_req *r)
     r->flags &= ~REQ_CONTINUE;
     if (c->rlen > 0 || c->body_done)
         return 0;
-    r->flags |= REQ_CONTINUE_SENT;
     return ol_conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 }
 
@@ -261,7 +260,7 @@ void ol_h1_thread_exit(void)
 static ol_header *fields_for(ol_server *srv, PyThreadState **ts)
 {
     if (ts == NULL)
-        return srv->fields;
+        return srv->h1.fields;
     if (thread_fields == NULL)
         thread_fields = PyMem_RawCalloc(srv->cfg.limits.max_fields + 1, sizeof(ol_header));
     return thread_fields;
@@ -286,7 +285,7 @@ static int next_request(ol_conn *c, PyThreadState **ts)
         /* First byte of a new head: the header deadline starts now and
          * does not move however slowly the rest trickles in. */
         c->flags &= ~CONN_IDLE;
-        c->deadline = ol_deadline(ts ? ol_now() : srv->now, srv->cfg.header_timeout);
+        ol_conn_set_deadline(c, ol_deadline(ts ? ol_now() : srv->now, srv->cfg.header_timeout));
     }
     int r = ol_parse_request(&c->parser, c->rbuf, c->rlen, &head, &srv->cfg.limits);
     if (r == OL_INCOMPLETE)
@@ -352,6 +351,11 @@ void ol_h1_process(ol_conn *c, PyThreadState **ts)
 {
     const ol_handler *handler = c->server->handler;
     c->flags |= CONN_PROCESSING;
+    /* On the event loop the responses to pipelined requests are gathered
+     * and leave together (a pool thread writes as the app runs: it may
+     * block on the client, and must not hold a 100 Continue back). */
+    if (ts == NULL)
+        ol_conn_cork(c);
     while (!(c->flags & CONN_CLOSING)) {
         if (!c->body_done || c->request != NULL) {
             if (feed_body(c, ts) <= 0)
@@ -371,6 +375,11 @@ void ol_h1_process(ol_conn *c, PyThreadState **ts)
             break;
     }
     c->flags &= ~CONN_PROCESSING;
+    if (ts == NULL) {
+        ol_conn_uncork(c);
+        if (c->rlen == 0 && !(c->flags & CONN_CLOSED))
+            ol_conn_release_idle_buffers(c);
+    }
     if (!(c->flags & CONN_CLOSED)) {
         c->flags = wants_input(c) ? (c->flags | CONN_READING) : (c->flags & ~CONN_READING);
         ol_conn_update_events(c);
@@ -383,6 +392,15 @@ void ol_h1_process(ol_conn *c, PyThreadState **ts)
 void ol_h1_request_done(ol_conn *c, int keep_alive)
 {
     ol_server *srv = c->server;
+    /* Gathering pays only for a batch of pipelined requests: with no more
+     * input buffered, the response leaves now, not when the app's step ends
+     * (it may go on working after its response). */
+    if ((c->flags & CONN_CORKED) && c->rlen == 0) {
+        ol_conn_uncork(c);
+        if (c->flags & CONN_CLOSED)
+            return;
+        ol_conn_cork(c);
+    }
     c->requests++;
     if (srv->cfg.max_keep_alive_requests && c->requests >= srv->cfg.max_keep_alive_requests)
         keep_alive = 0;
@@ -391,7 +409,7 @@ void ol_h1_request_done(ol_conn *c, int keep_alive)
         return;
     }
     c->flags |= CONN_IDLE;
-    c->deadline = ol_deadline(srv->now, srv->cfg.keep_alive);
+    ol_conn_set_deadline(c, ol_deadline(srv->now, srv->cfg.keep_alive));
     c->discard_left = 65536; /* an unread body up to this size is skipped, not fatal */
     /* A response finished by the app after it suspended: pipelined input
      * already buffered will not be announced by epoll again. */
@@ -411,27 +429,27 @@ void ol_h1_schedule(ol_conn *c)
         return;
     c->flags |= CONN_PENDING;
     ol_conn_incref(c);
-    c->pending_next = srv->pending;
-    srv->pending = c;
-    if (srv->pending_scheduled || srv->run_pending == NULL)
+    c->pending_next = srv->h1.pending;
+    srv->h1.pending = c;
+    if (srv->h1.scheduled || srv->h1.run_pending == NULL)
         return;
-    PyObject *h = PyObject_CallMethod(srv->loop, "call_soon", "O", srv->run_pending);
+    PyObject *h = PyObject_CallMethod(srv->loop, "call_soon", "O", srv->h1.run_pending);
     if (h == NULL) {
         ol_log_error(srv, "cannot schedule connection processing");
         return;
     }
     Py_DECREF(h);
-    srv->pending_scheduled = 1;
+    srv->h1.scheduled = 1;
 }
 
 PyObject *ol_h1_run_pending(ol_server *srv, PyObject *unused)
 {
     (void)unused;
-    srv->pending_scheduled = 0;
+    srv->h1.scheduled = 0;
     ol_server_set_now(srv);
-    while (srv->pending != NULL) {
-        ol_conn *c = srv->pending;
-        srv->pending = c->pending_next;
+    while (srv->h1.pending != NULL) {
+        ol_conn *c = srv->h1.pending;
+        srv->h1.pending = c->pending_next;
         c->pending_next = NULL;
         c->flags &= ~CONN_PENDING;
         if (!(c->flags & CONN_CLOSED))

@@ -7,6 +7,7 @@
 #include "reactor.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -189,4 +190,71 @@ void ol_reactor_close(ol_reactor *r)
     if (r->threaded)
         pthread_mutex_destroy(&r->lock);
     r->threaded = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timers                                                                   */
+
+void ol_wheel_init(ol_wheel *w, double now)
+{
+    for (int i = 0; i < OL_WHEEL_SLOTS; i++)
+        w->slot[i].prev = w->slot[i].next = &w->slot[i];
+    w->start = now;
+    w->next_tick = 0;
+}
+
+void ol_timer_disarm(ol_timer *t)
+{
+    if (t->next == NULL)
+        return;
+    t->prev->next = t->next;
+    t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+}
+
+/* The tick at or after `due`, never one already taken. */
+static uint64_t tick_of(const ol_wheel *w, double due)
+{
+    double ticks = ceil((due - w->start) / OL_TICK_SECONDS);
+    if (ticks <= (double)w->next_tick)
+        return w->next_tick;
+    return ticks >= 1e18 ? w->next_tick + OL_WHEEL_SLOTS - 1 : (uint64_t)ticks;
+}
+
+void ol_timer_arm(ol_wheel *w, ol_timer *t, double due)
+{
+    ol_timer_disarm(t);
+    if (due == HUGE_VAL)
+        return;
+    ol_timer *head = &w->slot[tick_of(w, due) % OL_WHEEL_SLOTS];
+    t->due = due;
+    t->next = head;
+    t->prev = head->prev;
+    head->prev->next = t;
+    head->prev = t;
+}
+
+ol_timer *ol_wheel_take_due(ol_wheel *w, double now)
+{
+    ol_timer *taken = NULL;
+    double elapsed = floor((now - w->start) / OL_TICK_SECONDS);
+    if (elapsed < (double)w->next_tick)
+        return NULL;
+    uint64_t last = (uint64_t)elapsed;
+    /* More than a lap behind (a stalled loop): every slot once. */
+    uint64_t first =
+        last - w->next_tick >= OL_WHEEL_SLOTS ? last - OL_WHEEL_SLOTS + 1 : w->next_tick;
+    for (uint64_t tick = first; tick <= last; tick++) {
+        ol_timer *head = &w->slot[tick % OL_WHEEL_SLOTS];
+        for (ol_timer *t = head->next, *next; t != head; t = next) {
+            next = t->next;
+            if (t->due > now)
+                continue; /* a later lap's */
+            ol_timer_disarm(t);
+            t->prev = taken;
+            taken = t;
+        }
+    }
+    w->next_tick = last + 1;
+    return taken;
 }

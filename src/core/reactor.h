@@ -105,4 +105,42 @@ void ol_reactor_wake(ol_reactor *r);
 /* Consume the tick's or the wake-up's readiness. */
 void ol_reactor_drain(int fd);
 
+/* ------------------------------------------------------------------------ */
+/* Timers: a wheel turned by the tick                                       */
+
+/*
+ * A timer is a node its owner embeds; the wheel links it into the slot of
+ * the tick at or after its due time, so a tick looks only at the timers of
+ * its own slot -- never at every connection. A slot holds the timers of
+ * every lap (OL_WHEEL_SLOTS ticks); one due a lap or more later stays put
+ * when its slot comes round early. Not thread-safe: the owner serializes.
+ */
+typedef struct ol_timer {
+    struct ol_timer *prev, *next; /* in a slot's list; next == NULL: not armed */
+    double due;
+} ol_timer;
+
+#define OL_WHEEL_SLOTS 512
+
+typedef struct ol_wheel {
+    ol_timer slot[OL_WHEEL_SLOTS]; /* circular lists' heads */
+    double start;                  /* the time of tick 0 */
+    uint64_t next_tick;            /* the first tick not taken yet */
+} ol_wheel;
+
+void ol_wheel_init(ol_wheel *w, double now);
+
+static inline int ol_timer_armed(const ol_timer *t)
+{
+    return t->next != NULL;
+}
+
+/* (Re)arm t for `due` (seconds, the wheel's clock); HUGE_VAL disarms. */
+void ol_timer_arm(ol_wheel *w, ol_timer *t, double due);
+void ol_timer_disarm(ol_timer *t);
+
+/* Disarm and return every timer due by `now` in the slots whose tick has
+ * come, as a NULL-terminated list through ->prev. */
+ol_timer *ol_wheel_take_due(ol_wheel *w, double now);
+
 #endif /* OL_REACTOR_H */

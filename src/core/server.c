@@ -212,8 +212,8 @@ static int server_init(ol_server *srv, PyObject *args, PyObject *kwds)
         "{s:s,s:s}", "version", srv->interface == OL_ASGI2 ? "2.0" : "3.0", "spec_version", "2.4");
     if (srv->root_path_bytes == NULL || srv->asgi_info == NULL)
         return -1;
-    srv->fields = PyMem_Calloc(srv->cfg.limits.max_fields + 1, sizeof(ol_header));
-    if (srv->fields == NULL) {
+    srv->h1.fields = PyMem_Calloc(srv->cfg.limits.max_fields + 1, sizeof(ol_header));
+    if (srv->h1.fields == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -223,8 +223,8 @@ static int server_init(ol_server *srv, PyObject *args, PyObject *kwds)
             return -1;
     }
     srv->now = ol_now();
-    if (get_object(cfg, "on_stall", &srv->on_stall) < 0 ||
-        get_double(cfg, "loop_stall_warning", &srv->stall_threshold) < 0)
+    if (get_object(cfg, "on_stall", &srv->watch.on_stall) < 0 ||
+        get_double(cfg, "loop_stall_warning", &srv->watch.threshold) < 0)
         return -1;
     return get_double(cfg, "timeout_async", &srv->async_timeout);
 }
@@ -263,7 +263,7 @@ static PyObject *server_start(ol_server *srv, PyObject *unused)
     }
     PyObject *bridge = PyObject_GetAttrString((PyObject *)srv, "_run_bridge");
     PyObject *added =
-        bridge ? PyObject_CallMethod(srv->loop, "add_reader", "iO", srv->bridgefd, bridge) : NULL;
+        bridge ? PyObject_CallMethod(srv->loop, "add_reader", "iO", srv->bridge.fd, bridge) : NULL;
     Py_XDECREF(bridge);
     if (added == NULL)
         return NULL;
@@ -272,9 +272,9 @@ static PyObject *server_start(ol_server *srv, PyObject *unused)
         return NULL;
     if (srv->interface == OL_WSGI)
         return ol_pool_start(srv) < 0 ? NULL : Py_NewRef(Py_None);
-    srv->run_pending = PyObject_GetAttrString((PyObject *)srv, "_run_pending");
+    srv->h1.run_pending = PyObject_GetAttrString((PyObject *)srv, "_run_pending");
     PyObject *callback = PyObject_GetAttrString((PyObject *)srv, "_on_ready");
-    if (callback == NULL || srv->run_pending == NULL) {
+    if (callback == NULL || srv->h1.run_pending == NULL) {
         Py_XDECREF(callback);
         return NULL;
     }
@@ -330,7 +330,7 @@ static PyObject *server_shutdown(ol_server *srv, PyObject *unused)
     ol_conn **fresh = ol_conns_claim(srv, is_new, &n);
     for (size_t i = 0; i < n; i++)
         if (fresh[i]->deadline > until)
-            fresh[i]->deadline = until;
+            ol_conn_set_deadline(fresh[i], until);
     ol_conns_release(srv, fresh, n);
     ol_pool_wake(srv);
     Py_RETURN_NONE;
@@ -351,7 +351,7 @@ static PyObject *server_close(ol_server *srv, PyObject *unused)
      * else's socket. It is shut down instead, which ends the thread's
      * blocking I/O, and the thread closes it when it lets go (pool.c). */
     ol_conns_abort_all(srv);
-    int readers[2] = {srv->interface != OL_WSGI ? srv->reactor.epfd : -1, srv->bridgefd};
+    int readers[2] = {srv->interface != OL_WSGI ? srv->reactor.epfd : -1, srv->bridge.fd};
     for (int i = 0; i < 2; i++) {
         if (readers[i] < 0 || srv->loop == NULL || srv->loop == Py_None)
             continue;
@@ -388,7 +388,7 @@ static PyObject *server_get_active(ol_server *srv, void *closure)
 static PyObject *server_get_connections(ol_server *srv, void *closure)
 {
     (void)closure;
-    return PyLong_FromSize_t(srv->nconns);
+    return PyLong_FromSize_t(srv->conns.n);
 }
 
 static PyObject *server_get_total(ol_server *srv, void *closure)
@@ -414,12 +414,12 @@ static int server_traverse(ol_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->errors_stream);
     Py_VISIT(srv->proxy_trusted);
     Py_VISIT(srv->create_future);
-    Py_VISIT(srv->run_pending);
+    Py_VISIT(srv->h1.run_pending);
     Py_VISIT(srv->base_context);
-    Py_VISIT(srv->bridge_drivers);
+    Py_VISIT(srv->bridge.drivers);
     Py_VISIT(srv->gate);
     Py_VISIT(srv->idle_drivers);
-    Py_VISIT(srv->on_stall);
+    Py_VISIT(srv->watch.on_stall);
     for (int i = 0; i < srv->nlisteners; i++) {
         Py_VISIT(srv->listeners[i].sock);
         Py_VISIT(srv->listeners[i].server_addr);
@@ -438,9 +438,9 @@ static int server_clear(ol_server *srv)
     Py_CLEAR(srv->errors_stream);
     Py_CLEAR(srv->proxy_trusted);
     Py_CLEAR(srv->create_future);
-    Py_CLEAR(srv->run_pending);
+    Py_CLEAR(srv->h1.run_pending);
     Py_CLEAR(srv->base_context);
-    Py_CLEAR(srv->on_stall);
+    Py_CLEAR(srv->watch.on_stall);
     Py_CLEAR(srv->idle_drivers);
     Py_CLEAR(srv->gate);
     Py_CLEAR(srv->root_path);
@@ -465,13 +465,13 @@ static void server_dealloc(ol_server *srv)
     ol_watch_stop(srv);
     ol_bridge_close(srv);
     ol_asgi_close(srv);
-    if (srv->bridge_lock_ready)
-        pthread_mutex_destroy(&srv->bridge_lock);
+    if (srv->bridge.lock_ready)
+        pthread_mutex_destroy(&srv->bridge.lock);
     ol_conns_fini(srv);
     server_clear(srv);
     ol_reactor_close(&srv->reactor);
     PyMem_Free(srv->listeners);
-    PyMem_Free(srv->fields);
+    PyMem_Free(srv->h1.fields);
     type->tp_free((PyObject *)srv);
     Py_DECREF(type);
 }
@@ -485,7 +485,7 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     srv->state = ol_state_of_type(type);
     ol_reactor_init(&srv->reactor);
-    srv->bridgefd = srv->beatfd = -1;
+    srv->bridge.fd = srv->watch.fd = -1;
     return (PyObject *)srv;
 }
 

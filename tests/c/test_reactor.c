@@ -3,6 +3,7 @@
  * fetched before its handle was removed never resolves, whatever happened
  * to the slot, the fd number or the table since.
  */
+#include <math.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -123,8 +124,51 @@ static void check_tick_and_wake(void)
     ol_reactor_close(&r);
 }
 
+/* The timers of a list from ol_wheel_take_due(), counted; each one's
+ * index in `timers` is marked in `seen`. */
+static int take(ol_wheel *w, double now, ol_timer *timers, int *seen)
+{
+    int n = 0;
+    for (ol_timer *t = ol_wheel_take_due(w, now); t != NULL; t = t->prev) {
+        seen[t - timers]++;
+        n++;
+    }
+    return n;
+}
+
+static void check_wheel(void)
+{
+    ol_wheel w;
+    ol_wheel_init(&w, 100.0);
+    ol_timer t[6] = {{0}};
+    int seen[6] = {0};
+    ol_timer_arm(&w, &t[0], 100.05);                        /* first tick */
+    ol_timer_arm(&w, &t[1], 100.35);                        /* fourth */
+    ol_timer_arm(&w, &t[2], 100.05 + OL_WHEEL_SLOTS * 0.1); /* the first tick's slot, a lap on */
+    ol_timer_arm(&w, &t[3], 99.0);                          /* already past: the next tick */
+    ol_timer_arm(&w, &t[4], 200.0);
+    ol_timer_arm(&w, &t[5], 200.0);
+    ol_timer_disarm(&t[5]);
+    ol_timer_arm(&w, &t[4], HUGE_VAL); /* disarms */
+    CHECK(!ol_timer_armed(&t[4]) && !ol_timer_armed(&t[5]), "disarmed timers");
+    CHECK(take(&w, 100.02, t, seen) == 1 && seen[3] == 1, "a past due time fires at once");
+    CHECK(take(&w, 100.11, t, seen) == 1 && seen[0] == 1, "due by the tick's time");
+    CHECK(!ol_timer_armed(&t[0]), "a taken timer is disarmed");
+    CHECK(take(&w, 100.31, t, seen) == 0, "not yet due");
+    CHECK(take(&w, 100.41, t, seen) == 1 && seen[1] == 1, "the fourth tick's");
+    CHECK(take(&w, 100.0 + (OL_WHEEL_SLOTS - 1) * 0.1, t, seen) == 0 && ol_timer_armed(&t[2]),
+          "a later lap's timer stays when its slot comes round early");
+    CHECK(take(&w, 100.11 + OL_WHEEL_SLOTS * 0.1, t, seen) == 1 && seen[2] == 1,
+          "and fires on its own lap");
+    ol_timer_arm(&w, &t[0], 1000.0);
+    ol_timer_arm(&w, &t[1], 1000.0 + 3 * OL_WHEEL_SLOTS * 0.1);
+    CHECK(take(&w, 5000.0, t, seen) == 2 && seen[0] == 2 && seen[1] == 2,
+          "a stalled loop, laps behind: every due timer at once");
+}
+
 void suite_reactor(void)
 {
+    check_wheel();
     check_removed_handle_does_not_resolve(0);
     check_removed_handle_does_not_resolve(1);
     check_handles_survive_table_growth();

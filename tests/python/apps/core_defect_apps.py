@@ -41,19 +41,10 @@ import os
 import socket
 import sys
 import time
-from urllib.parse import parse_qs
+
+from app_helpers import answer, query, report
 
 CHUNK = 65536
-
-
-def _query(raw):
-    if isinstance(raw, bytes):
-        raw = raw.decode("latin-1")
-    return {k: v[0] for k, v in parse_qs(raw).items()}
-
-
-def _report(text):
-    print(text, file=sys.stderr, flush=True)
 
 
 def _chunk(i):
@@ -63,35 +54,24 @@ def _chunk(i):
 # -- ASGI ---------------------------------------------------------------------
 
 
-async def _answer(send, body, status=200):
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 async def asgi(scope, receive, send):
     if scope["type"] != "http":
         return
     path = scope["path"]
-    q = _query(scope["query_string"])
+    q = query(scope["query_string"])
     if path.startswith("/p/"):
-        await _answer(send, scope["method"].encode() + b" " + scope["raw_path"])
+        await answer(send, scope["method"].encode() + b" " + scope["raw_path"])
     elif path == "/echo":
         parts = []
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                _report("APP-SAW-DISCONNECT")
+                report("APP-SAW-DISCONNECT")
                 return
             parts.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        await _answer(send, b"".join(parts))
+        await answer(send, b"".join(parts))
     elif path == "/stream":
         pause = float(q.get("pause", "0"))
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -104,9 +84,9 @@ async def asgi(scope, receive, send):
                     time.sleep(pause)
             await send({"type": "http.response.body", "body": b""})
         except Exception as exc:
-            _report(f"APP-STREAM-STOPPED after {sent}: {type(exc).__name__}")
+            report(f"APP-STREAM-STOPPED after {sent}: {type(exc).__name__}")
     else:
-        await _answer(send, b"not found", status=404)
+        await answer(send, b"not found", status=404)
 
 
 # -- WSGI ---------------------------------------------------------------------
@@ -172,12 +152,12 @@ class _Stream:
 
     def close(self):
         if self.sent < self.chunks:
-            _report(f"APP-STREAM-STOPPED after {self.sent}")
+            report(f"APP-STREAM-STOPPED after {self.sent}")
 
 
 def wsgi(environ, start_response):
     path = environ["PATH_INFO"]
-    q = _query(environ.get("QUERY_STRING", ""))
+    q = query(environ.get("QUERY_STRING", ""))
     if path.startswith("/p/"):
         return _answer_wsgi(start_response, f"{environ['REQUEST_METHOD']} {path}".encode())
     if path == "/echo":
@@ -196,7 +176,7 @@ def wsgi(environ, start_response):
             _fill(sock)
         finally:
             sock.detach()
-        _report("APP-SOCKET-FULL")
+        report("APP-SOCKET-FULL")
         return []
     if path == "/wrapper-int":
         start_response("200 OK", [])
@@ -216,9 +196,9 @@ def wsgi(environ, start_response):
         try:
             start_response("500 Oops", [], exc_info)
         except BaseException as exc:
-            _report(f"APP-START-RESPONSE-RAISED {type(exc).__name__}")
+            report(f"APP-START-RESPONSE-RAISED {type(exc).__name__}")
             raise
-        _report("APP-START-RESPONSE-RETURNED")
+        report("APP-START-RESPONSE-RETURNED")
         return [b"after"]
     if path == "/ints":
         gc.collect()  # what the last requests left in cycles is freed now

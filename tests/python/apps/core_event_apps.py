@@ -32,7 +32,8 @@ import os
 import resource
 import sys
 import time
-from urllib.parse import parse_qs
+
+from app_helpers import answer, query
 
 if os.environ.get("CORE_EVENTS_NOFILE"):
     _limit = int(os.environ["CORE_EVENTS_NOFILE"])
@@ -40,23 +41,6 @@ if os.environ.get("CORE_EVENTS_NOFILE"):
 
 _held: dict[str, tuple] = {}
 _state = {"waiting": 0, "waited": 0, "blocks": 0}
-
-
-def _query(raw):
-    if isinstance(raw, bytes):
-        raw = raw.decode("latin-1")
-    return {k: v[0] for k, v in parse_qs(raw).items()}
-
-
-async def _answer(send, body, status=200):
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 async def _read_body(receive):
@@ -84,19 +68,19 @@ async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     path = scope["path"]
-    q = _query(scope["query_string"])
+    q = query(scope["query_string"])
 
     if path == "/ping":
-        await _answer(send, b"pong")
+        await answer(send, b"pong")
     elif path == "/block":
         _state["blocks"] += 1
         print(f"BLOCK-START {_state['blocks']}", file=sys.stderr, flush=True)
         time.sleep(float(q["s"]))  # the whole loop stops: events pile up
-        await _answer(send, b"blocked")
+        await answer(send, b"blocked")
     elif path == "/body":
         n = await _read_body(receive)
         if n is not None:
-            await _answer(send, str(n).encode())
+            await answer(send, str(n).encode())
     elif path == "/hold":
         done = asyncio.Event()
         _held[q["id"]] = (send, done)
@@ -112,18 +96,18 @@ async def app(scope, receive, send):
         except Exception:
             result = b"gone"
         done.set()
-        await _answer(send, result)
+        await answer(send, result)
     elif path == "/big":
-        await _answer(send, b"x" * int(q["n"]))
+        await answer(send, b"x" * int(q["n"]))
     elif path == "/stats":
-        await _answer(send, f"{_state['waiting']} {_state['waited']} {len(_held)}".encode())
+        await answer(send, f"{_state['waiting']} {_state['waited']} {len(_held)}".encode())
     else:
-        await _answer(send, b"not found", status=404)
+        await answer(send, b"not found", status=404)
 
 
 def wsgi(environ, start_response):
     path = environ["PATH_INFO"]
-    q = _query(environ.get("QUERY_STRING", ""))
+    q = query(environ.get("QUERY_STRING", ""))
     if path == "/ping":
         body = b"pong"
     elif path == "/big":
