@@ -51,7 +51,7 @@ def table(results: dict) -> str:
             if new["server"] != "oneloop" or old is None:
                 continue
             change = (new["cpu_us"] / old["cpu_us"] - 1) * 100
-            ratio = f"{new['rps'] / floor['rps']:.0%}" if floor else "–"
+            ratio = f"{new['rps'] / floor['rps']:.0%}" if floor else "-"
             lines.append(
                 f"| {sc['key']} ({label}) | {new['rps']:,.0f} | {old['rps']:,.0f} |"
                 f" {new['cpu_us']:.1f} | {old['cpu_us']:.1f} | {change:+.1f} % |"
