@@ -273,10 +273,12 @@ ol_conn **ol_conns_claim(ol_server *srv, int (*test)(const ol_conn *), size_t *n
     return out;
 }
 
-/* Let go of a held connection: re-armed (threaded mode) unless closed. */
+/* Let go of a held connection: its deadlines (which its holder set
+ * without the lock) armed, and its events, unless it closed. */
 static void let_go_locked(ol_conn *c)
 {
     c->flags &= ~(CONN_HELD | CONN_BLOCKING);
+    watch_locked(c);
     ol_conn_update_events(c);
 }
 
@@ -294,29 +296,22 @@ void ol_conns_release(ol_server *srv, ol_conn **list, size_t n)
     PyMem_Free(list);
 }
 
-ol_conn *ol_conns_take(ol_server *srv, void *object)
+ol_conn *ol_conns_take_locked(void *object)
 {
     ol_conn *c = object;
-    ol_conns_lock(srv);
-    if (c->flags & (CONN_HELD | CONN_CLOSED)) { /* the tick holds it, or it just closed */
-        ol_conns_unlock(srv);
+    if (c->flags & (CONN_HELD | CONN_CLOSED)) /* the tick holds it, or it just closed */
         return NULL;
-    }
     c->flags |= CONN_HELD | CONN_BLOCKING;
     ol_conn_incref(c);
-    ol_conns_unlock(srv);
     return c;
 }
 
-void ol_conns_give_back(ol_conn *c)
+void ol_conns_give_back_locked(ol_conn *c)
 {
-    ol_server *srv = c->server;
     /* Let go, then re-arm, under the list lock: the other way round, a
      * thread that took over polling could get the next event while the
      * connection still looks held, and drop it. */
-    ol_conns_lock(srv);
     let_go_locked(c);
-    ol_conns_unlock(srv);
     ol_conn_decref(c); /* frees only C memory: no GIL needed */
 }
 
@@ -393,21 +388,22 @@ static void watch_locked(ol_conn *c)
         ol_timer_arm(&c->server->conns.wheel, &c->timer, due);
 }
 
+/* In threaded mode only a holder changes a connection's deadlines, and
+ * its timer is armed as the holder lets go (let_go_locked): no lock here.
+ * On the event loop it is armed at once. */
 void ol_conn_set_deadline(ol_conn *c, double deadline)
 {
     c->deadline = deadline;
-    ol_conns_lock(c->server);
-    watch_locked(c);
-    ol_conns_unlock(c->server);
+    if (!c->server->threaded)
+        watch_locked(c);
 }
 
 /* Output is pending: the client has the send timeout to take it. */
 static void set_send_deadline(ol_conn *c)
 {
     c->send_deadline = ol_deadline(c->server->now, c->server->cfg.send_timeout);
-    ol_conns_lock(c->server);
-    watch_locked(c);
-    ol_conns_unlock(c->server);
+    if (!c->server->threaded)
+        watch_locked(c);
 }
 
 #define CONN_OF_TIMER(t) ((ol_conn *)((char *)(t)-offsetof(ol_conn, timer)))
@@ -424,10 +420,10 @@ static ol_conn *take_expired(ol_server *srv)
         t->prev = NULL;
         ol_conn *c = CONN_OF_TIMER(t);
         t = next;
+        if (c->flags & CONN_HELD)
+            continue; /* re-armed when its holder lets go */
         double due = next_deadline(c);
-        if (c->flags & CONN_HELD) {
-            due = now + OL_TICK_SECONDS; /* its holder may be done by then */
-        } else if (is_expired(c)) {
+        if (is_expired(c)) {
             if (srv->threaded)
                 c->flags |= CONN_HELD;
             ol_conn_incref(c);
@@ -455,7 +451,8 @@ void ol_conns_expire(ol_server *srv)
         ol_conns_lock(srv);
         if (srv->threaded)
             let_go_locked(c);
-        watch_locked(c); /* still open: its next wait */
+        else
+            watch_locked(c); /* still open: its next wait */
         ol_conns_unlock(srv);
         ol_conn_decref(c);
     }
@@ -506,140 +503,12 @@ void ol_conn_release_idle_buffers(ol_conn *c)
 }
 
 /* ------------------------------------------------------------------------ */
-/* TLS through ssl.SSLObject and two memory BIOs: the socket stays ours.    */
-
-/* What the TLS code needs from the ssl module, looked up once. */
-static int load_ssl(ol_state *st)
-{
-    if (st->ssl_memory_bio != NULL)
-        return 0;
-    PyObject *ssl = PyImport_ImportModule("ssl");
-    if (ssl == NULL)
-        return -1;
-    st->ssl_want_read = PyObject_GetAttrString(ssl, "SSLWantReadError");
-    st->ssl_memory_bio = st->ssl_want_read ? PyObject_GetAttrString(ssl, "MemoryBIO") : NULL;
-    Py_DECREF(ssl);
-    if (st->ssl_memory_bio == NULL) {
-        Py_CLEAR(st->ssl_want_read);
-        return -1;
-    }
-    return 0;
-}
-
-static int tls_setup(ol_conn *c)
-{
-    ol_state *st = c->server->state;
-    if (load_ssl(st) < 0)
-        return -1;
-    c->tls_in = PyObject_CallNoArgs(st->ssl_memory_bio);
-    c->tls_out = c->tls_in ? PyObject_CallNoArgs(st->ssl_memory_bio) : NULL;
-    if (c->tls_out == NULL)
-        return -1;
-    c->tls = PyObject_CallMethod(c->listener->ssl_context, "wrap_bio", "OOO", c->tls_in, c->tls_out,
-                                 Py_True);
-    if (c->tls == NULL)
-        return -1;
-    c->flags |= CONN_HANDSHAKE;
-    return 0;
-}
-
-/* Move what the TLS engine produced to the socket (or the output buffer). */
-static int tls_flush_out(ol_conn *c)
-{
-    PyObject *data = PyObject_CallMethod(c->tls_out, "read", NULL);
-    if (data == NULL)
-        return -1;
-    int r = 0;
-    if (PyBytes_GET_SIZE(data) > 0) {
-        struct iovec iov = {PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data)};
-        r = ol_conn_raw_writev(c, &iov, 1);
-    }
-    Py_DECREF(data);
-    return r;
-}
-
-/* Clear the pending exception; 1 if it was ssl.SSLWantReadError (the TLS
- * engine needs more bytes from the client), 0 for a real TLS error. */
-static int clear_want_read(ol_conn *c)
-{
-    PyObject *exc = ol_err_take();
-    ol_state *st = c->server->state;
-    int want = exc != NULL && st->ssl_want_read != NULL &&
-               PyErr_GivenExceptionMatches(exc, st->ssl_want_read);
-    if (exc != NULL && !want)
-        ol_log_debug_exc(c->server, "TLS error", exc);
-    Py_XDECREF(exc);
-    return want;
-}
-
-/* Decrypt what is available into the input buffer. Returns bytes of
- * plaintext added, -1 when more ciphertext is needed, -2 on error. */
-static Py_ssize_t tls_read_plain(ol_conn *c)
-{
-    Py_ssize_t added = 0;
-    if (c->flags & CONN_HANDSHAKE) {
-        PyObject *r = PyObject_CallMethod(c->tls, "do_handshake", NULL);
-        if (r == NULL) {
-            int want = clear_want_read(c);
-            if (tls_flush_out(c) < 0 || !want)
-                return -2;
-            return -1;
-        }
-        Py_DECREF(r);
-        c->flags &= ~CONN_HANDSHAKE;
-        if (tls_flush_out(c) < 0)
-            return -2;
-    }
-    for (;;) {
-        if (ol_conn_reserve(c, RECV_CHUNK) < 0)
-            return -2;
-        PyObject *data = PyObject_CallMethod(c->tls, "read", "n", (Py_ssize_t)(c->rcap - c->rlen));
-        if (data == NULL) {
-            if (!clear_want_read(c))
-                return added > 0 ? added : -2;
-            break;
-        }
-        Py_ssize_t n = PyBytes_GET_SIZE(data);
-        memcpy(c->rbuf + c->rlen, PyBytes_AS_STRING(data), (size_t)n);
-        Py_DECREF(data);
-        if (n == 0) /* close_notify from the client */
-            return added > 0 ? added : 0;
-        c->rlen += (size_t)n;
-        added += n;
-    }
-    return added > 0 ? added : -1;
-}
-
-/* Feed ciphertext from the socket to the TLS engine, then decrypt. */
-static Py_ssize_t tls_recv(ol_conn *c)
-{
-    if (c->tls == NULL && tls_setup(c) < 0) {
-        ol_log_error(c->server, "cannot set up TLS for a connection");
-        return -2;
-    }
-    char raw[RECV_CHUNK];
-    Py_ssize_t n;
-    do
-        n = recv(c->fd, raw, sizeof(raw), 0);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return (errno == EAGAIN || errno == EWOULDBLOCK) ? -1 : -2;
-    if (n == 0)
-        return 0;
-    PyObject *r = PyObject_CallMethod(c->tls_in, "write", "y#", raw, n);
-    if (r == NULL)
-        return -2;
-    Py_DECREF(r);
-    return tls_read_plain(c);
-}
-
-/* ------------------------------------------------------------------------ */
 /* Socket I/O                                                               */
 
 Py_ssize_t ol_conn_recv(ol_conn *c)
 {
     if (c->listener->ssl_context != NULL)
-        return tls_recv(c);
+        return ol_tls_recv(c);
     if (ol_conn_reserve(c, RECV_CHUNK) < 0)
         return -2;
     Py_ssize_t n;
@@ -842,18 +711,7 @@ int ol_conn_writev(ol_conn *c, const struct iovec *iov, int n)
 {
     if (c->tls == NULL)
         return ol_conn_raw_writev(c, iov, n);
-    for (int i = 0; i < n; i++) {
-        if (iov[i].iov_len == 0)
-            continue;
-        PyObject *r =
-            PyObject_CallMethod(c->tls, "write", "y#", iov[i].iov_base, (Py_ssize_t)iov[i].iov_len);
-        if (r == NULL) {
-            PyErr_Clear();
-            return -1;
-        }
-        Py_DECREF(r);
-    }
-    return tls_flush_out(c);
+    return ol_tls_writev(c, iov, n);
 }
 
 int ol_conn_write(ol_conn *c, const char *data, size_t len)

@@ -164,6 +164,11 @@ void ol_conn_update_events(ol_conn *c);
 /* Readiness from the reactor, on the event loop. */
 void ol_conn_on_event(ol_conn *c, uint32_t events);
 
+/* TLS (tls.c): like ol_conn_recv and ol_conn_writev, for a connection of
+ * a TLS listener (set up at its first read). GIL. */
+Py_ssize_t ol_tls_recv(ol_conn *c);
+int ol_tls_writev(ol_conn *c, const struct iovec *iov, int n);
+
 /* The server's list of open connections. */
 int ol_conns_init(ol_server *srv, int threaded);
 void ol_conns_fini(ol_server *srv);
@@ -178,11 +183,13 @@ void ol_conn_register(ol_server *srv, ol_conn *c);
 ol_conn **ol_conns_claim(ol_server *srv, int (*test)(const ol_conn *), size_t *n);
 /* Let go of what ol_conns_claim() returned. */
 void ol_conns_release(ol_server *srv, ol_conn **list, size_t n);
-/* A pool thread takes the connection an event named (NULL when another
- * holder has it or it closed), and gives it back when done. */
-ol_conn *ol_conns_take(ol_server *srv, void *object);
-void ol_conns_give_back(ol_conn *c);
-/* Set the protocol's deadline (any holder; the timer follows). */
+/* A pool thread, the list lock held, takes the connection an event named
+ * (NULL when another holder has it or it closed), and gives it back when
+ * done. */
+ol_conn *ol_conns_take_locked(void *object);
+void ol_conns_give_back_locked(ol_conn *c);
+/* Set the protocol's deadline (on the event loop, or by the connection's
+ * holder in threaded mode; the timer follows). */
 void ol_conn_set_deadline(ol_conn *c, double deadline);
 /* The tick: end the waits whose deadline passed. GIL. */
 void ol_conns_expire(ol_server *srv);

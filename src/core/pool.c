@@ -22,10 +22,10 @@
  * event is taken: a connection closed since the batch was fetched (by the
  * tick, or at shutdown) no longer resolves, so no thread reads freed memory.
  *
- * Locking: the pool mutex guards the token, the event batch and the busy
- * state; who holds a connection is guarded by the connection list's lock
- * (conn.c), taken inside it. Code holding either never takes the GIL, never
- * blocks, and never calls back into Python.
+ * Locking: the connection list's lock (conn.h) guards the token, the event
+ * batch and the busy state too, so taking an event and holding its
+ * connection is one critical section. Code holding it never takes the
+ * GIL, never blocks, and never calls back into Python.
  */
 #include "core.h"
 
@@ -40,7 +40,7 @@
 #define STEAL_AFTER 0.001 /* seconds a view may block before another thread polls */
 
 struct ol_pool {
-    pthread_mutex_t lock;
+    pthread_mutex_t *lock; /* the connection list's (conn.h): one lock for both */
     pthread_cond_t token_cv;   /* threads waiting for the token */
     pthread_cond_t monitor_cv; /* the monitor's sleep */
     int token_free;
@@ -65,10 +65,10 @@ void ol_pool_wake(ol_server *srv)
 {
     ol_reactor_wake(&srv->reactor);
     if (srv->pool != NULL) {
-        pthread_mutex_lock(&srv->pool->lock);
+        pthread_mutex_lock(srv->pool->lock);
         pthread_cond_broadcast(&srv->pool->token_cv);
         pthread_cond_signal(&srv->pool->monitor_cv);
-        pthread_mutex_unlock(&srv->pool->lock);
+        pthread_mutex_unlock(srv->pool->lock);
     }
 }
 
@@ -77,10 +77,10 @@ int ol_pool_defer_reactor_close(ol_server *srv)
     ol_pool *p = srv->pool;
     if (p == NULL)
         return 0;
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     int defer = p->alive > 0;
     p->close_reactor_last = defer;
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     return defer;
 }
 
@@ -108,17 +108,17 @@ static void *monitor_main(void *arg)
     ol_pool *p = arg;
     unsigned long last_served = 0;
     int idle_checks = 0;
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     while (!p->stopping) {
         if (idle_checks > 100) {
             p->monitor_asleep = 1;
-            pthread_cond_wait(&p->monitor_cv, &p->lock);
+            pthread_cond_wait(&p->monitor_cv, p->lock);
             p->monitor_asleep = 0;
             idle_checks = 0;
             continue;
         }
         struct timespec until = abs_time(STEAL_AFTER);
-        pthread_cond_timedwait(&p->monitor_cv, &p->lock, &until);
+        pthread_cond_timedwait(&p->monitor_cv, p->lock, &until);
         if (p->busy && p->waiting > 0 && ol_now() - p->busy_since >= STEAL_AFTER) {
             /* The holder is stuck in a view: an idle thread takes over polling. */
             p->holder = -1;
@@ -129,7 +129,7 @@ static void *monitor_main(void *arg)
         idle_checks = (p->served == last_served && !p->busy) ? idle_checks + 1 : 0;
         last_served = p->served;
     }
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     return NULL;
 }
 
@@ -151,7 +151,8 @@ int ol_pool_start(ol_server *srv)
         PyErr_NoMemory();
         return -1;
     }
-    if (pthread_mutex_init(&p->lock, NULL) != 0 || pthread_cond_init(&p->token_cv, NULL) != 0 ||
+    p->lock = &srv->conns.lock;
+    if (!srv->conns.lock_ready || pthread_cond_init(&p->token_cv, NULL) != 0 ||
         init_cond_monotonic(&p->monitor_cv) != 0) {
         free(p);
         PyErr_SetString(PyExc_OSError, "cannot initialise the thread pool");
@@ -175,9 +176,9 @@ int ol_pool_stop(ol_server *srv)
     ol_pool *p = srv->pool;
     if (p == NULL)
         return 0;
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     __atomic_store_n(&p->stopping, 1, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     ol_pool_wake(srv);
     return 0;
 }
@@ -194,7 +195,6 @@ void ol_pool_free(ol_server *srv)
         Py_END_ALLOW_THREADS
     }
     srv->pool = NULL;
-    pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->token_cv);
     pthread_cond_destroy(&p->monitor_cv);
     free(p);
@@ -290,9 +290,9 @@ static void serve_event(ol_server *srv, int kind, void *object, uint32_t events,
 static void poll_batch(ol_server *srv, ol_pool *p)
 {
     struct epoll_event local[BATCH];
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     int n = ol_reactor_poll(&srv->reactor, local, BATCH, -1);
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     p->nbatch = n > 0 ? n : 0;
     p->next = 0;
     if (n > 0)
@@ -303,13 +303,13 @@ static void poll_batch(ol_server *srv, ol_pool *p)
 static void run(ol_server *srv, PyThreadState **ts)
 {
     ol_pool *p = srv->pool;
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(p->lock);
     int id = p->next_id++;
     p->alive++;
     while (!p->stopping) {
         if (!p->token_free) {
             p->waiting++;
-            pthread_cond_wait(&p->token_cv, &p->lock);
+            pthread_cond_wait(&p->token_cv, p->lock);
             p->waiting--;
             continue;
         }
@@ -324,7 +324,7 @@ static void run(ol_server *srv, PyThreadState **ts)
             int kind;
             void *object = ol_reactor_resolve(&srv->reactor, &ev, &kind);
             ol_conn *c = NULL;
-            if (kind == OL_H_CONN && (c = ol_conns_take(srv, object)) == NULL)
+            if (kind == OL_H_CONN && (c = ol_conns_take_locked(object)) == NULL)
                 continue; /* the tick holds it meanwhile */
             /* Busy for the tick too: a tick that waits must not hold up
              * the polling either (the monitor passes the token on). */
@@ -333,14 +333,14 @@ static void run(ol_server *srv, PyThreadState **ts)
             p->served++;
             if (p->monitor_asleep)
                 pthread_cond_signal(&p->monitor_cv);
-            pthread_mutex_unlock(&p->lock);
+            pthread_mutex_unlock(p->lock);
             serve_event(srv, kind, object, ev.events, ts);
             if (c != NULL && __atomic_load_n(&p->stopping, __ATOMIC_ACQUIRE) &&
                 !(c->flags & CONN_CLOSED))
                 abort_conn(c, ts); /* the server closes: nobody will serve it */
+            pthread_mutex_lock(p->lock);
             if (c != NULL)
-                ol_conns_give_back(c);
-            pthread_mutex_lock(&p->lock);
+                ol_conns_give_back_locked(c);
             if (p->holder == id)
                 p->busy = 0;
         }
@@ -353,7 +353,7 @@ static void run(ol_server *srv, PyThreadState **ts)
     /* The server closed while this thread was still in a view: the set it
      * polled could not be closed under it, and is closed now. */
     int close_reactor = --p->alive == 0 && p->close_reactor_last;
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(p->lock);
     if (close_reactor)
         ol_reactor_close(&srv->reactor);
 }
