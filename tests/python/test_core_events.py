@@ -180,20 +180,8 @@ def body_waiter(server, sent: bytes = b"ab", length: int = 10) -> Client:
 # ---------------------------------------------------------------- 1. stale events
 
 
-def has_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-LOOPS = [
-    "asyncio",
-    pytest.param(
-        "uvloop", marks=pytest.mark.skipif(not has_uvloop(), reason="uvloop is not installed")
-    ),
-]
+# uvloop is a dependency on Linux/CPython (pyproject.toml): both loops always run.
+LOOPS = ["asyncio", "uvloop"]
 
 
 @pytest.mark.parametrize("loop", LOOPS)
