@@ -87,12 +87,7 @@ def main() -> int:
     ctx.quiet_budget = settings.quiet_budget
     results: dict = {"scenarios": [], "idle": []}
     started = time.monotonic()
-    ctx.part("upstream")  # the Flask async scenario's upstream, as in run.py
-    upstream = servers.start(servers.UPSTREAM, ctx.client_cpu, ctx.tools, ctx.logs, ctx.env)
-    try:
-        servers.wait_ready(upstream.port, upstream.proc, timeout=10)
-        ctx.env["BENCH_UPSTREAM"] = upstream.url
-        ctx.helpers = (upstream.proc.pid,)
+    with run.upstream_running(ctx):
         for sc in SCENARIOS:
             if args.only and sc.key not in args.only:
                 continue
@@ -101,8 +96,6 @@ def main() -> int:
                 continue
             run.log(sc.title)
             results["scenarios"].append(run.run_scenario(ctx, pair))
-    finally:
-        servers.stop(upstream)
     if not args.only or "idle" in args.only:
         run.IDLE = paired(IDLE, base)
         run.log("Idle keep-alive connections")

@@ -25,6 +25,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import hotpath
@@ -411,22 +412,30 @@ def save(results: dict, path: str) -> None:
         json.dump(results, f, indent=1)
 
 
-def run_all(args: argparse.Namespace, ctx: Context) -> dict:
-    results: dict = {"scenarios": [], "fixed_rate": [], "idle": [], "profile": {}}
-    partial = os.path.join(ctx.out, "results.json")
+@contextlib.contextmanager
+def upstream_running(ctx: Context) -> Iterator[None]:
+    """The upstream the Flask async scenario calls (the C floor server), on
+    the client's core, for the scenarios run inside."""
     ctx.part("upstream")
     upstream = servers.start(servers.UPSTREAM, ctx.client_cpu, ctx.tools, ctx.logs, ctx.env)
     try:
         servers.wait_ready(upstream.port, upstream.proc, timeout=10)
         ctx.env["BENCH_UPSTREAM"] = upstream.url
         ctx.helpers = (upstream.proc.pid,)
+        yield
+    finally:
+        servers.stop(upstream)
+
+
+def run_all(args: argparse.Namespace, ctx: Context) -> dict:
+    results: dict = {"scenarios": [], "fixed_rate": [], "idle": [], "profile": {}}
+    partial = os.path.join(ctx.out, "results.json")
+    with upstream_running(ctx):
         for sc in SCENARIOS:
             if wanted(args, sc.key):
                 log(f"{sc.title}")
                 results["scenarios"].append(run_scenario(ctx, sc))
                 save(results, partial)
-    finally:
-        servers.stop(upstream)
     peaks = {
         sc["key"]: {t["label"]: t.get("rps") for t in sc["targets"] if t.get("status") == "ok"}
         for sc in results["scenarios"]

@@ -409,7 +409,8 @@ static void set_send_deadline(ol_conn *c)
 #define CONN_OF_TIMER(t) ((ol_conn *)((char *)(t)-offsetof(ol_conn, timer)))
 
 /* Under the list lock: hold (with a reference) the connections whose wait
- * is over, as a list through expired_next; re-arm the others. */
+ * is over, as a list through their disarmed timers' ->prev; re-arm the
+ * others. */
 static ol_conn *take_expired(ol_server *srv)
 {
     double now = srv->now;
@@ -427,7 +428,7 @@ static ol_conn *take_expired(ol_server *srv)
             if (srv->threaded)
                 c->flags |= CONN_HELD;
             ol_conn_incref(c);
-            c->expired_next = expired;
+            c->timer.prev = expired != NULL ? &expired->timer : NULL;
             expired = c;
             continue;
         } else if (due <= now) {
@@ -445,8 +446,8 @@ void ol_conns_expire(ol_server *srv)
     ol_conns_unlock(srv);
     while (expired != NULL) {
         ol_conn *c = expired;
-        expired = c->expired_next;
-        c->expired_next = NULL;
+        expired = c->timer.prev != NULL ? CONN_OF_TIMER(c->timer.prev) : NULL;
+        c->timer.prev = NULL;
         expire(c);
         ol_conns_lock(srv);
         if (srv->threaded)

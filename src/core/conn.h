@@ -87,10 +87,9 @@ struct ol_conn {
     char *wbuf;
     size_t woff, wlen, wcap;
 
-    double deadline;              /* monotonic time the current wait for the client expires */
-    double send_deadline;         /* ... and the wait for it to take pending output */
-    ol_timer timer;               /* in the server's wheel: at or before the earlier of the two */
-    struct ol_conn *expired_next; /* the tick's list of expired connections */
+    double deadline;      /* monotonic time the current wait for the client expires */
+    double send_deadline; /* ... and the wait for it to take pending output */
+    ol_timer timer;       /* in the server's wheel: at or before the earlier of the two */
     uint16_t peer_port;
     uint8_t peer_family; /* AF_INET, AF_INET6 or AF_UNIX */
     uint8_t peer_addr[16];
@@ -106,9 +105,9 @@ struct ol_conn {
     uint64_t body_left;    /* Content-Length bytes still to come */
     uint64_t body_total;   /* body bytes received for the current request */
     uint64_t discard_left; /* unread body bytes we still skip rather than close */
-    ol_chunked chunked;
-    unsigned requests; /* requests served */
-    ol_req *request;   /* the exchange in flight (a strong reference) */
+    ol_chunked *chunked;   /* while a chunked body is read, else NULL */
+    unsigned requests;     /* requests served */
+    ol_req *request;       /* the exchange in flight (a strong reference) */
 
     PyObject *driver; /* the ASGI interface's host task driver (asgi.c), or NULL */
 };

@@ -13,6 +13,7 @@
  */
 #include "core.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -68,7 +69,16 @@ int ol_h1_continue(ol_req *r)
 /* ------------------------------------------------------------------------ */
 /* Request bodies                                                           */
 
-static void begin_body(ol_conn *c, const ol_request *head)
+/* The chunked decoder's state exists only while a chunked body is read:
+ * an idle connection does not carry it. */
+static void end_chunked(ol_conn *c)
+{
+    free(c->chunked);
+    c->chunked = NULL;
+}
+
+/* 0, or -1 when out of memory. */
+static int begin_body(ol_conn *c, const ol_request *head)
 {
     c->body_framing = head->framing;
     c->body_total = 0;
@@ -77,8 +87,12 @@ static void begin_body(ol_conn *c, const ol_request *head)
         head->framing == OL_BODY_NONE || (head->framing == OL_BODY_LENGTH && c->body_left == 0);
     if (c->body_done)
         c->body_framing = OL_BODY_NONE;
-    if (head->framing == OL_BODY_CHUNKED)
-        ol_chunked_init(&c->chunked, &c->server->cfg.limits);
+    if (head->framing == OL_BODY_CHUNKED) {
+        if (c->chunked == NULL && (c->chunked = malloc(sizeof(*c->chunked))) == NULL)
+            return -1;
+        ol_chunked_init(c->chunked, &c->server->cfg.limits);
+    }
+    return 0;
 }
 
 /* At most this many chunks are gathered into one body message. */
@@ -120,7 +134,7 @@ static int decode_chunks(ol_conn *c, ol_span *spans, int *nspans, size_t *used_t
     while (*nspans < MAX_SPANS) {
         size_t used;
         ol_span data;
-        int r = ol_chunked_decode(&c->chunked, c->rbuf + *used_total, c->rlen - *used_total, &used,
+        int r = ol_chunked_decode(c->chunked, c->rbuf + *used_total, c->rlen - *used_total, &used,
                                   &data);
         *used_total += used;
         if (r != OL_CHUNK_DATA)
@@ -157,8 +171,10 @@ int ol_h1_take_body(ol_conn *c, PyObject **out)
     if (gather(out, spans, n) < 0)
         return -1;
     ol_conn_consume(c, used);
-    if (r == OL_CHUNK_DONE)
+    if (r == OL_CHUNK_DONE) {
         c->body_done = 1;
+        end_chunked(c);
+    }
     return c->body_done;
 }
 
@@ -237,8 +253,12 @@ static int begin_exchange(ol_conn *c, const ol_request *h, size_t head_len)
             srv->handler->release(r);
         return -1;
     }
+    if (begin_body(c, h) < 0) {
+        PyErr_NoMemory();
+        srv->handler->release(r);
+        return -1;
+    }
     ol_conn_consume(c, head_len);
-    begin_body(c, h);
     if ((h->flags & OL_REQ_EXPECT_CONTINUE) && !c->body_done && h->version_minor >= 1)
         r->flags |= REQ_CONTINUE;
     c->request = (ol_req *)Py_NewRef(r);
@@ -500,6 +520,7 @@ static void h1_on_drained(ol_conn *c)
 static void h1_on_close(ol_conn *c)
 {
     const ol_handler *handler = c->server->handler;
+    end_chunked(c);
     ol_req *r = c->request;
     if (r != NULL) {
         r->flags |= REQ_DISCONNECTED;

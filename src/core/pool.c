@@ -40,7 +40,7 @@
 #define STEAL_AFTER 0.001 /* seconds a view may block before another thread polls */
 
 struct ol_pool {
-    pthread_mutex_t *lock; /* the connection list's (conn.h): one lock for both */
+    pthread_mutex_t *lock;     /* the connection list's (conn.h): one lock for both */
     pthread_cond_t token_cv;   /* threads waiting for the token */
     pthread_cond_t monitor_cv; /* the monitor's sleep */
     int token_free;

@@ -14,7 +14,6 @@
 
 #define RECV_CHUNK 16384
 
-
 /* What the TLS code needs from the ssl module, looked up once. */
 static int load_ssl(ol_state *st)
 {
@@ -139,7 +138,6 @@ Py_ssize_t ol_tls_recv(ol_conn *c)
     Py_DECREF(r);
     return tls_read_plain(c);
 }
-
 
 int ol_tls_writev(ol_conn *c, const struct iovec *iov, int n)
 {
