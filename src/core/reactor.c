@@ -38,7 +38,7 @@ static int64_t take_slot(ol_reactor *r)
 {
     if (r->free_head != 0) {
         uint32_t i = r->free_head - 1;
-        r->free_head = r->slots[i].next_free;
+        r->free_head = r->slots[i].u.next_free;
         return i;
     }
     if (r->nslots == r->cap) {
@@ -58,8 +58,7 @@ static void retire_slot(ol_reactor *r, uint32_t i)
     ol_slot *s = &r->slots[i];
     s->generation++;
     s->kind = OL_H_NONE;
-    s->object = NULL;
-    s->next_free = r->free_head;
+    s->u.next_free = r->free_head;
     r->free_head = i + 1;
 }
 
@@ -74,7 +73,7 @@ ol_handle ol_reactor_add(ol_reactor *r, int fd, int kind, void *object, uint32_t
     }
     ol_slot *s = &r->slots[i];
     s->kind = kind;
-    s->object = object;
+    s->u.object = object;
     ol_handle h = HANDLE(i, s->generation);
     unlock(r);
     /* The slot is live before the fd is in the set, so the first event can
@@ -119,7 +118,7 @@ void *ol_reactor_resolve(ol_reactor *r, const struct epoll_event *ev, int *kind)
     if (h != 0 && i < r->nslots && r->slots[i].generation == HANDLE_GEN(h) &&
         r->slots[i].kind != OL_H_NONE) {
         *kind = r->slots[i].kind;
-        object = r->slots[i].object;
+        object = r->slots[i].u.object;
     }
     unlock(r);
     return object;

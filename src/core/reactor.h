@@ -47,10 +47,12 @@ typedef uint64_t ol_handle; /* 0 is never a valid handle */
 
 typedef struct ol_slot {
     uint32_t generation; /* bumped at each removal */
-    uint32_t next_free;  /* while free: the next free slot's index + 1, 0 = none */
     int kind;            /* OL_H_NONE while free */
-    void *object;
-} ol_slot;
+    union {
+        void *object;       /* while in use */
+        uint32_t next_free; /* while free: the next free slot's index + 1, 0 = none */
+    } u;
+} ol_slot; /* 16 bytes: one per open connection */
 
 typedef struct ol_reactor {
     int epfd, tickfd, wakefd;
