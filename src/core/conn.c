@@ -1,16 +1,18 @@
 /*
- * conn.c -- one client connection: its buffers, socket and TLS I/O, request
- * bodies, and (in ASGI mode, on the event loop) the read-parse-dispatch
- * cycle with keep-alive and pipelining.
+ * conn.c -- the transport: one client connection's socket, input and output
+ * buffers, partial and gathered writes, the lingering close, readiness from
+ * the reactor, and the server's list of connections with their timers
+ * (conn.h states the contract; TLS is in tls.c). What the bytes mean is the
+ * protocol's business (c->proto, h1.c first).
  *
  * Input lands in c->rbuf and stays there until consumed, so a request head
  * that spans reads, pipelined requests and body bytes the app has not asked
  * for yet all live in one place. Output goes straight to the socket and only
- * what the socket refuses is copied to c->wbuf.
+ * what the socket refuses (or a corked batch gathers) is copied to c->wbuf.
  *
- * GIL: the plain-socket functions (recv, send, buffers, body framing) touch
- * no Python object and may run without it; anything involving TLS, requests
- * or the client address needs it.
+ * GIL: the plain-socket functions (recv, send, buffers) touch no Python
+ * object and may run without it; anything involving TLS, the protocol's
+ * callbacks or the client address needs it.
  */
 #include "core.h"
 

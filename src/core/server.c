@@ -1,16 +1,9 @@
 /*
- * server.c -- the Server object: listening sockets, the epoll set, accept,
- * timers, and the one callback the event loop runs for all of them.
- *
- * In ASGI mode the epoll set is registered with the asyncio loop as a single
- * reader (loop.add_reader), and _on_ready handles every connection that is
- * ready in one pass of C: the loop's dispatch cost is paid once per wake-up,
- * not once per socket event. In WSGI mode the pool threads (pool.c) wait on
- * the same epoll set themselves and the loop is not involved in HTTP at all.
- *
- * A timerfd in the set ticks ten times a second while the server runs; each
- * tick expires connections whose deadline passed (keep-alive idle, header
- * read, body read, lingering close, slow readers).
+ * server.c -- the Server object (server.h): configuration read once from
+ * the Python config, the listeners, start (the reactor registered with the
+ * asyncio loop as one reader in ASGI mode, the pool's threads in WSGI
+ * mode), graceful shutdown and close. What the reactor's events lead to is
+ * in dispatch.c; connections, protocols and interfaces in their own files.
  */
 #include "core.h"
 
