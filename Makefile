@@ -150,13 +150,19 @@ bench-smoke:
 # This checkout's oneloop against the build of commit BASE, in one run (a
 # refactor's before/after table): make bench-compare BASE=<commit> [BENCH_QUICK=1]
 BASE_TREE := $(BUILD)/bench-base
+THIS_TREE := $(BUILD)/bench-this
 bench-compare:
 	@test -n "$(BASE)" || { echo "bench-compare: say which commit, BASE=<commit>" >&2; exit 2; }
 	$(BENCH_SETUP)
-	rm -rf $(BASE_TREE) && mkdir -p $(BASE_TREE)
+	rm -rf $(BASE_TREE) $(THIS_TREE) && mkdir -p $(BASE_TREE) $(THIS_TREE)
 	git archive $(BASE) | tar -x -C $(BASE_TREE)
-	cd $(BASE_TREE) && $(abspath $(BENCH_VENV))/bin/python setup.py -q build_clib build_ext --inplace
-	$(BENCH_VENV)/bin/python bench/servers/compare.py $(BASE_TREE)/src \
+	cp -r setup.py pyproject.toml README.md src $(THIS_TREE)/
+	rm -f $(THIS_TREE)/src/oneloop/_core*.so
+	for tree in $(BASE_TREE) $(THIS_TREE); do \
+		(cd $$tree && $(abspath $(BENCH_VENV))/bin/python setup.py -q build_clib build_ext --inplace) \
+			|| exit 1; \
+	done
+	$(BENCH_VENV)/bin/python bench/servers/compare.py $(BASE_TREE)/src --this $(THIS_TREE)/src \
 		$(if $(filter 1,$(BENCH_QUICK)),--quick) $(if $(ONLY),--only $(ONLY))
 
 # ---------------------------------------------------------------- Python

@@ -1,12 +1,14 @@
 """oneloop against another build of itself, in the same run on the same
 machine: a refactor's before and after.
 
-    make bench-compare BASE=<commit>        # builds BASE, then runs this
-    python bench/servers/compare.py DIR [--quick] [--only KEY ...]
+    make bench-compare BASE=<commit>        # builds BASE and this tree, then runs this
+    python bench/servers/compare.py DIR [--this DIR2] [--quick] [--only KEY ...]
 
-DIR holds the other build's package (DIR/oneloop with its extension built
-in place). Every scenario runs oneloop's rows twice, this checkout's and
-DIR's, interleaved repetition by repetition like any run.py scenario, with
+DIR (and DIR2) hold a build's package (DIR/oneloop with its extension built
+in place); make bench-compare loads both rows that way, so they differ in
+nothing but their code. Every scenario runs oneloop's rows twice, this
+checkout's and DIR's, interleaved repetition by repetition like any run.py
+scenario, with
 the C floor where the scenario has it; idle memory per connection too. The
 peers are left out. Prints a Markdown table (and writes it beside the raw
 results): requests per second, server CPU µs per request, and the change.
@@ -26,13 +28,13 @@ import servers
 from scenarios import IDLE, SCENARIOS, Scenario
 
 
-def paired(targets, base_dir: str) -> tuple[servers.Target, ...]:
+def paired(targets, base_dir: str, this_dir: str) -> tuple[servers.Target, ...]:
     out: list[servers.Target] = []
     for t in targets:
         if t.server == "floor":
             out.append(t)
         elif t.is_oneloop:
-            out.append(t)
+            out.append(dataclasses.replace(t, pythonpath=this_dir))
             out.append(dataclasses.replace(t, label=f"{t.label} (base)", pythonpath=base_dir))
     return tuple(out)
 
@@ -71,12 +73,19 @@ def table(results: dict) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("base", help="directory holding the other build's oneloop package")
+    p.add_argument(
+        "--this",
+        default="",
+        help="directory holding this build's package (default: the one installed); give both "
+        "from a directory so that neither row differs in how it is loaded",
+    )
     p.add_argument("--quick", action="store_true", help="shorter runs, one repetition")
     p.add_argument("--only", nargs="*", help="scenario keys (and 'idle') to run")
     p.add_argument("--tools", default=os.path.join(run.ROOT, "build", "bench", "bin"))
     p.add_argument("--out", default=os.path.join(run.ROOT, "build", "bench-compare"))
     args = p.parse_args()
     base = os.path.abspath(args.base)
+    this = os.path.abspath(args.this) if args.this else ""
     if not os.path.isdir(os.path.join(base, "oneloop")):
         sys.exit(f"compare: {base} holds no oneloop package")
     settings = run.QUICK if args.quick else run.FULL
@@ -91,13 +100,13 @@ def main() -> int:
         for sc in SCENARIOS:
             if args.only and sc.key not in args.only:
                 continue
-            pair = Scenario(sc.key, sc.title, sc.what, paired(sc.targets, base), sc.load)
+            pair = Scenario(sc.key, sc.title, sc.what, paired(sc.targets, base, this), sc.load)
             if len(pair.targets) < 2:
                 continue
             run.log(sc.title)
             results["scenarios"].append(run.run_scenario(ctx, pair))
     if not args.only or "idle" in args.only:
-        run.IDLE = paired(IDLE, base)
+        run.IDLE = paired(IDLE, base, this)
         run.log("Idle keep-alive connections")
         results["idle"] = run.run_idle(ctx)
     results["minutes"] = (time.monotonic() - started) / 60
