@@ -195,6 +195,26 @@ static int discard_body(ol_conn *c)
 /* ------------------------------------------------------------------------ */
 /* Heads                                                                    */
 
+/* An HTTP/1.1 request to switch to WebSocket (RFC 6455 4.2.1): the
+ * Connection and Upgrade fields say so; whether the handshake is valid is
+ * checked later. */
+int ol_h1_is_websocket(const ol_request *h)
+{
+    if (!(h->flags & OL_REQ_UPGRADE))
+        return 0;
+    const char *p = h->upgrade.base, *end = p + h->upgrade.len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *tok = p;
+        while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        if (p - tok == 9 && strncasecmp(tok, "websocket", 9) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* A parse error gets its status and the connection closes. GIL held. */
 static void answer_parse_error(ol_conn *c, int error)
 {
@@ -225,8 +245,7 @@ static int refuse(ol_conn *c, const ol_request *h)
         ol_h1_send_error(c, 501, "CONNECT is not supported");
         return 1;
     }
-    if ((h->flags & OL_REQ_UPGRADE) && h->upgrade.len == 9 &&
-        strncasecmp(h->upgrade.base, "websocket", 9) == 0) {
+    if (srv->cfg.ws && srv->interface != OL_WSGI && ol_h1_is_websocket(h)) {
         ol_h1_send_error(c, 400, "WebSocket upgrades are not supported");
         return 1;
     }

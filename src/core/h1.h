@@ -20,6 +20,9 @@ extern const ol_proto ol_h1_protocol;
  * is taken around each exchange, which runs to its end.
  */
 void ol_h1_process(ol_conn *c, PyThreadState **ts);
+/* Does the head ask to switch to WebSocket (Connection: upgrade,
+ * Upgrade: websocket)? */
+int ol_h1_is_websocket(const ol_request *h);
 /* A pool thread's last call: frees its head-parsing array. */
 void ol_h1_thread_exit(void);
 

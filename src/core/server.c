@@ -73,6 +73,35 @@ static int get_object(PyObject *cfg, const char *name, PyObject **out)
     return 0;
 }
 
+/* The --ws* options; a config object without them (an embedding) gets the
+ * defaults. */
+static int read_ws_config(ol_config *c, PyObject *cfg)
+{
+    c->ws = 1;
+    c->ws_max_size = 16u << 20;
+    c->ws_max_queue = 32;
+    c->ws_ping_interval = 20.0;
+    c->ws_ping_timeout = 20.0;
+    c->ws_deflate = 1;
+    int has = PyObject_HasAttrString(cfg, "ws");
+    if (!has)
+        return 0;
+    PyObject *mode = PyObject_GetAttrString(cfg, "ws");
+    if (mode == NULL)
+        return -1;
+    c->ws = !(PyUnicode_Check(mode) && PyUnicode_CompareWithASCIIString(mode, "off") == 0);
+    Py_DECREF(mode);
+    if (get_size(cfg, "ws_max_size", &c->ws_max_size) < 0 ||
+        get_size(cfg, "ws_max_queue", &c->ws_max_queue) < 0 ||
+        get_double(cfg, "ws_ping_interval", &c->ws_ping_interval) < 0 ||
+        get_double(cfg, "ws_ping_timeout", &c->ws_ping_timeout) < 0 ||
+        get_bool(cfg, "ws_per_message_deflate", &c->ws_deflate) < 0)
+        return -1;
+    if (c->ws_max_queue == 0)
+        c->ws_max_queue = 1;
+    return 0;
+}
+
 static int read_config(ol_server *srv, PyObject *cfg)
 {
     ol_config *c = &srv->cfg;
@@ -91,7 +120,7 @@ static int read_config(ol_server *srv, PyObject *cfg)
         get_size(cfg, "max_requests", &max_served) < 0 ||
         get_bool(cfg, "server_header", &c->server_header) < 0 ||
         get_bool(cfg, "date_header", &c->date_header) < 0 ||
-        get_bool(cfg, "multiprocess", &c->multiprocess) < 0)
+        get_bool(cfg, "multiprocess", &c->multiprocess) < 0 || read_ws_config(c, cfg) < 0)
         return -1;
     if (c->limits.max_fields > 32768 || c->limits.max_request_line > (1u << 20) ||
         c->limits.max_field_size > (1u << 20)) {

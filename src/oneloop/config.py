@@ -144,6 +144,13 @@ class Config:
     timeout_async: float = 0.0
     loop_stall_warning: float = 0.5
     max_keep_alive_requests: int = 0
+    # WebSockets
+    ws: str = "auto"
+    ws_max_size: int = 16 * 1024 * 1024
+    ws_max_queue: int = 32
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    ws_per_message_deflate: bool = True
     # Process model
     workers: int = 1
     timeout: float = 30.0
@@ -277,6 +284,35 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         _non_negative_int,
         "requests per connection before closing it (default: 0 = no limit)",
     ),
+    "ws": (
+        _choice("auto", "on", "off"),
+        "WebSocket upgrades (default: auto = on): ASGI apps get the websocket scope, WSGI "
+        "apps take the connection over (flask-sock); off: an upgrade request is served as "
+        "plain HTTP",
+    ),
+    "ws_max_size": (
+        _positive_int,
+        "largest WebSocket message in bytes, after decompression; a larger one closes the "
+        "connection with 1009 (default: 16777216)",
+    ),
+    "ws_max_queue": (
+        _positive_int,
+        "WebSocket messages received and not yet taken by the app before reading pauses "
+        "(default: 32)",
+    ),
+    "ws_ping_interval": (
+        _non_negative_float,
+        "seconds between keepalive pings on an idle WebSocket (default: 20; 0 = none)",
+    ),
+    "ws_ping_timeout": (
+        _non_negative_float,
+        "seconds to wait for the pong (and for the client's close frame) before the "
+        "connection is closed (default: 20; 0 = no limit)",
+    ),
+    "ws_per_message_deflate": (
+        _bool,
+        "accept permessage-deflate compression (RFC 7692) when the client offers it (default: on)",
+    ),
     "workers": (
         _non_negative_int,
         "worker processes, each with its own event loop, under a supervisor "
@@ -346,6 +382,7 @@ FLAGS = {
     "server_header",
     "date_header",
     "reload",
+    "ws_per_message_deflate",
 }
 
 

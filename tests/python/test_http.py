@@ -531,8 +531,10 @@ def test_app_server_and_date_headers_win(serve, app):
 # ---------------------------------------------------------------- Upgrade
 
 
-def test_websocket_upgrade_refused(serve, app):
-    server = serve(app)
+def test_websocket_upgrade_to_a_wsgi_app_is_plain_http(serve):
+    """A WSGI app that does not take the connection over (flask-sock does)
+    answers the upgrade as any request, and the connection carries on."""
+    server = serve(APPS["wsgi"])
     with connect(server) as c:
         c.send(
             get(
@@ -544,11 +546,11 @@ def test_websocket_upgrade_refused(serve, app):
             )
             + get("/p/after")
         )
-        status, headers, body = c.response()
-        assert status == 400
-        assert b"WebSocket upgrades are not supported" in body
-        assert headers.get("connection") == "close"
-        assert c.read_to_eof() == b""
+        status, _, body = c.response()
+        assert status == 200
+        assert body == b"GET /p/ws"
+        status, _, body = c.response()
+        assert (status, body) == (200, b"GET /p/after")
     assert_serves(server)
 
 
