@@ -35,6 +35,8 @@ help:
 	@echo "make fuzz         run each libFuzzer target for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 	@echo "make bench        parser micro-benchmark (ns per request)"
 	@echo "make bench-servers  oneloop against its peers, writes docs/benchmarks.md (BENCH_QUICK=1: shorter)"
+	@echo "                  ONLY=\"KEY ...\": only those parts (ONLY=ws: the WebSocket ones, which rewrite"
+	@echo "                  only their own section of docs/benchmarks.md)"
 	@echo "make bench-smoke  every benchmark scenario for about a second (proves the harness works)"
 	@echo "make bench-compare BASE=<commit>  this oneloop against commit BASE's, same run"
 	@echo "make test-py      Python tests (real server, real sockets)"
@@ -141,11 +143,11 @@ BENCH_SETUP := PYTHON=$(PYTHON) BENCH_VENV=$(abspath $(BENCH_VENV)) bench/server
 bench-servers:
 	$(BENCH_SETUP)
 	$(BENCH_VENV)/bin/python bench/servers/run.py $(if $(filter 1,$(BENCH_QUICK)),--quick) \
-		$(if $(filter 1,$(SMOKE)),--smoke)
+		$(if $(filter 1,$(SMOKE)),--smoke) $(if $(ONLY),--only $(ONLY))
 
 bench-smoke:
 	$(BENCH_SETUP)
-	$(BENCH_VENV)/bin/python bench/servers/run.py --smoke
+	$(BENCH_VENV)/bin/python bench/servers/run.py --smoke $(if $(ONLY),--only $(ONLY))
 
 # This checkout's oneloop against the build of commit BASE, in one run (a
 # refactor's before/after table): make bench-compare BASE=<commit> [BENCH_QUICK=1]

@@ -142,6 +142,56 @@ def idle(results: dict, path: str) -> None:
     _save(fig, path)
 
 
+def websocket(results: dict, path: str) -> None:
+    """Server CPU per message (echo), per handshake, and memory per idle
+    WebSocket; each bar noted with its rate and oneloop's ratio by CPU."""
+    ws = results.get("websocket") or {}
+    panels = [(sc, "cpu_us") for sc in ws.get("scenarios", []) if _ok(sc)]
+    idle_rows = [t for t in ws.get("idle", []) if t.get("status") == "ok"]
+    if not panels and not idle_rows:
+        return
+    count = len(panels) + bool(idle_rows)
+    cols = 2 if count > 1 else 1
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 0.42 * 6 * rows + 1.2 * rows))
+    axes = list(getattr(axes, "flat", [axes]))
+    for ax, (sc, key) in zip(axes, panels, strict=False):
+        ts = [
+            t for t in _ok(sc) if t["rps"]
+        ]  # a row that completed nothing has no cost per message
+        ours = next((t for t in ts if t["server"] == "oneloop"), None)
+        per = "handshake" if sc["load"]["mode"] == "connect" else "message"
+        notes = []
+        for t in ts:
+            note = f"{_value(t[key], ' µs')}, {t['rps']:,.0f}/s"
+            if ours and t is not ours and ours[key]:
+                note += f", oneloop {t[key] / ours[key]:.2f}{TIMES}"
+            notes.append(note)
+        _bars(
+            ax,
+            [t["label"] for t in ts],
+            [t[key] for t in ts],
+            [COLORS[t["server"]] for t in ts],
+            notes,
+        )
+        ax.set_title(f"{sc['title']}: server CPU µs per {per}", fontsize=10)
+    if idle_rows:
+        ax = axes[len(panels)]
+        values = [t["bytes_per_conn"] for t in idle_rows]
+        _bars(
+            ax,
+            [t["label"] for t in idle_rows],
+            values,
+            [COLORS[t["server"]] for t in idle_rows],
+            [_value(v, " B") for v in values],
+        )
+        ax.set_title("Memory per idle WebSocket (user space, bytes)", fontsize=10)
+    for ax in axes[count:]:
+        ax.axis("off")
+    fig.suptitle("WebSocket, one worker on one core (lower is better)", fontsize=12)
+    _save(fig, path)
+
+
 def draw_all(results: dict, img: str) -> None:
     headline(results, os.path.join(img, "headline.png"))
     _grid(results, "rps", "", "Requests per second (median)", os.path.join(img, "throughput.png"))
@@ -154,3 +204,4 @@ def draw_all(results: dict, img: str) -> None:
     )
     latency(results, os.path.join(img, "latency.png"))
     idle(results, os.path.join(img, "idle.png"))
+    websocket(results, os.path.join(img, "websocket.png"))

@@ -1,7 +1,7 @@
 """The load generators, run pinned to the client core: wrk (closed loop, and
-pipelining through a Lua script), h2load (a fixed number of requests) and
-rate_client (open loop at a fixed rate), with their output turned into one
-Outcome."""
+pipelining through a Lua script), h2load (a fixed number of requests),
+rate_client (open loop at a fixed rate) and ws_client (WebSocket echo and
+handshakes), with their output turned into one Outcome."""
 
 from __future__ import annotations
 
@@ -25,6 +25,29 @@ class Load:
     # wrk's latency percentiles are garbage when it pipelines (zeros, one
     # sample per batch): such loads report none.
     latency: bool = True
+
+
+@dataclass(frozen=True)
+class WsLoad:
+    """How a WebSocket scenario loads a server (bench/ws_client.c)."""
+
+    mode: str  # "echo": messages echoed; "connect": connect, handshake, close
+    connections: int = 64
+    size: int = 16  # bytes per message
+    binary: bool = False  # binary messages, else text
+    in_flight: int = 1  # messages in flight per connection
+
+
+# What ws_client counts apart, besides completed operations.
+WS_ERRORS = (
+    "connect_errors",
+    "handshake_errors",
+    "protocol_errors",
+    "mismatches",
+    "disconnects",
+    "timeouts",
+    "close_errors",
+)
 
 
 @dataclass
@@ -51,13 +74,17 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _run(argv: list[str], cpu: str, timeout: float) -> tuple[str, float]:
+def _run(argv: list[str], cpu: str, timeout: float, log: str | None = None) -> tuple[str, float]:
     """Run a client pinned to `cpu`; returns its stdout and the CPU it used
-    (from the rusage of reaped children, so the tool need not report it)."""
+    (from the rusage of reaped children, so the tool need not report it).
+    What it printed on stderr is appended to `log`, if given."""
     before = _children_cpu()
     done = subprocess.run(
         ["taskset", "-c", cpu, *argv], capture_output=True, text=True, timeout=timeout
     )
+    if log and done.stderr:
+        with open(log, "a") as f:
+            f.write(done.stderr)
     if done.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     return done.stdout, _children_cpu() - before
@@ -153,6 +180,40 @@ def fixed_rate(
             "p999_ms": values["p999_us"] / 1e3,
             "max_ms": values["max_us"] / 1e3,
             "late": values["late"],
+        },
+    )
+
+
+def ws_argv(tool: str, port: int, load: WsLoad) -> list[str]:
+    argv = [tool, "-m", load.mode, "-c", str(load.connections), "-s", str(load.size)]
+    argv += ["-p", str(load.in_flight)] + (["-b"] if load.binary else [])
+    return [*argv, "127.0.0.1", str(port)]
+
+
+def ws(
+    tool: str, port: int, load: WsLoad, seconds: float, cpu: str, log: str | None = None
+) -> Outcome:
+    """Closed loop from ws_client: echoes (or connect-to-close cycles)
+    completed in `seconds`, counted from when every connection is open; the
+    caller warms the server up beforehand, so none here. ws_client tells the
+    first errors of each kind on stderr: they go to `log`."""
+    argv = [*ws_argv(tool, port, load)[:-2], "-d", str(seconds), "-w", "0", "127.0.0.1", str(port)]
+    out, client_cpu = _run(argv, cpu, timeout=seconds + 60, log=log)
+    values = {k: float(v) for k, v in (ln.split() for ln in out.splitlines() if ln) if k != "mode"}
+    return Outcome(
+        requests=int(values["completed"]),
+        seconds=values["seconds"],
+        errors=int(values["errors"]),
+        bad=0,  # a wrong echo is not counted as completed
+        p50_ms=values["p50_us"] / 1e3,
+        p99_ms=values["p99_us"] / 1e3,
+        client_cpu=client_cpu,
+        extra={
+            "p90_ms": values["p90_us"] / 1e3,
+            "p999_ms": values["p999_us"] / 1e3,
+            "max_ms": values["max_us"] / 1e3,
+            "opened": values["opened"],
+            **{k: values[k] for k in WS_ERRORS},
         },
     )
 

@@ -28,6 +28,20 @@ TIMES = "\N{MULTIPLICATION SIGN}"
 DASH = "\N{EN DASH}"
 IDLE_TARGET_BYTES = 1024
 
+# WebSocket goals: (scenario, peer label, minimum ratio of server CPU per
+# message, peer's over oneloop's), and user-space memory per idle WebSocket.
+WS_RATIO_TARGETS = (
+    ("ws-echo-16", "uvicorn + websockets", 3.0),
+    ("ws-echo-16", "uvicorn + websockets (legacy)", 3.0),
+    ("ws-echo-16", "uvicorn + wsproto", 3.0),
+    ("ws-echo-16", "granian", 1.5),
+)
+WS_IDLE_TARGET_BYTES = 2048
+# The WebSocket section sits between these lines, so a run of the WebSocket
+# parts alone (make bench-servers ONLY=ws) rewrites it and nothing else.
+WS_BEGIN = "<!-- websocket: begin (a run of the WebSocket parts alone rewrites this section) -->"
+WS_END = "<!-- websocket: end -->"
+
 
 # ------------------------------------------------------------------ helpers
 
@@ -296,6 +310,221 @@ def idle_section(results: dict) -> list[str]:
     ]
 
 
+def ws_goals(ws: dict) -> list[str]:
+    pool = {sc["key"]: sc for sc in ws["scenarios"]}
+    rows = []
+    for key, peer, goal in WS_RATIO_TARGETS:
+        sc = pool.get(key)
+        ours, theirs = (oneloop(sc), find(sc, peer)) if sc else (None, None)
+        if not (ours and theirs):
+            continue
+        by_cpu = ratio(theirs["cpu_us"], ours["cpu_us"])
+        rows.append(
+            [
+                f"{sc['title']}: oneloop ÷ {peer}",
+                f"≥ {goal:g}{TIMES}",
+                fmt(by_cpu, 2, TIMES),
+                fmt(ratio(ours["rps"], theirs["rps"]), 2, TIMES),
+                "met" if by_cpu and by_cpu >= goal else "**not met**",
+            ]
+        )
+    for t in ws["idle"]:
+        if t["server"] == "oneloop" and t.get("status") == "ok":
+            met = "met" if t["bytes_per_conn"] <= WS_IDLE_TARGET_BYTES else "**not met**"
+            rows.append(
+                [
+                    "oneloop: user-space memory per idle WebSocket",
+                    f"≤ {WS_IDLE_TARGET_BYTES // 1024} KiB",
+                    fmt(t["bytes_per_conn"], 0, " B"),
+                    "",
+                    met,
+                ]
+            )
+    if not rows:
+        return []
+    header = ["goal", "target", "by server CPU per message", "same, by messages/s", "verdict"]
+    return [
+        *table(header, rows, "lrrrl"),
+        "",
+        "The echo goals are judged by server CPU per message (the peer's over oneloop's): "
+        "the ratio of throughputs if each server had its core to itself.",
+        "",
+    ]
+
+
+def status_cell(t: dict) -> str:
+    """A row's failure on one line of a table: the first line of what broke."""
+    lines = (t.get("status") or "?").splitlines() or ["?"]
+    return lines[0].replace("|", "\\|") + (" (more in the run's logs)" if len(lines) > 1 else "")
+
+
+def ws_errors(t: dict) -> str:
+    """The kinds of error ws_client counted, e.g. '3 disconnects'."""
+    kinds = [(k, t.get(k) or 0) for k in WS_ERROR_NAMES]
+    return ", ".join(f"{n:,.0f} {WS_ERROR_NAMES[k]}" for k, n in kinds if n)
+
+
+WS_ERROR_NAMES = {
+    "connect_errors": "failed connects",
+    "handshake_errors": "failed handshakes",
+    "protocol_errors": "bad frames",
+    "mismatches": "wrong echoes",
+    "disconnects": "closed by the server",
+    "timeouts": "timeouts",
+    "close_errors": "unclean closes",
+}
+
+
+def ws_table(sc: dict) -> list[str]:
+    per = "handshake" if sc["load"]["mode"] == "connect" else "msg"
+    rate = "handshakes/s" if per == "handshake" else "msg/s"
+    ours = oneloop(sc)
+    ours = ours if ours and ours["rps"] else None  # nothing completed: no ratio
+    rows, notes = [], []
+    for t in sc["targets"]:
+        if t.get("status") != "ok":
+            rows.append([t["label"], status_cell(t)] + [""] * 10)
+            continue
+        rows.append(
+            [
+                f"**{t['label']}**" if t["server"] == "oneloop" else t["label"],
+                fmt(t["rps"]),
+                fmt(ratio(ours["rps"], t["rps"]) if ours else None, 2, TIMES),
+                fmt(ratio(t["cpu_us"], ours["cpu_us"]) if ours else None, 2, TIMES),
+                fmt(t["p50_ms"], 2),
+                fmt(t["p99_ms"], 2),
+                fmt(t["cpu_us"], 1),
+                f"{fmt(t['cpu_user_us'], 1)} + {fmt(t['cpu_sys_us'], 1)}",
+                fmt(100 * t["server_util"], 0, " %"),
+                fmt(100 * t["client_util"], 0, " %"),
+                fmt(t["rss_kib"] / 1024, 1),
+                fmt(t["errors"]),
+            ]
+        )
+        if t["errors"]:
+            notes.append(f"{t['label']}: {ws_errors(t)}")
+    header = [
+        "server",
+        rate,
+        "oneloop ÷",
+        "oneloop ÷ by CPU",
+        "p50 ms",
+        "p99 ms",
+        f"CPU µs/{per}",
+        "user + sys µs",
+        "server core busy",
+        "client core busy",
+        "peak RSS MiB",
+        "errors",
+    ]
+    out = [f"### {sc['title']}", "", sc["what"], "", *table(header, rows), ""]
+    if notes:
+        out += ["Errors over all repetitions: " + "; ".join(notes) + ".", ""]
+    return out
+
+
+def ws_idle_table(rows_in: list[dict]) -> list[str]:
+    rows = []
+    for t in rows_in:
+        if t.get("status") != "ok":
+            rows.append([t["label"], status_cell(t), "", "", "", "", ""])
+            continue
+        rows.append(
+            [
+                f"**{t['label']}**" if t["server"] == "oneloop" else t["label"],
+                fmt(t["connections"]),
+                fmt(t["failed"]),
+                fmt(t["still_open"]),
+                fmt(t["rss_before_kib"] / 1024, 1),
+                fmt(t["rss_after_kib"] / 1024, 1),
+                fmt(t["bytes_per_conn"]),
+            ]
+        )
+    header = [
+        "server",
+        "WebSockets open",
+        "refused or failed",
+        "still open",
+        "RSS before MiB",
+        "RSS after MiB",
+        "bytes per WebSocket",
+    ]
+    return [
+        "### Idle WebSockets",
+        "",
+        "Each server was warmed by a second of 16-byte echoes on 64 WebSockets; then "
+        "`ws_client -m idle` opened the WebSockets (64 handshakes at a time) and left each "
+        "idle, its echo app waiting in `receive()`. The figure is the growth of the serving "
+        "processes' resident memory divided by the WebSockets open; kernel socket buffers "
+        "are not in it.",
+        "",
+        *table(header, rows),
+        "",
+    ]
+
+
+def ws_client_command(sc: dict, seconds: int) -> str:
+    load = sc["load"]
+    argv = ["ws_client", "-m", load["mode"], "-c", str(load["connections"])]
+    if load["mode"] == "echo":
+        argv += ["-s", str(load["size"]), "-p", str(load["in_flight"])]
+        argv += ["-b"] if load["binary"] else []
+    return " ".join([*argv, "-d", str(seconds), "-w", "0", "127.0.0.1", "PORT"])
+
+
+def websocket_section(results: dict) -> list[str]:
+    ws = results.get("websocket") or {}
+    if not (ws.get("scenarios") or ws.get("idle")):
+        return []
+    meta, s = results["meta"], results["meta"]["settings"]
+    versions = meta["machine"]["versions"]
+    names = ("oneloop", "uvicorn", "websockets", "wsproto", "granian", "hypercorn", "uvloop")
+    shown = ", ".join(f"{k} {versions[k]}" for k in names if k in versions)
+    out = [
+        WS_BEGIN,
+        "## WebSocket",
+        "",
+        f"Measured on {meta['date']} ({meta['mode']} run, {meta['minutes']:.0f} minutes) "
+        f"with `{meta.get('invocation', 'make bench-servers')}`: {shown}. As for HTTP, every "
+        "server runs one worker pinned to CPU 0 and the load runs on CPU 1; the load is "
+        "`bench/ws_client.c`, a C client (one thread, epoll) that masks every frame with a "
+        "fresh key, checks every echo's type and content, and answers pings.",
+        "",
+        *ws_goals(ws),
+        *analysis("analysis_ws.md"),
+        "![WebSocket: server CPU per message and per handshake, memory per idle "
+        "WebSocket](img/websocket.png)",
+        "",
+        "*msg/s* counts echoes completed whole and correct; *CPU µs/msg* divides the "
+        "server's CPU time (user + system, whole process tree) by them; *oneloop ÷* is "
+        "oneloop's messages per second over the row's, *oneloop ÷ by CPU* the row's CPU per "
+        "message over oneloop's. A *client core busy* near 100 % means the client, not the "
+        "server, set the pace.",
+        "",
+    ]
+    for sc in ws["scenarios"]:
+        out += ws_table(sc)
+    if ws.get("idle"):
+        out += ws_idle_table(ws["idle"])
+    out += ["### How the WebSocket figures were taken", ""]
+    for sc in ws["scenarios"]:
+        out.append(f"* {sc['title']}: `{ws_client_command(sc, s['seconds'])}`.")
+    out += [
+        f"* Each scenario: {s['warmup']} s of the same load per server first, then "
+        f"{s['repetitions']} {TIMES} {s['seconds']} s repetitions interleaved across the "
+        "servers; medians, errors summed. The server's CPU is read from /proc around each "
+        "repetition, the client's own start and close included (64 handshakes against "
+        "hundreds of thousands of messages).",
+        f"* Idle: `ws_client -m idle -c {s['idle_connections']} 127.0.0.1 PORT`, the RSS read "
+        "1 s after the last handshake.",
+        "",
+    ]
+    cmds = [[f"`{k}`", "`" + " ".join(v) + "`"] for k, v in meta.get("ws_commands", {}).items()]
+    if cmds:
+        out += [*table(["server", "command"], cmds, "ll"), ""]
+    return [*out, WS_END, ""]
+
+
 def profile_section(results: dict) -> list[str]:
     prof = results.get("profile") or {}
     out = []
@@ -408,18 +637,50 @@ def method_section(meta: dict) -> list[str]:
     ]
 
 
-def analysis() -> list[str]:
-    path = os.path.join(HERE, "analysis.md")
+def analysis(name: str = "analysis.md") -> list[str]:
+    path = os.path.join(HERE, name)
     if not os.path.exists(path):
         return []
     with open(path) as f:
         return [f.read().rstrip(), ""]
 
 
+def websocket_only(results: dict) -> bool:
+    """A run of the WebSocket parts and nothing else."""
+    others = ("scenarios", "fixed_rate", "idle", "profile")
+    return bool(results.get("websocket")) and not any(results.get(k) for k in others)
+
+
+def splice(path: str, section: list[str]) -> None:
+    """Replaces the WebSocket section of an existing report (or puts it
+    before the profile, or the part after it), leaving the rest as it was."""
+    with open(path) as f:
+        text = f.read()
+    block = "\n".join(section).rstrip() + "\n"
+    if WS_BEGIN in text and WS_END in text:
+        head, rest = text.split(WS_BEGIN, 1)
+        tail = rest.split(WS_END, 1)[1].lstrip("\n")
+        text = head + block + "\n" + tail
+    else:
+        for heading in ("## Where oneloop's time goes", "## Noise", "## Method"):
+            if "\n" + heading in text:
+                head, tail = text.split("\n" + heading, 1)
+                text = head.rstrip("\n") + "\n\n" + block + "\n" + heading + tail
+                break
+        else:
+            text = text.rstrip("\n") + "\n\n" + block
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def write(results: dict, docs: str) -> None:
     img = os.path.join(docs, "img")
     os.makedirs(img, exist_ok=True)
     charts.draw_all(results, img)
+    path = os.path.join(docs, "benchmarks.md")
+    if websocket_only(results) and os.path.exists(path):
+        splice(path, websocket_section(results))
+        return
     meta = results["meta"]
     lines = [
         "# Benchmarks",
@@ -436,11 +697,12 @@ def write(results: dict, docs: str) -> None:
         *scenarios_section(results),
         *fixed_rate_section(results),
         *idle_section(results),
+        *websocket_section(results),
         *profile_section(results),
         *noise_section(results),
         *method_section(meta),
     ]
-    with open(os.path.join(docs, "benchmarks.md"), "w") as f:
+    with open(path, "w") as f:
         f.write("\n".join(lines).rstrip() + "\n")
 
 

@@ -3,6 +3,7 @@
     make bench-servers                  # everything, then docs/benchmarks.md
     make bench-servers BENCH_QUICK=1    # shorter runs, one repetition
     make bench-smoke                    # ~1 s per scenario, oneloop and one peer
+    make bench-servers ONLY=ws          # only some parts (here every WebSocket one)
 
 Servers are pinned to CPU 0 and every client to CPU 1. For each server and
 scenario: a warm-up, then repetitions interleaved across servers, and the
@@ -33,12 +34,22 @@ import loadgen
 import procfs
 import report
 import servers
-from scenarios import FIXED_RATE, IDLE, PROFILED, SCENARIOS, SYSCALLS, Scenario
+from scenarios import (
+    FIXED_RATE,
+    IDLE,
+    PROFILED,
+    SCENARIOS,
+    SYSCALLS,
+    WS_IDLE,
+    WS_SCENARIOS,
+    WS_TARGETS,
+    Scenario,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 PEERS = ("oneloop", "uvicorn", "uvloop", "httptools", "gunicorn", "granian", "hypercorn")
-PEERS += ("flask", "quart", "aiohttp", "asgiref")
+PEERS += ("websockets", "wsproto", "flask", "quart", "aiohttp", "asgiref")
 NOISY = 0.3  # cores of other load in a window that make us measure it again
 PRIORITY = -10  # nice value of servers and clients, when we may raise it
 
@@ -136,15 +147,34 @@ def failed(t: servers.Target, e: Exception) -> dict:
     return {"status": f"harness error: {e}"}
 
 
+def ws_log(r: servers.Running) -> str:
+    """Where ws_client's notes on errors go: beside the server's log."""
+    return r.log.removesuffix(".log") + ".ws_client.log"
+
+
 def closed_loop(ctx: Context, sc: Scenario, r: servers.Running, seconds: int) -> loadgen.Outcome:
+    if isinstance(sc.load, loadgen.WsLoad):
+        tool = os.path.join(ctx.tools, "ws_client")
+        return loadgen.ws(tool, r.port, sc.load, seconds, ctx.client_cpu, ws_log(r))
     return loadgen.wrk(r.url, sc.load, seconds, ctx.client_cpu)
 
 
+def unit(sc: Scenario) -> str:
+    if isinstance(sc.load, loadgen.WsLoad):
+        return "handshakes/s" if sc.load.mode == "connect" else "msg/s"
+    return "req/s"
+
+
+# Counts that add up over the repetitions; every other figure is a median.
+SUMMED = ("requests", "errors", *loadgen.WS_ERRORS)
+
+
 def summarize(samples: list[dict], rss_kib: int) -> dict:
-    keys = [k for k in samples[0] if k not in ("requests", "errors")]
+    keys = [k for k in samples[0] if k not in SUMMED]
     summary = {k: loadgen.median([s[k] for s in samples]) for k in keys}
-    summary["errors"] = sum(s["errors"] for s in samples)
-    summary["requests"] = sum(s["requests"] for s in samples)
+    for k in SUMMED:
+        if k in samples[0]:
+            summary[k] = sum(s[k] for s in samples)
     summary["rss_kib"] = rss_kib
     summary["samples"] = samples
     return summary
@@ -187,7 +217,7 @@ def run_scenario(ctx: Context, sc: Scenario) -> dict:
                     rows[t] = failed(t, e)
                     del ok[t]
                     continue
-                log(f"  {sc.key:16} {t.label:34} {samples[t][-1]['rps']:10.0f} req/s")
+                log(f"  {sc.key:16} {t.label:34} {samples[t][-1]['rps']:10.0f} {unit(sc)}")
         for t, r in ok.items():
             rss = procfs.memory_kib(procfs.serving_processes(r.proc.pid), "VmHWM")
             rows[t] = {"status": "ok", **summarize(samples[t], rss)}
@@ -239,24 +269,30 @@ def run_fixed_rate(ctx: Context, sc: Scenario, peaks: dict) -> dict:
     return result
 
 
-def run_idle(ctx: Context) -> list[dict]:
+def run_idle(
+    ctx: Context, targets: tuple[servers.Target, ...] | None = None, websocket: bool = False
+) -> list[dict]:
     """User-space memory per idle keep-alive connection: the servers' RSS
-    before and after holding N connections that have each served a request."""
+    before and after holding N connections that have each served a request.
+    With `websocket`, per idle WebSocket: N WebSockets opened and left idle,
+    each held by the echo app waiting for a message."""
     n = ctx.settings.idle_connections
-    ctx.part("idle")
+    part = "ws-idle" if websocket else "idle"
+    ctx.part(part)
     rows = []
-    for t in select(ctx, IDLE):
+    for t in select(ctx, IDLE if targets is None else targets):
         with servers.running([t], ctx.server_cpu, ctx.tools, ctx.logs, ctx.env) as live:
             r = live[t]
             if not isinstance(r, servers.Running):
                 rows.append({**asdict(t), "status": str(r)})
                 continue
             try:
-                rows.append({**asdict(t), "status": "ok", **hold_idle(ctx, r, n)})
+                held = hold_idle_ws(ctx, r, n) if websocket else hold_idle(ctx, r, n)
+                rows.append({**asdict(t), "status": "ok", **held})
             except HARNESS_ERRORS as e:
                 rows.append({**asdict(t), **failed(t, e)})
                 continue
-            log(f"  idle             {t.label:34} {rows[-1]['bytes_per_conn']:10.0f} B/conn")
+            log(f"  {part:16} {t.label:34} {rows[-1]['bytes_per_conn']:10.0f} B/conn")
     return rows
 
 
@@ -264,16 +300,39 @@ def hold_idle(ctx: Context, r: servers.Running, n: int) -> dict:
     # Warm the server first, so allocator pools and lazily built state exist
     # before the baseline and do not count as connection memory.
     loadgen.wrk(r.url, loadgen.Load("wrk", connections=64), 1, ctx.client_cpu)
+    argv = [sys.executable, os.path.join(HERE, "idle.py"), str(r.port), str(n)]
+    return hold(ctx, r, argv, None)
+
+
+def hold_idle_ws(ctx: Context, r: servers.Running, n: int) -> dict:
+    """As hold_idle, with WebSockets: warmed by a second of echoes on 64 of
+    them, then N opened by ws_client in idle mode (same protocol as idle.py)."""
+    tool = os.path.join(ctx.tools, "ws_client")
+    loadgen.ws(tool, r.port, loadgen.WsLoad("echo"), 1, ctx.client_cpu, ws_log(r))
+    argv = [tool, "-m", "idle", "-c", str(n), "127.0.0.1", str(r.port)]
+    return hold(ctx, r, argv, ws_log(r))
+
+
+def hold(ctx: Context, r: servers.Running, argv: list[str], log_path: str | None) -> dict:
+    """The serving processes' RSS before and after the client `argv` opened
+    its connections; it prints "ready SERVED FAILED", waits for a line, then
+    prints "open N" (the connections the server still held)."""
     time.sleep(0.5)
     pids = procfs.serving_processes(r.proc.pid)
     before = procfs.memory_kib(pids, "VmRSS")
-    argv = [sys.executable, os.path.join(HERE, "idle.py"), str(r.port), str(n)]
-    client = subprocess.Popen(
-        ["taskset", "-c", ctx.client_cpu, *argv],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    with contextlib.ExitStack() as stack:
+        errors = stack.enter_context(open(log_path, "a")) if log_path else None
+        client = subprocess.Popen(
+            ["taskset", "-c", ctx.client_cpu, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+        return read_held(client, pids, before)
+
+
+def read_held(client: subprocess.Popen, pids: list[int], before: int) -> dict:
     try:
         _, served, failed = client.stdout.readline().split()
         time.sleep(1.0)  # let the server settle (deferred frees, timers)
@@ -372,6 +431,17 @@ def machine() -> dict:
     }
 
 
+def ws_commands(ctx: Context) -> dict[str, list[str]]:
+    """The command line of each WebSocket row, its options included."""
+    seen = {}
+    for t in WS_TARGETS + tuple(t for t in WS_IDLE if t not in WS_TARGETS):
+        target = servers.Target(t.server, t.interface, t.app, "", t.options, ws=True)
+        argv = servers.command(target, 65432, ctx.tools)
+        argv[0] = "python"
+        seen[t.label] = [a.replace(servers.APPS, "apps").replace("65432", "PORT") for a in argv]
+    return seen
+
+
 def commands(ctx: Context) -> dict[str, list[str]]:
     """The command line of every server and interface, for the report; APP
     stands for the scenario's app, PORT for a free port."""
@@ -392,7 +462,11 @@ def parse_args() -> argparse.Namespace:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="shorter runs, one repetition")
     mode.add_argument("--smoke", action="store_true", help="prove the harness works (CI)")
-    p.add_argument("--only", nargs="*", help="run only these parts (scenario keys, idle, profile)")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        help="run only these parts: scenario keys, idle, profile, ws-idle; ws: every WebSocket one",
+    )
     p.add_argument("--tools", default=os.path.join(ROOT, "build", "bench", "bin"))
     p.add_argument("--out", help="raw results directory (default build/bench or build/bench-smoke)")
     p.add_argument(
@@ -403,7 +477,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def wanted(args: argparse.Namespace, part: str) -> bool:
-    return not args.only or part in args.only
+    if not args.only:
+        return True
+    return part in args.only or ("ws" in args.only and part.startswith("ws-"))
 
 
 def save(results: dict, path: str) -> None:
@@ -430,12 +506,12 @@ def upstream_running(ctx: Context) -> Iterator[None]:
 def run_all(args: argparse.Namespace, ctx: Context) -> dict:
     results: dict = {"scenarios": [], "fixed_rate": [], "idle": [], "profile": {}}
     partial = os.path.join(ctx.out, "results.json")
-    with upstream_running(ctx):
-        for sc in SCENARIOS:
-            if wanted(args, sc.key):
-                log(f"{sc.title}")
-                results["scenarios"].append(run_scenario(ctx, sc))
-                save(results, partial)
+    http = [sc for sc in SCENARIOS if wanted(args, sc.key)]
+    with upstream_running(ctx) if http else contextlib.nullcontext():
+        for sc in http:
+            log(f"{sc.title}")
+            results["scenarios"].append(run_scenario(ctx, sc))
+            save(results, partial)
     peaks = {
         sc["key"]: {t["label"]: t.get("rps") for t in sc["targets"] if t.get("status") == "ok"}
         for sc in results["scenarios"]
@@ -448,6 +524,18 @@ def run_all(args: argparse.Namespace, ctx: Context) -> dict:
     if wanted(args, "idle"):
         log("Idle keep-alive connections")
         results["idle"] = run_idle(ctx)
+        save(results, partial)
+    websocket: dict = {"scenarios": [], "idle": []}
+    for sc in WS_SCENARIOS:
+        if wanted(args, sc.key):
+            log(sc.title)
+            websocket["scenarios"].append(run_scenario(ctx, sc))
+            results["websocket"] = websocket
+            save(results, partial)
+    if wanted(args, "ws-idle"):
+        log("Idle WebSockets")
+        websocket["idle"] = run_idle(ctx, WS_IDLE, websocket=True)
+        results["websocket"] = websocket
         save(results, partial)
     if wanted(args, "profile"):
         log("Profile")
@@ -466,8 +554,9 @@ def main() -> int:
             results = json.load(f)
         # Descriptions and command lines come from the code, not from the run.
         results["meta"]["commands"] = commands(Context(settings, out, "", args.tools, {}))
-        what = {sc.key: sc.what for sc in SCENARIOS}
-        for sc in results["scenarios"]:
+        results["meta"]["ws_commands"] = ws_commands(Context(settings, out, "", args.tools, {}))
+        what = {sc.key: sc.what for sc in SCENARIOS + WS_SCENARIOS}
+        for sc in results["scenarios"] + results.get("websocket", {}).get("scenarios", []):
             sc["what"] = what.get(sc["key"], sc["what"])
         report.write(results, docs)
         return 0
@@ -484,14 +573,31 @@ def main() -> int:
         "settings": asdict(settings),
         "machine": machine(),
         "commands": commands(ctx),
+        "ws_commands": ws_commands(ctx),
         "minutes": (time.monotonic() - started) / 60,
         "nice": PRIORITY if raised else 0,
+        "invocation": invocation(args),
     }
     with open(results_path, "w") as f:
         json.dump(results, f, indent=1)
     report.write(results, docs)
     log(f"results: {results_path}; report: {os.path.join(docs, 'benchmarks.md')}")
     return check_smoke(results) if args.smoke else 0
+
+
+def invocation(args: argparse.Namespace) -> str:
+    """The make command that runs what this run ran (run.py's options are
+    make's variables one for one)."""
+    words = []
+    if os.environ.get("BENCH_ONELOOP_REF"):
+        words.append(f"BENCH_ONELOOP_REF={os.environ['BENCH_ONELOOP_REF']}")
+    words.append("make bench-smoke" if args.smoke else "make bench-servers")
+    if args.quick:
+        words.append("BENCH_QUICK=1")
+    if args.only:
+        only = " ".join(args.only)
+        words.append(f'ONLY="{only}"' if " " in only else f"ONLY={only}")
+    return " ".join(words)
 
 
 def check_smoke(results: dict) -> int:
@@ -503,7 +609,17 @@ def check_smoke(results: dict) -> int:
         for t in sc["targets"]
         if t.get("status") != "ok"
     ]
-    broken += [f"idle: {t['label']}: {t['status']}" for t in results["idle"] if t["status"] != "ok"]
+    websocket = results.get("websocket", {})
+    broken += [
+        f"{sc['key']}: {t['label']}: {t['status']}"
+        for sc in websocket.get("scenarios", [])
+        for t in sc["targets"]
+        if t.get("status") != "ok"
+    ]
+    idle = [("idle", t) for t in results["idle"]] + [
+        ("ws-idle", t) for t in websocket.get("idle", [])
+    ]
+    broken += [f"{part}: {t['label']}: {t['status']}" for part, t in idle if t["status"] != "ok"]
     for kind, rows in results["profile"].items():
         broken += [f"{kind}: {label}: {p['status']}" for label, p in rows.items() if "status" in p]
     for line in broken:

@@ -7,9 +7,9 @@ on every server rather than on one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from loadgen import Load
+from loadgen import Load, WsLoad
 from servers import FLOOR, Target
 
 
@@ -19,7 +19,7 @@ class Scenario:
     title: str
     what: str  # one sentence for the report
     targets: tuple[Target, ...]
-    load: Load
+    load: Load | WsLoad
 
 
 def asgi(app: str) -> tuple[Target, ...]:
@@ -175,4 +175,63 @@ SYSCALLS = (
 PROFILED = (
     Target("oneloop", "asgi", "asgi_apps:plaintext", "oneloop ASGI"),
     Target("oneloop", "wsgi", "wsgi_apps:plaintext", "oneloop WSGI"),
+)
+
+
+# ------------------------------------------------------------------ WebSocket
+
+# One ASGI echo app (apps/ws_apps.py) on every server. uvicorn runs with
+# each of its WebSocket implementations: websockets-sansio is what its
+# default (--ws auto) picks when websockets is installed; "websockets" is the
+# older implementation on the same library, deprecated; wsproto the other
+# library.
+WS_APP = "ws_apps:echo"
+
+
+def _uvicorn_ws(impl: str, label: str, *options: str) -> Target:
+    return Target("uvicorn", "asgi", WS_APP, label, ("--ws", impl, *options), ws=True)
+
+
+WS_TARGETS = (
+    Target("oneloop", "asgi", WS_APP, "oneloop", ws=True),
+    _uvicorn_ws("websockets-sansio", "uvicorn + websockets"),
+    _uvicorn_ws("websockets", "uvicorn + websockets (legacy)"),
+    _uvicorn_ws("wsproto", "uvicorn + wsproto"),
+    Target("granian", "asgi", WS_APP, "granian", ws=True),
+    Target("hypercorn", "asgi", WS_APP, "hypercorn", ws=True),
+)
+
+WS_SCENARIOS = (
+    Scenario(
+        "ws-echo-16",
+        "WebSocket echo, 16-byte text",
+        "An ASGI app sends every message back; 64 connections, each with one 16-byte text "
+        "message in flight (bench/ws_client.c, masked frames).",
+        WS_TARGETS,
+        WsLoad("echo", connections=64, size=16),
+    ),
+    Scenario(
+        "ws-echo-64k",
+        "WebSocket echo, 64 KiB binary",
+        "The same app; 16 connections, each with one 64 KiB binary message in flight.",
+        WS_TARGETS,
+        WsLoad("echo", connections=16, size=65536, binary=True),
+    ),
+    Scenario(
+        "ws-connect",
+        "WebSocket handshakes",
+        "16 connections, each in a loop: TCP connect, opening handshake (the 101 and its "
+        "Sec-WebSocket-Accept checked), close frame 1000, the server's close frame, the "
+        "server's TCP close. The figures are per cycle.",
+        WS_TARGETS,
+        WsLoad("connect", connections=16),
+    ),
+)
+
+# Memory per idle WebSocket; granian as in IDLE, with room for the sockets.
+WS_IDLE = tuple(
+    replace(t, label=f"{t.label}, backpressure 16384", options=("--backpressure", "16384"))
+    if t.server == "granian"
+    else t
+    for t in WS_TARGETS
 )

@@ -35,6 +35,9 @@ class Target:
     label: str
     options: tuple[str, ...] = ()  # extra command-line options for this row only
     pythonpath: str = ""  # oneloop: run another build of it (bench/servers/compare.py)
+    # Serves WebSockets. Only granian's command differs: the HTTP rows run it
+    # with --no-ws, so it does not pay for a protocol they never use.
+    ws: bool = False
 
     @property
     def is_oneloop(self) -> bool:
@@ -70,7 +73,8 @@ def _gunicorn(t: Target, port: int) -> list[str]:
 
 def _granian(t: Target, port: int) -> list[str]:
     argv = [sys.executable, "-m", "granian", "--interface", t.interface, "--workers", "1"]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--http", "1", "--no-ws"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--http", "1"]
+    argv += [] if t.ws else ["--no-ws"]
     argv += ["--loop", "uvloop", "--working-dir", APPS, "--log-level", "warning"]
     return [*argv, "--http1-header-read-timeout", "60000", t.app]
 

@@ -9,7 +9,8 @@
 #    checkout (its working tree, or the commit $BENCH_ONELOOP_REF, e.g. HEAD,
 #    to measure a committed state while the tree is being edited), so every
 #    server runs on the same interpreter;
-#  * the C tools: the floor server and the fixed-rate client.
+#  * the C tools: the floor server, the fixed-rate client and the WebSocket
+#    client.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -94,7 +95,7 @@ install_python() {
 build_tools() {
     mkdir -p "$BIN"
     local tool
-    for tool in floor_server rate_client; do
+    for tool in floor_server rate_client ws_client; do
         if [ ! -x "$BIN/$tool" ] || [ "$ROOT/bench/$tool.c" -nt "$BIN/$tool" ]; then
             cc -std=c11 -O2 -Wall -Wextra -o "$BIN/$tool" "$ROOT/bench/$tool.c"
         fi
