@@ -500,44 +500,9 @@ static void drop(conn *c, int again)
         open_conn(c);
 }
 
-static void open_conn(conn *c)
+/* Queues the upgrade request, with a fresh key. */
+static void queue_handshake(conn *c)
 {
-    int one = 1;
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    if (c->fd < 0) {
-        perror("ws_client: socket");
-        exit(1);
-    }
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->state = CONNECTING;
-    c->started_ns = now_ns();
-    c->deadline_ns = c->started_ns + g.timeout_ns;
-    c->hdr_len = 0;
-    c->hdr_need = 2;
-    c->in_payload = 0;
-    c->msg_type = 0;
-    c->out_armed = 1;
-    g.opening++;
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT,
-                             .data.u64 = (uint64_t)c->gen << 32 | (uint64_t)(c - g.conns)};
-    epoll_ctl(g.ep, EPOLL_CTL_ADD, c->fd, &ev);
-    if (connect(c->fd, (const struct sockaddr *)&g.addr, sizeof(g.addr)) < 0 &&
-        errno != EINPROGRESS) {
-        note(E_CONNECT, c, "connect: %s", strerror(errno));
-        drop(c, 0);
-    }
-}
-
-/* Connected: send the upgrade request. */
-static void send_handshake(conn *c)
-{
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0) {
-        note(E_CONNECT, c, "connect: %s", strerror(err));
-        drop(c, 1);
-        return;
-    }
     unsigned char raw[16];
     char key[25];
     uint64_t a = rng_next(), b = rng_next();
@@ -551,15 +516,78 @@ static void send_handshake(conn *c)
                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
                     g.path, g.host, key);
     c->out_len += (size_t)n;
-    c->state = HANDSHAKE;
     c->head = malloc(HEAD_MAX);
     c->head_len = 0;
     if (c->head == NULL)
         die("out of memory");
-    if (flush(c) < 0) {
-        note(E_HANDSHAKE, c, "send: %s", strerror(errno));
-        drop(c, 1);
+}
+
+/*
+ * Connects and sends the upgrade request at once: on loopback the TCP
+ * handshake is usually done when connect returns, and then the request
+ * leaves without a wait for writability, and the socket is watched for
+ * reading only. Otherwise it waits for EPOLLOUT (connected()).
+ */
+static void open_conn(conn *c)
+{
+    int one = 1;
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (c->fd < 0) {
+        perror("ws_client: socket");
+        exit(1);
     }
+    if (g.mode != CONNECT) /* connect mode never has two writes in flight */
+        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->state = CONNECTING;
+    c->started_ns = now_ns();
+    c->deadline_ns = c->started_ns + g.timeout_ns;
+    c->hdr_len = 0;
+    c->hdr_need = 2;
+    c->in_payload = 0;
+    c->msg_type = 0;
+    g.opening++;
+    if (connect(c->fd, (const struct sockaddr *)&g.addr, sizeof(g.addr)) < 0 &&
+        errno != EINPROGRESS) {
+        note(E_CONNECT, c, "connect: %s", strerror(errno));
+        drop(c, 0);
+        return;
+    }
+    queue_handshake(c);
+    ssize_t r = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL);
+    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        note(E_CONNECT, c, "connect: %s", strerror(errno));
+        drop(c, 0);
+        return;
+    }
+    c->out_off = r > 0 ? (size_t)r : 0;
+    c->out_armed = c->out_off < c->out_len;
+    if (!c->out_armed) {
+        c->out_off = c->out_len = 0;
+        c->state = HANDSHAKE;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | (c->out_armed ? EPOLLOUT : 0),
+                             .data.u64 = (uint64_t)c->gen << 32 | (uint64_t)(c - g.conns)};
+    epoll_ctl(g.ep, EPOLL_CTL_ADD, c->fd, &ev);
+}
+
+/* A connect that was still under way has ended: send the request. */
+static void connected(conn *c, uint32_t events)
+{
+    if (events & (EPOLLERR | EPOLLHUP)) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        note(E_CONNECT, c, "connect: %s", err ? strerror(err) : "closed");
+        drop(c, 1);
+        return;
+    }
+    if (flush(c) < 0) {
+        note(E_CONNECT, c, "connect: %s", strerror(errno));
+        drop(c, 1);
+        return;
+    }
+    if (c->out_off == c->out_len)
+        c->state = HANDSHAKE;
 }
 
 /* The value of header `name` in a response head, or NULL. */
@@ -886,7 +914,7 @@ static void on_event(uint32_t events, uint64_t tag, int64_t *now)
         return; /* for a socket closed earlier in this batch */
     if (c->state == CONNECTING) {
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-            send_handshake(c);
+            connected(c, events);
         return;
     }
     if ((events & EPOLLOUT) && flush(c) < 0) {
