@@ -75,11 +75,11 @@ $(BUILD)/gen/llhttp_cases.h: tests/c/gen_llhttp.py tests/data/llhttp-requests.js
 
 $(BUILD)/test_wire_asan: $(WIRE_SRC) $(TEST_SRC) $(WIRE_HDR) $(TEST_HDR)
 	$(CC) $(STD) $(WARN) -Wno-missing-prototypes $(SANITIZE) -g -O1 -I$(BUILD)/gen -Isrc/core \
-		$(WIRE_SRC) $(TEST_SRC) -lm -o $@
+		$(WIRE_SRC) $(TEST_SRC) -lm -lz -o $@
 
 $(BUILD)/test_wire: $(WIRE_SRC) $(TEST_SRC) $(WIRE_HDR) $(TEST_HDR)
 	$(CC) $(STD) $(WARN) -Wno-missing-prototypes -g -O1 -I$(BUILD)/gen -Isrc/core \
-		$(WIRE_SRC) $(TEST_SRC) -lm -o $@
+		$(WIRE_SRC) $(TEST_SRC) -lm -lz -o $@
 
 test-c-asan: $(BUILD)/test_wire_asan
 	$(BUILD)/test_wire_asan
@@ -91,7 +91,7 @@ test-c-valgrind: $(BUILD)/test_wire
 # The same tests without SSE2, through the portable 8-byte word scans.
 $(BUILD)/test_wire_portable: $(WIRE_SRC) $(TEST_SRC) $(WIRE_HDR) $(TEST_HDR)
 	$(CC) $(STD) $(WARN) -Wno-missing-prototypes -U__SSE2__ $(SANITIZE) -g -O1 -I$(BUILD)/gen -Isrc/core \
-		$(WIRE_SRC) $(TEST_SRC) -lm -o $@
+		$(WIRE_SRC) $(TEST_SRC) -lm -lz -o $@
 
 test-c-portable: $(BUILD)/test_wire_portable
 	$(BUILD)/test_wire_portable > /dev/null
@@ -100,14 +100,16 @@ test-c: test-c-asan test-c-portable test-c-valgrind
 
 # ---------------------------------------------------------------- fuzzing
 
-FUZZERS := request chunked stream
+FUZZERS := request chunked stream ws_frame utf8
+FUZZ_HELPERS := tests/c/stream.c tests/c/ws_stream.c tests/c/testlib.c
 
-$(BUILD)/fuzz/%: tests/fuzz/fuzz_%.c tests/c/stream.c tests/c/testlib.c $(WIRE_SRC) $(WIRE_HDR)
+$(BUILD)/fuzz/%: tests/fuzz/fuzz_%.c $(FUZZ_HELPERS) $(WIRE_SRC) $(WIRE_HDR) $(wildcard tests/c/*.h)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(STD) $(WARN) -Wno-missing-prototypes $(FUZZ_FLAGS) $< tests/c/stream.c \
-		tests/c/testlib.c $(WIRE_SRC) -o $@
+	$(CLANG) $(STD) $(WARN) -Wno-missing-prototypes $(FUZZ_FLAGS) $< $(FUZZ_HELPERS) \
+		$(WIRE_SRC) -lz -o $@
 
-# Seed corpora come from the test inputs, so fuzzing starts from every rule.
+# Seed corpora come from the test inputs, so fuzzing starts from every rule;
+# the WebSocket targets take their tokens from ws.dict, the others http.dict.
 fuzz-corpus: $(BUILD)/test_wire
 	rm -rf $(BUILD)/fuzz-seeds
 	$(BUILD)/test_wire --seeds $(BUILD)/fuzz-seeds
@@ -115,9 +117,10 @@ fuzz-corpus: $(BUILD)/test_wire
 fuzz: $(addprefix $(BUILD)/fuzz/,$(FUZZERS)) fuzz-corpus
 	@for f in $(FUZZERS); do \
 		mkdir -p $(BUILD)/fuzz-corpus/$$f $(BUILD)/fuzz-artifacts; \
+		case $$f in ws_frame|utf8) dict=tests/fuzz/ws.dict;; *) dict=tests/fuzz/http.dict;; esac; \
 		echo "fuzzing $$f for $(FUZZ_SECONDS)s"; \
 		$(BUILD)/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-			-dict=tests/fuzz/http.dict -artifact_prefix=$(BUILD)/fuzz-artifacts/$$f- \
+			-dict=$$dict -artifact_prefix=$(BUILD)/fuzz-artifacts/$$f- \
 			$(BUILD)/fuzz-corpus/$$f $(BUILD)/fuzz-seeds/$$f > $(BUILD)/fuzz-$$f.log 2>&1; \
 		status=$$?; \
 		grep -E "^(Done|stat::number_of_executed_units|SUMMARY)" $(BUILD)/fuzz-$$f.log; \
@@ -127,7 +130,7 @@ fuzz: $(addprefix $(BUILD)/fuzz/,$(FUZZERS)) fuzz-corpus
 # ---------------------------------------------------------------- benchmarks
 
 $(BUILD)/bench_parser: bench/bench_parser.c $(BUILD)/libolwire.a
-	$(CC) $(STD) $(WARN) -Wno-missing-prototypes -O2 $< $(BUILD)/libolwire.a -o $@
+	$(CC) $(STD) $(WARN) -Wno-missing-prototypes -O2 $< $(BUILD)/libolwire.a -lz -o $@
 
 bench-parser: $(BUILD)/bench_parser
 	$(BUILD)/bench_parser

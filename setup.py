@@ -1,5 +1,6 @@
 """Build of the C parts: the wire layer as a static library, linked into the
-binding layer, which is the extension module oneloop._core.
+binding layer, which is the extension module oneloop._core. The wire layer's
+WebSocket compression uses the system zlib (zlib1g-dev).
 
 Set ONELOOP_WERROR=1 to turn warnings into errors (CI does); it is off by
 default so a newer compiler's new warning never breaks a user's install.
@@ -31,7 +32,7 @@ core = Extension(
     include_dirs=["src/wire", "src/core"],
     depends=sorted(glob.glob("src/core/*.h") + glob.glob("src/wire/*.h")),
     extra_compile_args=STD + WARN + OPT,
-    libraries=["olwire"],
+    libraries=["olwire", "z"],
 )
 
 setup(libraries=[wire], ext_modules=[core])

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what oneloop's tests need on a fresh Debian/Ubuntu machine: the
 # system packages pip cannot provide (clang with libFuzzer, valgrind, curl,
-# redis-server, wrk), then the package itself with its test extras.
+# redis-server, wrk, the zlib headers), then the package itself with its test
+# extras.
 # Safe to re-run: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-packages=(clang libclang-rt-14-dev clang-format valgrind curl redis-server wrk)
+packages=(clang libclang-rt-14-dev clang-format valgrind curl redis-server wrk zlib1g-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -13,6 +13,7 @@ int main(int argc, char **argv)
         seeds_request(argv[2]);
         seeds_stream(argv[2]);
         seeds_llhttp(argv[2]);
+        seeds_ws(argv[2]);
         return 0;
     }
     suite_request();
@@ -21,6 +22,7 @@ int main(int argc, char **argv)
     suite_response();
     suite_llhttp();
     suite_reactor();
+    suite_ws();
     printf("%d checks, %d failed\n", t_checks, t_failures);
     return t_failures == 0 ? 0 : 1;
 }

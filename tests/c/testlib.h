@@ -64,8 +64,10 @@ void suite_response(void);
 void suite_stream(void);
 void suite_llhttp(void);
 void suite_reactor(void);
+void suite_ws(void);
 void seeds_request(const char *dir);
 void seeds_stream(const char *dir);
 void seeds_llhttp(const char *dir);
+void seeds_ws(const char *dir);
 
 #endif /* OL_TESTLIB_H */
