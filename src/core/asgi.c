@@ -147,6 +147,11 @@ static PyObject *ready_new(ol_state *st, PyObject *value /* stolen */)
     return (PyObject *)r;
 }
 
+PyObject *ol_ready_new(ol_state *st, PyObject *value)
+{
+    return ready_new(st, value);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Futures                                                                  */
 
@@ -241,7 +246,7 @@ static int gone(ol_req *r)
 }
 
 /* 1 if the future is done (resolved or cancelled); errors count as done. */
-static int is_done(PyObject *fut)
+int ol_future_is_done(PyObject *fut)
 {
     PyObject *done = PyObject_CallMethod(fut, "done", NULL);
     int result = done == NULL ? 1 : PyObject_IsTrue(done);
@@ -257,7 +262,7 @@ static PyObject *asgi_receive(ol_req *r, PyObject *unused)
     ol_state *st = srv->state;
     /* A receive() whose awaiter was cancelled (a timeout, a cancel scope)
      * leaves a done future behind; the app may call receive() again. */
-    if (r->receive_waiter != NULL && is_done(r->receive_waiter))
+    if (r->receive_waiter != NULL && ol_future_is_done(r->receive_waiter))
         Py_CLEAR(r->receive_waiter);
     if (r->receive_waiter != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "receive() called while another receive() is pending");
@@ -291,12 +296,12 @@ static PyObject *message_get(PyObject *message, PyObject *key, PyObject *fallbac
     return v;
 }
 
-static int is_type(PyObject *type, PyObject *interned)
+int ol_asgi_is_type(PyObject *type, PyObject *interned)
 {
     return type == interned || (PyUnicode_Check(type) && PyUnicode_Compare(type, interned) == 0);
 }
 
-static PyObject *send_start(ol_req *r, PyObject *message)
+PyObject *ol_asgi_send_start(ol_req *r, PyObject *message)
 {
     ol_state *st = r->server->state;
     if (r->flags & REQ_STARTED) {
@@ -322,7 +327,7 @@ static PyObject *send_start(ol_req *r, PyObject *message)
     return Py_NewRef(st->done);
 }
 
-static PyObject *send_body(ol_req *r, PyObject *message)
+PyObject *ol_asgi_send_body(ol_req *r, PyObject *message)
 {
     ol_server *srv = r->server;
     ol_state *st = srv->state;
@@ -364,24 +369,29 @@ static PyObject *send_body(ol_req *r, PyObject *message)
     return Py_NewRef(st->done);
 }
 
-static PyObject *asgi_send(ol_req *r, PyObject *message)
+PyObject *ol_asgi_message_type(ol_state *st, PyObject *message)
 {
-    ol_state *st = r->server->state;
     if (!PyDict_Check(message)) {
         PyErr_Format(PyExc_TypeError, "ASGI messages are dicts, not %.100s",
                      Py_TYPE(message)->tp_name);
         return NULL;
     }
     PyObject *type = PyDict_GetItemWithError(message, st->s_type);
-    if (type == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_KeyError, "ASGI message without 'type'");
+    if (type == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_KeyError, "ASGI message without 'type'");
+    return type;
+}
+
+static PyObject *asgi_send(ol_req *r, PyObject *message)
+{
+    ol_state *st = r->server->state;
+    PyObject *type = ol_asgi_message_type(st, message);
+    if (type == NULL)
         return NULL;
-    }
-    if (is_type(type, st->s_http_response_body))
-        return send_body(r, message);
-    if (is_type(type, st->s_http_response_start))
-        return send_start(r, message);
+    if (ol_asgi_is_type(type, st->s_http_response_body))
+        return ol_asgi_send_body(r, message);
+    if (ol_asgi_is_type(type, st->s_http_response_start))
+        return ol_asgi_send_start(r, message);
     PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message type %R", type);
     return NULL;
 }
@@ -394,7 +404,7 @@ static PyMethodDef send_def = {"send", (PyCFunction)asgi_send, METH_O,
 /* ------------------------------------------------------------------------ */
 /* Events from the connection                                               */
 
-static void take_waiter(PyObject **slot, PyObject *value, PyObject *exc)
+void ol_future_take(PyObject **slot, PyObject *value, PyObject *exc)
 {
     PyObject *fut = *slot;
     *slot = NULL;
@@ -406,7 +416,8 @@ static void asgi_on_body(ol_req *r)
 {
     if (r->receive_waiter == NULL || (r->flags & REQ_BODY_DONE))
         return;
-    if (is_done(r->receive_waiter)) { /* cancelled: keep the bytes for the next receive() */
+    if (ol_future_is_done(
+            r->receive_waiter)) { /* cancelled: keep the bytes for the next receive() */
         Py_CLEAR(r->receive_waiter);
         return;
     }
@@ -416,18 +427,22 @@ static void asgi_on_body(ol_req *r)
             ol_log_error(r->server, "cannot read a request body");
         return;
     }
-    take_waiter(&r->receive_waiter, msg, NULL);
+    ol_future_take(&r->receive_waiter, msg, NULL);
     Py_DECREF(msg);
 }
 
 static void asgi_on_disconnect(ol_req *r)
 {
     ol_state *st = r->server->state;
+    if (r->flags & REQ_WEBSOCKET) {
+        ol_asgi_ws_disconnected(r);
+        return;
+    }
     r->flags |= REQ_DISCONNECTED;
     if (r->receive_waiter != NULL) {
         PyObject *msg = disconnect_message(st);
         if (msg != NULL) {
-            take_waiter(&r->receive_waiter, msg, NULL);
+            ol_future_take(&r->receive_waiter, msg, NULL);
             Py_DECREF(msg);
         } else {
             PyErr_Clear();
@@ -437,7 +452,7 @@ static void asgi_on_disconnect(ol_req *r)
         PyObject *exc =
             PyObject_CallFunction(st->client_disconnected, "s", "the client disconnected");
         if (exc != NULL) {
-            take_waiter(&r->send_waiter, NULL, exc);
+            ol_future_take(&r->send_waiter, NULL, exc);
             Py_DECREF(exc);
         } else {
             PyErr_Clear();
@@ -452,6 +467,10 @@ static void asgi_on_disconnect(ol_req *r)
  * itself refuses, which serves half-closing clients. */
 static void asgi_on_eof(ol_req *r)
 {
+    if (r->flags & REQ_WEBSOCKET) { /* a WebSocket client does not half-close */
+        ol_asgi_ws_disconnected(r);
+        return;
+    }
     if (r->receive_waiter != NULL && (r->flags & REQ_BODY_DONE))
         asgi_on_disconnect(r);
 }
@@ -460,7 +479,7 @@ static void asgi_on_drain(ol_req *r)
 {
     if (r->send_waiter != NULL && r->conn != NULL &&
         ol_conn_pending(r->conn) <= r->server->cfg.write_low_water)
-        take_waiter(&r->send_waiter, Py_None, NULL);
+        ol_future_take(&r->send_waiter, Py_None, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -504,6 +523,19 @@ static PyObject *scope_headers(ol_state *st, const ol_request *h)
     return list;
 }
 
+/* X-Forwarded-Proto names http or https; a WebSocket's scheme is ws or wss. */
+static int ws_scheme_behind_proxy(PyObject *scope, ol_state *st)
+{
+    PyObject *scheme = PyDict_GetItemWithError(scope, st->s_scheme);
+    if (scheme == NULL || !PyUnicode_Check(scheme))
+        return PyErr_Occurred() ? -1 : 0;
+    if (PyUnicode_CompareWithASCIIString(scheme, "https") == 0)
+        return PyDict_SetItem(scope, st->s_scheme, st->s_wss);
+    if (PyUnicode_CompareWithASCIIString(scheme, "http") == 0)
+        return PyDict_SetItem(scope, st->s_scheme, st->s_ws);
+    return 0;
+}
+
 static PyObject *build_scope(ol_conn *c, const ol_request *h, ol_req *r)
 {
     ol_server *srv = c->server;
@@ -513,14 +545,15 @@ static PyObject *build_scope(ol_conn *c, const ol_request *h, ol_req *r)
     PyObject *scope = PyDict_New();
     if (scope == NULL)
         return NULL;
+    int ws = (r->flags & REQ_WEBSOCKET) != 0, tls = c->listener->ssl_context != NULL;
+    PyObject *scheme = ws ? (tls ? st->s_wss : st->s_ws) : (tls ? st->s_https : st->s_http);
     PyObject *raw_path = ol_raw_path(srv, t.path);
-    int e = ol_dict_put(scope, st->s_type, Py_NewRef(st->s_http)) ||
+    int e = ol_dict_put(scope, st->s_type, Py_NewRef(ws ? st->s_websocket : st->s_http)) ||
             ol_dict_put(scope, st->s_asgi, Py_NewRef(srv->asgi_info)) ||
             ol_dict_put(scope, st->s_http_version,
                         Py_NewRef(h->version_minor ? st->s_1_1 : st->s_1_0)) ||
-            ol_dict_put(scope, st->s_method, Py_NewRef(r->method)) ||
-            ol_dict_put(scope, st->s_scheme,
-                        Py_NewRef(c->listener->ssl_context ? st->s_https : st->s_http)) ||
+            (!ws && ol_dict_put(scope, st->s_method, Py_NewRef(r->method))) ||
+            ol_dict_put(scope, st->s_scheme, Py_NewRef(scheme)) ||
             ol_dict_put(scope, st->s_path, ol_decode_path(srv, t.path)) ||
             ol_dict_put(scope, st->s_raw_path, raw_path) ||
             ol_dict_put(scope, st->s_query_string,
@@ -534,6 +567,8 @@ static PyObject *build_scope(ol_conn *c, const ol_request *h, ol_req *r)
                         srv->lifespan_state ? PyDict_Copy(srv->lifespan_state) : PyDict_New());
     if (e == 0 && srv->proxy_trusted != NULL)
         e = ol_apply_proxy_headers(srv, r, scope, st->s_client, st->s_scheme);
+    if (e == 0 && ws)
+        e = ws_scheme_behind_proxy(scope, st) || ol_asgi_ws_scope(r, scope);
     if (e != 0) {
         Py_DECREF(scope);
         return NULL;
@@ -659,6 +694,8 @@ static void app_finished(ol_req *r, PyObject *exc)
         ol_err_restore(Py_NewRef(exc));
         ol_log_error(srv, "Exception in ASGI application");
     }
+    if ((r->flags & REQ_WEBSOCKET) && ol_asgi_ws_finished(r, exc))
+        return;
     if (r->flags & REQ_COMPLETE)
         return;
     if (exc == NULL)
@@ -704,8 +741,9 @@ static PyObject *as_steppable(PyObject *awaitable)
 static void start_app(ol_conn *c, ol_req *r, PyObject *scope)
 {
     ol_server *srv = c->server;
-    PyObject *receive = PyCFunction_New(&receive_def, (PyObject *)r);
-    PyObject *send = PyCFunction_New(&send_def, (PyObject *)r);
+    int ws = (r->flags & REQ_WEBSOCKET) != 0;
+    PyObject *receive = PyCFunction_New(ws ? &ol_asgi_ws_receive_def : &receive_def, (PyObject *)r);
+    PyObject *send = PyCFunction_New(ws ? &ol_asgi_ws_send_def : &send_def, (PyObject *)r);
     PyObject *coro = (receive && send) ? call_app(srv, scope, receive, send) : NULL;
     Py_XDECREF(receive);
     Py_XDECREF(send);
@@ -770,6 +808,9 @@ const ol_handler ol_asgi_handler = {
     .on_eof = asgi_on_eof,
     .on_drain = asgi_on_drain,
     .waits_for_client = asgi_waits_for_client,
+    .ws_message = ol_asgi_ws_message,
+    .ws_closed = ol_asgi_ws_closed,
+    .ws_end = ol_asgi_ws_end,
     .on_idle = asgi_on_idle,
     .on_close = asgi_on_close,
 };

@@ -20,6 +20,25 @@ int ol_driver_start(ol_driver *d, PyObject *coro, PyObject *context, ol_done_fn 
 void ol_driver_cancel(ol_driver *d);
 
 int ol_asgi_init_types(PyObject *module, ol_state *st);
+
+/* Shared by the http (asgi.c) and websocket (asgi_ws.c) scopes. */
+PyObject *ol_ready_new(ol_state *st, PyObject *value /* stolen; NULL passes on an error */);
+int ol_future_is_done(PyObject *fut); /* resolved or cancelled; errors count as done */
+/* Resolve *slot's future (unless a cancelled awaiter did) and clear it. */
+void ol_future_take(PyObject **slot, PyObject *value, PyObject *exc);
+PyObject *ol_asgi_message_type(ol_state *st, PyObject *message); /* borrowed, or NULL */
+int ol_asgi_is_type(PyObject *type, PyObject *interned);
+PyObject *ol_asgi_send_start(ol_req *r, PyObject *message); /* http.response.start */
+PyObject *ol_asgi_send_body(ol_req *r, PyObject *message);  /* http.response.body */
+
+/* The websocket scope (asgi_ws.c). */
+extern PyMethodDef ol_asgi_ws_receive_def, ol_asgi_ws_send_def;
+int ol_asgi_ws_scope(ol_req *r, PyObject *scope);
+int ol_asgi_ws_finished(ol_req *r, PyObject *exc);
+void ol_asgi_ws_disconnected(ol_req *r);
+int ol_asgi_ws_message(ol_req *r, int text, const char *data, size_t len);
+void ol_asgi_ws_closed(ol_req *r, int code, const char *reason, size_t reason_len);
+void ol_asgi_ws_end(ol_req *r);
 void ol_asgi_close(ol_server *srv);
 
 #endif /* OL_ASGI_H */

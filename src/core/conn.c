@@ -804,6 +804,48 @@ void ol_conn_update_events(ol_conn *c)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Processing on the next loop turn (event loop)                            */
+
+void ol_conn_schedule(ol_conn *c)
+{
+    ol_server *srv = c->server;
+    if (c->flags & (CONN_PENDING | CONN_CLOSED))
+        return;
+    c->flags |= CONN_PENDING;
+    ol_conn_incref(c);
+    c->pending_next = srv->conns.pending;
+    srv->conns.pending = c;
+    if (srv->conns.scheduled || srv->conns.run_pending == NULL)
+        return;
+    PyObject *h = PyObject_CallMethod(srv->loop, "call_soon", "O", srv->conns.run_pending);
+    if (h == NULL) {
+        ol_log_error(srv, "cannot schedule connection processing");
+        return;
+    }
+    Py_DECREF(h);
+    srv->conns.scheduled = 1;
+}
+
+PyObject *ol_conns_run_pending(ol_server *srv, PyObject *unused)
+{
+    (void)unused;
+    srv->conns.scheduled = 0;
+    ol_server_set_now(srv);
+    while (srv->conns.pending != NULL) {
+        ol_conn *c = srv->conns.pending;
+        srv->conns.pending = c->pending_next;
+        c->pending_next = NULL;
+        c->flags &= ~CONN_PENDING;
+        if (!(c->flags & CONN_CLOSED))
+            c->proto->on_data(c); /* HTTP/1.1, or the protocol it switched to */
+        ol_conn_decref(c);
+    }
+    if (PyErr_Occurred())
+        ol_log_error(srv, "unexpected error in the connection core");
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Readiness (event loop)                                                   */
 
 static void on_readable(ol_conn *c)

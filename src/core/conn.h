@@ -62,7 +62,7 @@ typedef struct ol_proto {
 #define CONN_LINGER      0x0080u /* write side shut: draining input before close */
 #define CONN_IDLE        0x0100u /* h1: between requests; no byte of the next head yet */
 #define CONN_PROCESSING  0x0200u /* h1: inside ol_h1_process() */
-#define CONN_PENDING     0x0400u /* h1: queued for ol_h1_process() on the next loop turn */
+#define CONN_PENDING     0x0400u /* queued for processing on the next loop turn */
 #define CONN_BLOCKING    0x0800u /* its holder blocks on it: writes wait for the client */
 #define CONN_CORKED      0x1000u /* small writes are gathered until ol_conn_uncork() */
 
@@ -76,7 +76,7 @@ struct ol_conn {
     ol_server *server;
     ol_listener *listener;
     struct ol_conn *prev, *next;  /* the server's list of open connections */
-    struct ol_conn *pending_next; /* h1: the server's queue of connections to process */
+    struct ol_conn *pending_next; /* the server's queue of connections to process */
 
     /* Input received and not consumed. Allocated on demand and released when
      * empty between requests, so an idle connection holds no buffer. */
@@ -109,6 +109,7 @@ struct ol_conn {
     unsigned requests;     /* requests served */
     ol_req *request;       /* the exchange in flight (a strong reference) */
 
+    void *ws;         /* WebSocket's state once switched (websocket.c), else NULL */
     PyObject *driver; /* the ASGI interface's host task driver (asgi.c), or NULL */
 };
 
@@ -158,6 +159,12 @@ static inline size_t ol_conn_pending(const ol_conn *c)
 {
     return c->wlen - c->woff;
 }
+/* Event loop: have the protocol process input already buffered on the
+ * next loop turn (epoll will not announce it again: a response finished
+ * after the app suspended, a reader that resumes), and the loop callback
+ * that does it (Server._run_pending). */
+void ol_conn_schedule(ol_conn *c);
+PyObject *ol_conns_run_pending(ol_server *srv, PyObject *unused);
 /* Register what the connection waits for (see conn.c). */
 void ol_conn_update_events(ol_conn *c);
 /* Readiness from the reactor, on the event loop. */

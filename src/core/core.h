@@ -4,9 +4,9 @@
  * reaches an upper one only through a function pointer it was given;
  * scripts/check_layers.py checks it):
  *
- *   interfaces   asgi.h (+ driver) · wsgi.h (+ pool) · bridge.h
+ *   interfaces   asgi.h (+ asgi_ws, driver) · wsgi.h (+ pool) · bridge.h
  *   exchange     exchange.h: a request and its response; ol_handler
- *   protocols    h1.h: HTTP/1.1 (ol_proto, conn.h)
+ *   protocols    h1.h: HTTP/1.1 (ol_proto, conn.h); websocket.h after an Upgrade
  *   transport    conn.h: bytes, buffers, TLS, the connection list
  *   reactor      reactor.h: epoll set, handles, tick; dispatch in server.h
  *   leaves       state.h: module state, clock, logging
@@ -40,6 +40,7 @@
 #include "server.h"
 #include "state.h"
 #include "target.h"
+#include "websocket.h"
 #include "wsgi.h"
 
 #endif /* OL_CORE_H */

@@ -415,6 +415,14 @@ void ol_req_response_complete(ol_req *r)
     Py_DECREF(r); /* the connection's reference */
 }
 
+void ol_req_session_end(ol_req *r)
+{
+    ol_server *srv = r->server;
+    r->flags |= REQ_COMPLETE;
+    ol_count_response(srv);
+    log_access(r);
+}
+
 /* Drop the request's hold on its connection. */
 void ol_req_detach(ol_req *r)
 {
@@ -515,6 +523,8 @@ static int req_traverse(ol_req *r, visitproc visit, void *arg)
     Py_VISIT(r->scope);
     Py_VISIT(r->environ);
     Py_VISIT(r->input);
+    Py_VISIT(r->ws_queue);
+    Py_VISIT(r->ws_close_reason);
     return 0;
 }
 
@@ -531,6 +541,8 @@ static int req_clear(ol_req *r)
     Py_CLEAR(r->scope);
     Py_CLEAR(r->environ);
     Py_CLEAR(r->input);
+    Py_CLEAR(r->ws_queue);
+    Py_CLEAR(r->ws_close_reason);
     return 0;
 }
 
@@ -540,6 +552,7 @@ static void req_dealloc(ol_req *r)
     PyObject_GC_UnTrack(r);
     ol_req_detach(r);
     req_clear(r);
+    PyMem_Free(r->ws_handshake);
     Py_XDECREF(r->server);
     type->tp_free((PyObject *)r);
     Py_DECREF(type);

@@ -34,6 +34,16 @@ typedef struct ol_handler {
     /* Does the exchange wait for the client (body bytes), so that the
      * connection's deadline runs? */
     int (*waits_for_client)(const ol_req *r);
+    /* WebSocket sessions (websocket.h); NULL for an interface without
+     * them. A whole message: 0, 1 when the interface's queue is now full
+     * (reading pauses until ol_ws_resume), -1 on error. */
+    int (*ws_message)(ol_req *r, int text, const char *data, size_t len);
+    /* The session is over, with the client's close code (1005: none), the
+     * one the server closed with, or 1006 (connection lost); told once. */
+    void (*ws_closed)(ol_req *r, int code, const char *reason, size_t reason_len);
+    /* The connection closed: the session is over (logged like a response);
+     * takes the protocol's reference to r. */
+    void (*ws_end)(ol_req *r);
     void (*on_idle)(ol_conn *c);  /* no exchange left on c for now; may be NULL */
     void (*on_close)(ol_conn *c); /* c closes; may be NULL */
 } ol_handler;
@@ -59,6 +69,7 @@ extern const ol_handler ol_wsgi_handler;
 #define REQ_NO_BODY      0x10000u /* nothing of the body goes on the wire */
 #define REQ_ADDED_LENGTH 0x20000u /* the server writes Content-Length */
 #define REQ_OVERRUN      0x40000u /* the app wrote past its Content-Length */
+#define REQ_WEBSOCKET    0x80000u /* a WebSocket handshake (websocket.h) */
 
 struct ol_req {
     PyObject_HEAD
@@ -81,6 +92,12 @@ struct ol_req {
     PyObject *scope;          /* ASGI: between prepare and run */
     PyObject *environ;        /* WSGI */
     PyObject *input;          /* WSGI: wsgi.input */
+    /* ASGI websocket sessions (asgi_ws.c). */
+    struct ol_ws_handshake *ws_handshake; /* until accepted (PyMem) */
+    PyObject *ws_queue;                   /* messages received, not yet taken (list) */
+    PyObject *ws_close_reason;            /* str, once the session ended */
+    int ws_state;                         /* enum in asgi_ws.c */
+    int ws_close_code;
 };
 
 extern PyType_Spec ol_req_spec;
@@ -89,6 +106,8 @@ int ol_req_set_head(ol_req *r, const ol_request *head);
 void ol_req_detach(ol_req *r);
 void ol_req_fail(ol_req *r, int status);
 void ol_req_response_complete(ol_req *r);
+/* A WebSocket session ended: counted and logged like a response. */
+void ol_req_session_end(ol_req *r);
 int ol_response_begin(ol_req *r, int status, PyObject *reason, PyObject *headers);
 int ol_response_body(ol_req *r, const char *data, size_t len, int more);
 

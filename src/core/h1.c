@@ -35,22 +35,28 @@ static void drop_gil(PyThreadState **ts)
 /* ------------------------------------------------------------------------ */
 /* Error responses written by the server itself                             */
 
-void ol_h1_send_error(ol_conn *c, int status, const char *text)
+/* An error response; `extra` is more header lines ("Name: value\r\n"). */
+static void send_error_with(ol_conn *c, int status, const char *extra, const char *text)
 {
     ol_server *srv = c->server;
-    char head[512], date[64] = "";
+    char head[640], date[64] = "";
     size_t len = strlen(text);
     if (srv->cfg.date_header)
         snprintf(date, sizeof(date), "Date: %s\r\n", ol_date_cache_get(&srv->date, time(NULL)));
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n%s%s\r\n",
-                     status, ol_reason_phrase(status), len + 1, date,
+                     "Content-Length: %zu\r\nConnection: close\r\n%s%s%s\r\n",
+                     status, ol_reason_phrase(status), len + 1, extra, date,
                      srv->cfg.server_header ? "Server: oneloop\r\n" : "");
     struct iovec iov[3] = {{head, (size_t)n}, {(void *)text, len}, {"\n", 1}};
     if (n > 0 && (size_t)n < sizeof(head))
         ol_conn_writev(c, iov, 3);
     ol_conn_close_gracefully(c);
+}
+
+void ol_h1_send_error(ol_conn *c, int status, const char *text)
+{
+    send_error_with(c, status, "", text);
 }
 
 /* "100 Continue" when the body is first asked for and the client holds it
@@ -245,10 +251,6 @@ static int refuse(ol_conn *c, const ol_request *h)
         ol_h1_send_error(c, 501, "CONNECT is not supported");
         return 1;
     }
-    if (srv->cfg.ws && srv->interface != OL_WSGI && ol_h1_is_websocket(h)) {
-        ol_h1_send_error(c, 400, "WebSocket upgrades are not supported");
-        return 1;
-    }
     if (srv->cfg.max_body && h->framing == OL_BODY_LENGTH &&
         h->content_length > srv->cfg.max_body) {
         ol_h1_send_error(c, 413, "request body too large");
@@ -258,15 +260,46 @@ static int refuse(ol_conn *c, const ol_request *h)
 }
 
 /*
+ * A WebSocket handshake for an ASGI app (WSGI apps take the connection
+ * over themselves, and with --ws off the upgrade is ignored): 1 if it is
+ * one, its answer's makings in *hs; 0 if the head asks for none; -1 if it
+ * was refused (400, or 426 naming the version served). GIL held.
+ */
+static int websocket_handshake(ol_conn *c, const ol_request *h, ol_ws_handshake *hs)
+{
+    ol_server *srv = c->server;
+    if (!srv->cfg.ws || srv->interface == OL_WSGI || !ol_h1_is_websocket(h))
+        return 0;
+    const char *why = NULL;
+    int status = ol_ws_check_handshake(srv, h, hs, &why);
+    if (status == 0)
+        return 1;
+    ol_log_debug(srv, why);
+    send_error_with(c, status, status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "", why);
+    return -1;
+}
+
+/*
  * Begin the exchange for a parsed head: the request object, what the
  * interface builds from the head (while its bytes are still in the buffer),
  * then the head leaves the buffer, the body framing starts, and the
  * interface runs the app. -1 if it could not begin. GIL held.
  */
-static int begin_exchange(ol_conn *c, const ol_request *h, size_t head_len)
+static int begin_exchange(ol_conn *c, const ol_request *h, size_t head_len,
+                          const ol_ws_handshake *ws)
 {
     ol_server *srv = c->server;
     ol_req *r = ol_req_new(c);
+    if (r != NULL && ws != NULL) {
+        r->flags |= REQ_WEBSOCKET | REQ_BODY_DONE;
+        r->ws_handshake = PyMem_Malloc(sizeof(*ws));
+        if (r->ws_handshake == NULL) {
+            PyErr_NoMemory();
+            srv->handler->release(r);
+            return -1;
+        }
+        *r->ws_handshake = *ws;
+    }
     if (r == NULL || ol_req_set_head(r, h) < 0 || srv->handler->prepare(r, h) < 0) {
         if (r != NULL)
             srv->handler->release(r);
@@ -333,13 +366,14 @@ static int next_request(ol_conn *c, PyThreadState **ts)
     take_gil(ts);
     if (ts != NULL)
         ol_server_set_now(srv);
-    int result = 1;
+    int result = 1, ws = 0;
+    ol_ws_handshake hs;
     if (r < 0) {
         answer_parse_error(c, r);
         result = -1;
-    } else if (refuse(c, &head)) {
+    } else if (refuse(c, &head) || (ws = websocket_handshake(c, &head, &hs)) < 0) {
         result = -1;
-    } else if (begin_exchange(c, &head, (size_t)r) < 0) {
+    } else if (begin_exchange(c, &head, (size_t)r, ws ? &hs : NULL) < 0) {
         /* Draining too: a request that is here is served, and its
          * response closes the connection ("Connection: close", request.c). */
         ol_log_error(srv, "cannot start a request");
@@ -395,7 +429,7 @@ void ol_h1_process(ol_conn *c, PyThreadState **ts)
      * block on the client, and must not hold a 100 Continue back). */
     if (ts == NULL)
         ol_conn_cork(c);
-    while (!(c->flags & CONN_CLOSING)) {
+    while (!(c->flags & CONN_CLOSING) && c->proto == &ol_h1_protocol) {
         if (!c->body_done || c->request != NULL) {
             if (feed_body(c, ts) <= 0)
                 break;
@@ -419,7 +453,7 @@ void ol_h1_process(ol_conn *c, PyThreadState **ts)
         if (c->rlen == 0 && !(c->flags & CONN_CLOSED))
             ol_conn_release_idle_buffers(c);
     }
-    if (!(c->flags & CONN_CLOSED)) {
+    if (!(c->flags & CONN_CLOSED) && c->proto == &ol_h1_protocol) {
         c->flags = wants_input(c) ? (c->flags | CONN_READING) : (c->flags & ~CONN_READING);
         ol_conn_update_events(c);
     }
@@ -453,51 +487,12 @@ void ol_h1_request_done(ol_conn *c, int keep_alive)
     /* A response finished by the app after it suspended: pipelined input
      * already buffered will not be announced by epoll again. */
     if (!srv->threaded && !(c->flags & CONN_PROCESSING) && (c->rlen > 0 || !c->body_done))
-        ol_h1_schedule(c);
+        ol_conn_schedule(c);
 }
 
 int ol_h1_is_idle(const ol_conn *c)
 {
     return c->request == NULL && (c->flags & CONN_IDLE) && ol_conn_pending(c) == 0;
-}
-
-void ol_h1_schedule(ol_conn *c)
-{
-    ol_server *srv = c->server;
-    if (c->flags & (CONN_PENDING | CONN_CLOSED))
-        return;
-    c->flags |= CONN_PENDING;
-    ol_conn_incref(c);
-    c->pending_next = srv->h1.pending;
-    srv->h1.pending = c;
-    if (srv->h1.scheduled || srv->h1.run_pending == NULL)
-        return;
-    PyObject *h = PyObject_CallMethod(srv->loop, "call_soon", "O", srv->h1.run_pending);
-    if (h == NULL) {
-        ol_log_error(srv, "cannot schedule connection processing");
-        return;
-    }
-    Py_DECREF(h);
-    srv->h1.scheduled = 1;
-}
-
-PyObject *ol_h1_run_pending(ol_server *srv, PyObject *unused)
-{
-    (void)unused;
-    srv->h1.scheduled = 0;
-    ol_server_set_now(srv);
-    while (srv->h1.pending != NULL) {
-        ol_conn *c = srv->h1.pending;
-        srv->h1.pending = c->pending_next;
-        c->pending_next = NULL;
-        c->flags &= ~CONN_PENDING;
-        if (!(c->flags & CONN_CLOSED))
-            ol_h1_process(c, NULL);
-        ol_conn_decref(c);
-    }
-    if (PyErr_Occurred())
-        ol_log_error(srv, "unexpected error in the connection core");
-    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -43,10 +43,4 @@ int ol_h1_take_body(ol_conn *c, PyObject **out);
 void ol_h1_request_done(ol_conn *c, int keep_alive);
 /* Between requests with nothing to send. */
 int ol_h1_is_idle(const ol_conn *c);
-/* Event loop: process c on the next loop turn (input already buffered
- * when a response completes outside ol_h1_process), and the loop callback
- * that does it (Server._run_pending). */
-void ol_h1_schedule(ol_conn *c);
-PyObject *ol_h1_run_pending(ol_server *srv, PyObject *unused);
-
 #endif /* OL_H1_H */

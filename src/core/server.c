@@ -294,9 +294,9 @@ static PyObject *server_start(ol_server *srv, PyObject *unused)
         return NULL;
     if (srv->interface == OL_WSGI)
         return ol_pool_start(srv) < 0 ? NULL : Py_NewRef(Py_None);
-    srv->h1.run_pending = PyObject_GetAttrString((PyObject *)srv, "_run_pending");
+    srv->conns.run_pending = PyObject_GetAttrString((PyObject *)srv, "_run_pending");
     PyObject *callback = PyObject_GetAttrString((PyObject *)srv, "_on_ready");
-    if (callback == NULL || srv->h1.run_pending == NULL) {
+    if (callback == NULL || srv->conns.run_pending == NULL) {
         Py_XDECREF(callback);
         return NULL;
     }
@@ -328,6 +328,18 @@ static int is_new(const ol_conn *c)
     return c->requests == 0 && ol_h1_is_idle(c);
 }
 
+/* WebSocket sessions get a close frame, 1012 (Service Restart: a client
+ * may reconnect, to another worker or the next one), and their closing
+ * handshake; the app hears websocket.disconnect when the client answers. */
+static void close_websockets(ol_server *srv)
+{
+    size_t n;
+    ol_conn **list = ol_conns_claim(srv, ol_ws_is_websocket, &n);
+    for (size_t i = 0; i < n; i++)
+        ol_ws_close(list[i], 1012, "server shutting down", 20);
+    ol_conns_release(srv, list, n);
+}
+
 /* Stop accepting; close idle keep-alive connections now and the others
  * when their request is answered. Listening sockets stay open (they belong
  * to Python, and other workers of a supervisor go on accepting on them). */
@@ -345,6 +357,7 @@ static PyObject *server_shutdown(ol_server *srv, PyObject *unused)
     }
     ol_stop_accepting(srv);
     close_matching(srv, is_kept_alive_idle);
+    close_websockets(srv);
     /* New connections get a moment for their first request, which is then
      * served (with "Connection: close"); the tick closes the silent ones. */
     double until = ol_now() + FIRST_REQUEST_GRACE;
@@ -436,7 +449,7 @@ static int server_traverse(ol_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->errors_stream);
     Py_VISIT(srv->proxy_trusted);
     Py_VISIT(srv->create_future);
-    Py_VISIT(srv->h1.run_pending);
+    Py_VISIT(srv->conns.run_pending);
     Py_VISIT(srv->base_context);
     Py_VISIT(srv->bridge.drivers);
     Py_VISIT(srv->gate);
@@ -460,7 +473,7 @@ static int server_clear(ol_server *srv)
     Py_CLEAR(srv->errors_stream);
     Py_CLEAR(srv->proxy_trusted);
     Py_CLEAR(srv->create_future);
-    Py_CLEAR(srv->h1.run_pending);
+    Py_CLEAR(srv->conns.run_pending);
     Py_CLEAR(srv->base_context);
     Py_CLEAR(srv->watch.on_stall);
     Py_CLEAR(srv->idle_drivers);
@@ -523,7 +536,7 @@ static PyMethodDef server_methods[] = {
      "From a thread other than the loop's: run coro on the worker loop in a copy of the\n"
      "caller's context and return its result, running meanwhile the work the loop submits\n"
      "to the thread's ThreadExecutor (see oneloop.bridge)."},
-    {"_run_pending", (PyCFunction)ol_h1_run_pending, METH_NOARGS,
+    {"_run_pending", (PyCFunction)ol_conns_run_pending, METH_NOARGS,
      "Process connections queued by ol_server_schedule (called by the event loop)."},
     {"start", (PyCFunction)server_start, METH_NOARGS,
      "Start serving: register with the loop (ASGI) or start the thread pool (WSGI)."},

@@ -1,9 +1,8 @@
 /*
  * server.h -- the Server object (server.c): configuration read once, the
  * listening sockets, and the state each module keeps on it -- the reactor
- * (reactor.h), the connection list and its lock (conn.c), the h1 pending
- * queue, the bridge, the watchdog -- each group commented with its owner.
- * Also the dispatch of the reactor's events (dispatch.c).
+ * (reactor.h), the connection list, its lock and pending queue (conn.c), the bridge, the watchdog
+ * -- each group commented with its owner. Also the dispatch of the reactor's events (dispatch.c).
  *
  * A Server lives for the whole worker. It owns the listeners (whose
  * sockets belong to Python), every connection, the app and the loop.
@@ -53,12 +52,12 @@ typedef struct ol_config {
     size_t write_low_water;  /* ... until they drop below this */
     size_t read_high_water;  /* stop reading input the app does not consume */
     /* WebSockets (--ws*). */
-    int ws;                   /* accept upgrades: 1 (auto, on), 0 (off: served as plain HTTP) */
-    size_t ws_max_size;       /* largest message, after decompression */
-    size_t ws_max_queue;      /* messages buffered for the app before reading pauses */
-    double ws_ping_interval;  /* 0 = no keepalive pings */
-    double ws_ping_timeout;   /* for the pong and the closing handshake; 0 = no limit */
-    int ws_deflate;           /* accept permessage-deflate offers */
+    int ws;                  /* accept upgrades: 1 (auto, on), 0 (off: served as plain HTTP) */
+    size_t ws_max_size;      /* largest message, after decompression */
+    size_t ws_max_queue;     /* messages buffered for the app before reading pauses */
+    double ws_ping_interval; /* 0 = no keepalive pings */
+    double ws_ping_timeout;  /* for the pong and the closing handshake; 0 = no limit */
+    int ws_deflate;          /* accept permessage-deflate offers */
 } ol_config;
 
 struct ol_server {
@@ -91,15 +90,15 @@ struct ol_server {
         size_t n;
         pthread_mutex_t lock; /* threaded mode: see conn.h */
         int lock_ready;
-        ol_wheel wheel; /* their timers (guarded by the lock) */
+        ol_wheel wheel;        /* their timers (guarded by the lock) */
+        ol_conn *pending;      /* event loop: to process on the next loop turn */
+        PyObject *run_pending; /* bound _run_pending, handed to loop.call_soon */
+        int scheduled;
     } conns;
 
     /* HTTP/1.1 on the event loop (h1.c). */
     struct {
-        ol_header *fields;     /* header array for parsing on the loop thread */
-        ol_conn *pending;      /* connections to process on the next loop turn */
-        PyObject *run_pending; /* bound _run_pending, handed to loop.call_soon */
-        int scheduled;
+        ol_header *fields; /* header array for parsing on the loop thread */
     } h1;
 
     /* The app and what requests are built from. */

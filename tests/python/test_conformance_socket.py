@@ -9,8 +9,9 @@ requests before the fault were answered. What a server does beyond parsing
   test adds "Host: corpus" to HTTP/1.1 messages without one.
 * RTSP/ICE requests and HTTP/0.9 are parsed but not served: 505.
 * A transfer coding before chunked cannot be decoded: 501 (RFC 9112 6.1).
-* CONNECT: 501; "Upgrade: websocket": 400 (WebSocket is not served yet);
-  other upgrades are ignored and the request served (RFC 9110 7.8).
+* CONNECT: 501; "Upgrade: websocket" is a handshake the server checks (these
+  pre-RFC 6455 ones get 426, naming version 13); other upgrades are ignored
+  and the request served (RFC 9110 7.8).
 * connection/032 relies on llhttp's test-only "skip body" switch: not a
   property of the byte stream, so not sent.
 """
@@ -74,7 +75,9 @@ def server_policy(case: dict) -> int | None:
         return 505
     lower = req.lower()
     if "upgrade: websocket" in lower and "connection:" in lower:
-        return 400
+        # A WebSocket handshake to an ASGI app is checked: these (hixie-76
+        # style, no Sec-WebSocket-Version) get 426 naming version 13.
+        return 400 if "sec-websocket-version: 13" in lower else 426
     for m in case["messages"]:
         for name, value in m["headers"]:
             codings = [v.strip() for v in value.lower().split(",")]
