@@ -89,6 +89,10 @@ int ol_req_set_head(ol_req *r, const ol_request *head);
 void ol_req_detach(ol_req *r);
 void ol_req_fail(ol_req *r, int status);
 void ol_req_response_complete(ol_req *r);
+/* The app took the connection over (WSGI: a WebSocket session on the
+ * socket lent to it) and is done with it: nothing is written, the session
+ * is counted and logged as one 101 response, and the connection closes. */
+void ol_req_taken_over(ol_req *r);
 int ol_response_begin(ol_req *r, int status, PyObject *reason, PyObject *headers);
 int ol_response_body(ol_req *r, const char *data, size_t len, int more);
 

@@ -53,12 +53,12 @@ typedef struct ol_config {
     size_t write_low_water;  /* ... until they drop below this */
     size_t read_high_water;  /* stop reading input the app does not consume */
     /* WebSockets (--ws*). */
-    int ws;                   /* accept upgrades: 1 (auto, on), 0 (off: served as plain HTTP) */
-    size_t ws_max_size;       /* largest message, after decompression */
-    size_t ws_max_queue;      /* messages buffered for the app before reading pauses */
-    double ws_ping_interval;  /* 0 = no keepalive pings */
-    double ws_ping_timeout;   /* for the pong and the closing handshake; 0 = no limit */
-    int ws_deflate;           /* accept permessage-deflate offers */
+    int ws;                  /* accept upgrades: 1 (auto, on), 0 (off: served as plain HTTP) */
+    size_t ws_max_size;      /* largest message, after decompression */
+    size_t ws_max_queue;     /* messages buffered for the app before reading pauses */
+    double ws_ping_interval; /* 0 = no keepalive pings */
+    double ws_ping_timeout;  /* for the pong and the closing handshake; 0 = no limit */
+    int ws_deflate;          /* accept permessage-deflate offers */
 } ol_config;
 
 struct ol_server {
