@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -119,6 +120,8 @@ void ol_conn_abort(ol_conn *c)
 {
     if (c->flags & CONN_CLOSED)
         return;
+    if (c->flags & CONN_LENT) /* the app's descriptor may live on */
+        ol_conn_take_back(c, 1);
     /* Output gathered while corked counts as sent (the app was told so):
      * what the socket takes goes out before the close -- a truncated
      * response rather than none. */
@@ -130,6 +133,8 @@ void ol_conn_abort(ol_conn *c)
      * already fetched will not be delivered (reactor.h). */
     ol_reactor_remove(&srv->reactor, c->fd, c->handle);
     c->handle = 0;
+    if (c->flags & CONN_SHARED) /* the app's duplicate sees the end too */
+        shutdown(c->fd, SHUT_RDWR);
     close(c->fd);
     c->fd = -1;
     c->proto->on_close(c);
@@ -337,6 +342,18 @@ void ol_conns_abort_all(ol_server *srv)
     }
 }
 
+/* Under the list lock: a lent socket is open until its holder takes it
+ * back (ol_conn_take_back), which takes the lock too, so no descriptor
+ * here can have been closed and reused meanwhile. */
+void ol_conns_shut_lent(ol_server *srv, int how)
+{
+    ol_conns_lock(srv);
+    for (ol_conn *c = srv->conns.head; c != NULL; c = c->next)
+        if (c->flags & CONN_LENT)
+            shutdown(c->fd, how);
+    ol_conns_unlock(srv);
+}
+
 /* Is the connection's current wait over? Output the client does not take,
  * a lingering close, or whatever its protocol waits for. */
 static int is_expired(const ol_conn *c)
@@ -459,6 +476,51 @@ void ol_conns_expire(ol_server *srv)
         ol_conns_unlock(srv);
         ol_conn_decref(c);
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lending the socket to the app                                            */
+
+static int set_nonblocking(int fd, int on)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -1;
+    int want = on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
+    return want == fl ? 0 : fcntl(fd, F_SETFL, want);
+}
+
+int ol_conn_lend(ol_conn *c)
+{
+    int fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (set_nonblocking(c->fd, 0) < 0) {
+        int err = errno;
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    /* Under the list lock: ol_conns_shut_lent() reads the flag there. */
+    ol_conns_lock(c->server);
+    c->flags |= CONN_LENT | CONN_SHARED;
+    ol_conns_unlock(c->server);
+    return fd;
+}
+
+void ol_conn_take_back(ol_conn *c, int kept)
+{
+    if (!(c->flags & CONN_LENT))
+        return;
+    ol_conns_lock(c->server);
+    c->flags &= ~CONN_LENT;
+    if (!kept)
+        c->flags &= ~CONN_SHARED;
+    ol_conns_unlock(c->server);
+    /* Cannot fail on an open socket; if it did, a socket shut down cannot
+     * block a read of ours either. */
+    if (set_nonblocking(c->fd, 1) < 0)
+        shutdown(c->fd, SHUT_RDWR);
 }
 
 /* ------------------------------------------------------------------------ */

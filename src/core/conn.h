@@ -19,6 +19,17 @@
  * (CONN_BLOCKING: writes wait for a slow client) and re-arms it when it
  * lets go. Plain-socket I/O needs no GIL; TLS, the protocol's callbacks and
  * anything touching Python objects do.
+ *
+ * Descriptors. c->fd is the connection's own: only ol_conn_abort() closes
+ * it, after taking it out of the reactor's set (with a duplicate open
+ * elsewhere, closing it alone would leave its registration in the epoll
+ * set, reporting events for a closed descriptor). A holder may lend the
+ * socket to the app (ol_conn_lend: a WSGI app that takes the connection
+ * over for a WebSocket, as under gunicorn): the app gets a duplicate
+ * descriptor, which is the app's to close and never enters the reactor;
+ * while the socket is lent the transport does no I/O on it, and once it is
+ * taken back a connection whose app may still hold that duplicate is shut
+ * down before ours is closed, so the app's descriptor sees the end too.
  */
 #ifndef OL_CONN_H
 #define OL_CONN_H
@@ -54,6 +65,7 @@ typedef struct ol_proto {
 
 /* ol_conn.flags */
 #define CONN_READING     0x0001u /* wants input */
+#define CONN_LENT        0x0002u /* the socket is lent to the app: no I/O of ours (ol_conn_lend) */
 #define CONN_PEER_CLOSED 0x0004u /* the client shut down its side or vanished */
 #define CONN_CLOSING     0x0008u /* no further input will be read but to drop it */
 #define CONN_CLOSED      0x0010u /* socket closed, awaiting the last reference */
@@ -65,6 +77,7 @@ typedef struct ol_proto {
 #define CONN_PENDING     0x0400u /* queued for processing on the next loop turn */
 #define CONN_BLOCKING    0x0800u /* its holder blocks on it: writes wait for the client */
 #define CONN_CORKED      0x1000u /* small writes are gathered until ol_conn_uncork() */
+#define CONN_SHARED      0x2000u /* the app may hold a duplicate descriptor: shut down at close */
 
 struct ol_conn {
     ol_handle handle; /* in the reactor while open */
@@ -165,6 +178,20 @@ static inline size_t ol_conn_pending(const ol_conn *c)
  * that does it (Server._run_pending). */
 void ol_conn_schedule(ol_conn *c);
 PyObject *ol_conns_run_pending(ol_server *srv, PyObject *unused);
+/*
+ * Lend the socket to the app that takes the connection over: a duplicate
+ * descriptor (close-on-exec), which the caller hands on and never closes
+ * once handed, and the socket made blocking -- the mode belongs to the
+ * socket, so both descriptors share it. Until ol_conn_take_back() the
+ * transport does no I/O on it. The holder only. Returns the descriptor,
+ * or -1 with errno set.
+ */
+int ol_conn_lend(ol_conn *c);
+/* The socket is the connection's again, non-blocking: a read of the app's
+ * still blocked goes on, but the next fails rather than blocks. `kept`:
+ * the app may hold its descriptor on, so the connection's close shuts the
+ * socket down (closing ours alone would leave it open). Idempotent. */
+void ol_conn_take_back(ol_conn *c, int kept);
 /* Register what the connection waits for (see conn.c). */
 void ol_conn_update_events(ol_conn *c);
 /* Readiness from the reactor, on the event loop. */
@@ -202,5 +229,8 @@ void ol_conns_expire(ol_server *srv);
 /* Close every connection; held ones are shut down for their holder to
  * close as it lets go. GIL. */
 void ol_conns_abort_all(ol_server *srv);
+/* Shut down (`how`: SHUT_RD, SHUT_RDWR) the sockets lent to apps now:
+ * the reads of those apps return end-of-file, so their sessions end. */
+void ol_conns_shut_lent(ol_server *srv, int how);
 
 #endif /* OL_CONN_H */

@@ -423,6 +423,21 @@ void ol_req_session_end(ol_req *r)
     log_access(r);
 }
 
+void ol_req_taken_over(ol_req *r)
+{
+    r->status = 101;
+    r->flags |= REQ_COMPLETE;
+    ol_count_response(r->server);
+    log_access(r); /* its duration is the session's */
+    ol_conn *c = r->conn;
+    if (c == NULL || c->request != r)
+        return;
+    c->request = NULL;
+    ol_h1_request_done(c, 0); /* a lingering close: the app's last bytes reach the client */
+    ol_req_detach(r);
+    Py_DECREF(r); /* the connection's reference */
+}
+
 /* Drop the request's hold on its connection. */
 void ol_req_detach(ol_req *r)
 {

@@ -108,6 +108,10 @@ void ol_req_fail(ol_req *r, int status);
 void ol_req_response_complete(ol_req *r);
 /* A WebSocket session ended: counted and logged like a response. */
 void ol_req_session_end(ol_req *r);
+/* The app took the connection over (WSGI: a WebSocket session on the
+ * socket lent to it) and is done with it: nothing is written, the session
+ * is counted and logged as one 101 response, and the connection closes. */
+void ol_req_taken_over(ol_req *r);
 int ol_response_begin(ol_req *r, int status, PyObject *reason, PyObject *headers);
 int ol_response_body(ol_req *r, const char *data, size_t len, int more);
 

@@ -283,6 +283,7 @@ static const char *const env_strings[] = {
     "wsgi.run_once",
     "wsgi.input_terminated",
     "wsgi.file_wrapper",
+    "gunicorn.socket",
     "HTTP/1.1",
     "HTTP/1.0",
     "http",
@@ -429,6 +430,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->done);
     Py_VISIT(st->ssl_want_read);
     Py_VISIT(st->ssl_memory_bio);
+    Py_VISIT(st->socket_type);
     return 0;
 }
 
@@ -455,6 +457,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->client_disconnected);
     Py_CLEAR(st->ssl_want_read);
     Py_CLEAR(st->ssl_memory_bio);
+    Py_CLEAR(st->socket_type);
     for (size_t i = 0; i < sizeof(interned_names) / sizeof(interned_names[0]); i++)
         Py_CLEAR(*interned_slots(st, i));
     Py_CLEAR(st->b_empty);

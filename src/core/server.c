@@ -358,6 +358,12 @@ static PyObject *server_shutdown(ol_server *srv, PyObject *unused)
     ol_stop_accepting(srv);
     close_matching(srv, is_kept_alive_idle);
     close_websockets(srv);
+    /* WebSocket sessions of WSGI apps (sockets lent to them, wsgi.c) would
+     * never end by themselves: they end now, as if their clients had gone
+     * (their reads return end-of-file; their writes still work, so an app
+     * may say goodbye), and those clients reconnect to a worker that
+     * stays. Requests in flight go on. */
+    ol_conns_shut_lent(srv, SHUT_RD);
     /* New connections get a moment for their first request, which is then
      * served (with "Connection: close"); the tick closes the silent ones. */
     double until = ol_now() + FIRST_REQUEST_GRACE;
@@ -411,6 +417,9 @@ static PyObject *server_stop_threads(ol_server *srv, PyObject *unused)
     __atomic_store_n(&srv->draining, 1, __ATOMIC_RELEASE);
     if (ol_pool_stop(srv) < 0)
         return NULL;
+    /* A session whose app ignored the end of its reads is cut, so that
+     * its thread returns and can be joined. */
+    ol_conns_shut_lent(srv, SHUT_RDWR);
     Py_RETURN_NONE;
 }
 
@@ -541,12 +550,14 @@ static PyMethodDef server_methods[] = {
     {"start", (PyCFunction)server_start, METH_NOARGS,
      "Start serving: register with the loop (ASGI) or start the thread pool (WSGI)."},
     {"shutdown", (PyCFunction)server_shutdown, METH_NOARGS,
-     "Stop accepting; close idle connections, and the others after their response."},
+     "Stop accepting; close idle connections, and the others after their response; end the\n"
+     "WebSocket sessions of WSGI apps."},
     {"close", (PyCFunction)server_close, METH_NOARGS, "Abort every connection and release fds."},
     {"_serve_thread", (PyCFunction)ol_pool_thread, METH_NOARGS,
      "Serve connections until the server stops (the body of each WSGI pool thread)."},
     {"stop_threads", (PyCFunction)server_stop_threads, METH_NOARGS,
-     "Make the WSGI pool threads return once they finish their current request."},
+     "Make the WSGI pool threads return once they finish their current request; cut the\n"
+     "WebSocket sessions still running."},
     {NULL, NULL, 0, NULL},
 };
 

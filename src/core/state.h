@@ -45,6 +45,7 @@ enum ol_env {
     E_WSGI_RUN_ONCE,
     E_WSGI_INPUT_TERMINATED,
     E_WSGI_FILE_WRAPPER,
+    E_GUNICORN_SOCKET,
     /* values */
     E_HTTP_1_1,
     E_HTTP_1_0,
@@ -81,6 +82,7 @@ typedef struct ol_state {
     PyObject *client_disconnected; /* oneloop._core.ClientDisconnected (an OSError) */
     PyObject *ssl_want_read;       /* ssl.SSLWantReadError, looked up at the first TLS connection */
     PyObject *ssl_memory_bio;      /* ssl.MemoryBIO, likewise */
+    PyObject *socket_type;         /* socket.socket, looked up at the first socket lent (wsgi.c) */
 
     /* Interned keys and values of ASGI messages and scopes. */
     PyObject *s_type, *s_body, *s_more_body, *s_status, *s_headers;

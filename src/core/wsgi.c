@@ -5,6 +5,10 @@
  * The thread serving a connection owns it for the whole request, so reading
  * the body and writing the response are plain blocking socket calls with
  * the GIL released; a slow client holds up its own thread and nothing else.
+ *
+ * A WebSocket upgrade may take the connection over, as under gunicorn's
+ * gthread worker (flask-sock, simple-websocket, python-engineio): see
+ * "Taking the connection over" below.
  */
 #include "core.h"
 
@@ -29,6 +33,7 @@ typedef struct {
     ol_req *request; /* strong */
     char *buf;       /* decoded body bytes not read by the app yet */
     size_t pos, len, cap;
+    PyObject *sock; /* while the socket is lent: environ["gunicorn.socket"] (strong) */
 } ol_input;
 
 /* Wait (GIL released) for the client to send more; 0, or -1 on timeout. */
@@ -248,12 +253,14 @@ static int input_traverse(ol_input *in, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(in));
     Py_VISIT((PyObject *)in->request);
+    Py_VISIT(in->sock);
     return 0;
 }
 
 static int input_clear(ol_input *in)
 {
     Py_CLEAR(in->request);
+    Py_CLEAR(in->sock);
     return 0;
 }
 
@@ -294,6 +301,220 @@ static PyType_Spec input_spec = {
              Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = input_slots,
 };
+
+/* ------------------------------------------------------------------------ */
+/* Taking the connection over                                               */
+
+/*
+ * A WebSocket upgrade request (without a body, on a plain TCP or UNIX
+ * connection, --ws not off) finds the connection's socket in
+ * environ["gunicorn.socket"]: a blocking socket.socket on a duplicate
+ * descriptor (ol_conn_lend). simple-websocket looks there, and gunicorn's
+ * is the mode whose end of session fits a thread pool: the app raises
+ * StopIteration, meaning "the connection was taken over; write nothing and
+ * close". Ordinary requests get no socket object (it would cost every
+ * request a dup() and an object).
+ *
+ * Who owns what: the duplicate descriptor is the socket object's, closed
+ * by whoever closes the object (simple-websocket's reader thread does, as
+ * it ends); c->fd stays the connection's, and this thread holds the
+ * connection (CONN_HELD) for the whole app call, so the reactor does not
+ * watch it, the tick sets it no deadline, and no limit of ours applies.
+ * When the app returns:
+ *   - taken over (StopIteration from the call, from iter(), or an iterable
+ *     that ends before start_response was called, which is how those
+ *     libraries end outside gunicorn's mode): nothing is written. Once the
+ *     app has let go of the socket (wait_for_app: its last frame must go
+ *     out before our FIN) it is taken back, the session logged as one 101,
+ *     and the connection closes gracefully -- FIN, then a lingering read
+ *     until the client closes, at most 2 s. If the app does not let go in
+ *     time (a client that never answers the close frame), the socket is
+ *     shut down, which ends the app's blocked reads, and closed;
+ *   - answered (a 400, a 404): the socket is taken back before the first
+ *     byte of the response. The socket object is closed if the app kept
+ *     no reference to it; if it did (a thread of its own may be reading
+ *     it), it is left to the app and the connection closes after this
+ *     response instead of being kept alive.
+ * Shutdown ends the sessions (server.c): their reads return end-of-file.
+ */
+
+/* Is the request's socket lent to the app? */
+static inline int is_lent(ol_req *r)
+{
+    return ((ol_input *)r->input)->sock != NULL;
+}
+
+/* socket.socket, once. */
+static int load_socket_type(ol_state *st)
+{
+    if (st->socket_type != NULL)
+        return 0;
+    PyObject *mod = PyImport_ImportModule("socket");
+    if (mod == NULL)
+        return -1;
+    st->socket_type = PyObject_GetAttrString(mod, "socket");
+    Py_DECREF(mod);
+    return st->socket_type != NULL ? 0 : -1;
+}
+
+/* Close a socket object we made; 0, or -1 (logged) if close() failed. */
+static int close_socket(ol_server *srv, PyObject *sock)
+{
+    PyObject *res = PyObject_CallMethod(sock, "close", NULL);
+    if (res == NULL) {
+        ol_log_error(srv, "cannot close the socket lent to the app");
+        return -1;
+    }
+    Py_DECREF(res);
+    return 0;
+}
+
+/* Lend the connection's socket: environ["gunicorn.socket"]. 0, or -1 with
+ * an exception (the socket is not lent then). */
+static int lend_socket(ol_req *r, PyObject *env)
+{
+    ol_server *srv = r->server;
+    ol_state *st = srv->state;
+    ol_conn *c = r->conn;
+    if (load_socket_type(st) < 0)
+        return -1;
+    int fd = ol_conn_lend(c);
+    if (fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    PyObject *kwargs = Py_BuildValue("{s:i}", "fileno", fd);
+    PyObject *noargs = kwargs ? PyTuple_New(0) : NULL;
+    PyObject *sock = noargs ? PyObject_Call(st->socket_type, noargs, kwargs) : NULL;
+    Py_XDECREF(noargs);
+    Py_XDECREF(kwargs);
+    if (sock == NULL) { /* the descriptor is still ours */
+        close(fd);
+        ol_conn_take_back(c, 0);
+        return -1;
+    }
+    /* Blocking in Python's eyes too, whatever socket.setdefaulttimeout()
+     * says (gunicorn's gthread worker does the same). */
+    PyObject *res = PyObject_CallMethod(sock, "setblocking", "O", Py_True);
+    if (res == NULL || ol_dict_put(env, st->env[E_GUNICORN_SOCKET], Py_NewRef(sock)) < 0) {
+        Py_XDECREF(res);
+        Py_DECREF(sock); /* the only reference: closes the descriptor */
+        ol_conn_take_back(c, 0);
+        return -1;
+    }
+    Py_DECREF(res);
+    ((ol_input *)r->input)->sock = sock;
+    return 0;
+}
+
+/* References to the lent socket object besides ours and the environ's:
+ * what the app keeps (simple-websocket's reader thread holds it while it
+ * runs). Keeps a pending exception. */
+static Py_ssize_t app_references(ol_req *r, PyObject *sock)
+{
+    PyObject *exc = ol_err_take();
+    Py_ssize_t others = Py_REFCNT(sock) - 1;
+    if (r->environ != NULL &&
+        PyDict_GetItemWithError(r->environ, r->server->state->env[E_GUNICORN_SOCKET]) == sock)
+        others--;
+    PyErr_Clear(); /* a failed lookup counts as a reference kept */
+    ol_err_restore(exc);
+    return others;
+}
+
+/* Is the socket object closed (its descriptor released)? */
+static int socket_closed(PyObject *sock)
+{
+    PyObject *fd = PyObject_CallMethod(sock, "fileno", NULL);
+    long n = fd != NULL ? PyLong_AsLong(fd) : 0;
+    Py_XDECREF(fd);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return n < 0;
+}
+
+/* The app answers with a response of its own (or never ran): the socket is
+ * the connection's again before the first byte of it. */
+static void give_back(ol_req *r)
+{
+    ol_input *in = (ol_input *)r->input;
+    PyObject *sock = in->sock;
+    if (sock == NULL)
+        return;
+    in->sock = NULL;
+    PyObject *exc = ol_err_take(); /* the app's, if it failed */
+    int kept = app_references(r, sock) > 0 || close_socket(r->server, sock) < 0;
+    Py_DECREF(sock);
+    ol_err_restore(exc);
+    if (kept)
+        r->flags &= ~REQ_KEEP_ALIVE;
+    if (r->conn != NULL)
+        ol_conn_take_back(r->conn, kept);
+}
+
+/* Before the server writes for the app. */
+static inline void settle_socket(ol_req *r)
+{
+    if (is_lent(r))
+        give_back(r);
+}
+
+/*
+ * The session's app call returned, but a thread of the app's may still be
+ * on the socket: simple-websocket's reader thread answers the client's
+ * close frame (after waking the app, which then returns) and closes the
+ * socket as it ends, or, when the app closed first, waits for the
+ * client's answer. Our FIN must not overtake that last frame, so wait --
+ * GIL released between looks, the first ones a millisecond apart -- until
+ * the app has let go: closed the socket object, or kept no reference to
+ * it. The client gets --ws-ping-timeout for its close frame. 1 when the
+ * app let go; 0 when the wait ran out or the connection failed.
+ */
+static int wait_for_app(ol_req *r, PyObject *sock)
+{
+    ol_conn *c = r->conn;
+    double until = ol_deadline(ol_now(), r->server->cfg.ws_ping_timeout);
+    for (int looks = 0;; looks++) {
+        if (app_references(r, sock) == 0 || socket_closed(sock))
+            return 1;
+        double left = until - ol_now();
+        if (left <= 0)
+            return 0;
+        int ms = looks < 20 ? 1 : 10;
+        if (ms > ol_poll_ms(left))
+            ms = ol_poll_ms(left);
+        struct pollfd p = {.fd = c->fd, .events = 0}; /* reports a reset */
+        int n;
+        Py_BEGIN_ALLOW_THREADS
+        n = poll(&p, 1, ms);
+        Py_END_ALLOW_THREADS
+        if (n > 0)
+            return 0;
+    }
+}
+
+/* The app took the connection over and returned: the session is over. */
+static void end_takeover(ol_req *r)
+{
+    ol_input *in = (ol_input *)r->input;
+    PyObject *sock = in->sock;
+    in->sock = NULL;
+    ol_conn *c = r->conn;
+    if (c != NULL && !(c->flags & CONN_CLOSED)) {
+        /* Let go: the object is closed here if the app has not (no thread
+         * of the app's can be using it). Not let go: the client is silent
+         * or gone, and shutting the socket down ends the app's reads. */
+        int kept =
+            !wait_for_app(r, sock) || (!socket_closed(sock) && close_socket(r->server, sock) < 0);
+        ol_conn_take_back(c, kept);
+        if (kept)
+            ol_conn_abort(c);
+    }
+    Py_DECREF(sock);
+    ol_req_taken_over(r); /* nothing is written; a graceful close */
+}
 
 /* ------------------------------------------------------------------------ */
 /* wsgi.file_wrapper                                                        */
@@ -436,6 +657,7 @@ static PyObject *wsgi_write(ol_req *r, PyObject *data)
     }
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;
+    settle_socket(r);
     int e = ol_response_body(r, view.buf, (size_t)view.len, 1);
     PyBuffer_Release(&view);
     if (e < 0) {
@@ -699,6 +921,10 @@ static PyObject *build_environ(ol_conn *c, const ol_request *h, ol_req *r)
         ol_dict_put(env, e[E_WSGI_FILE_WRAPPER], Py_NewRef((PyObject *)st->file_wrapper_type));
     if (err == 0 && srv->proxy_trusted != NULL)
         err = ol_wsgi_proxy_headers(srv, r, env);
+    if (err == 0 && (h->flags & OL_REQ_UPGRADE) && srv->cfg.ws && !https &&
+        (h->framing == OL_BODY_NONE || (h->framing == OL_BODY_LENGTH && h->content_length == 0)) &&
+        ol_h1_is_websocket(h))
+        err = lend_socket(r, env);
     if (err != 0) {
         Py_DECREF(env);
         return NULL;
@@ -800,13 +1026,20 @@ static int send_file(ol_req *r, int fd, off_t offset, off_t size)
     return 0;
 }
 
+/* iterate_body() and the app call: the app took the connection over. */
+#define TAKEN_OVER (-3)
+
+/* Send the response the app returned: 0; -1 with the app's exception; -2
+ * when the client went away; or TAKEN_OVER. */
 static int iterate_body(ol_req *r, PyObject *result)
 {
     ol_state *st = r->server->state;
     off_t offset, size;
     int fd = sendfile_fd(result, st, &offset, &size);
-    if (fd >= 0 && r->conn != NULL && r->conn->tls == NULL && (r->flags & REQ_STARTED))
+    if (fd >= 0 && r->conn != NULL && r->conn->tls == NULL && (r->flags & REQ_STARTED)) {
+        settle_socket(r);
         return send_file(r, fd, offset, size) < 0 ? -2 : ol_response_body(r, "", 0, 0);
+    }
     if ((PyList_CheckExact(result) || PyTuple_CheckExact(result)) && !(r->flags & REQ_HAS_LENGTH) &&
         (r->flags & REQ_STARTED)) {
         /* A sequence's length is known before sending: Content-Length. */
@@ -824,8 +1057,12 @@ static int iterate_body(ol_req *r, PyObject *result)
     }
 generic:;
     PyObject *it = PyObject_GetIter(result);
-    if (it == NULL)
-        return -1;
+    if (it == NULL) {
+        if (!is_lent(r) || !PyErr_ExceptionMatches(PyExc_StopIteration))
+            return -1;
+        PyErr_Clear();
+        return TAKEN_OVER;
+    }
     PyObject *chunk;
     while ((chunk = PyIter_Next(it)) != NULL) {
         if (!PyBytes_Check(chunk)) {
@@ -841,8 +1078,10 @@ generic:;
             if (!(r->flags & REQ_STARTED)) {
                 PyErr_SetString(PyExc_RuntimeError, "WSGI body started before start_response()");
                 e = -1;
-            } else if (ol_response_body(r, PyBytes_AS_STRING(chunk), (size_t)n, 1) < 0) {
-                e = PyErr_Occurred() ? -1 : -2;
+            } else {
+                settle_socket(r);
+                if (ol_response_body(r, PyBytes_AS_STRING(chunk), (size_t)n, 1) < 0)
+                    e = PyErr_Occurred() ? -1 : -2;
             }
         }
         Py_DECREF(chunk);
@@ -855,10 +1094,13 @@ generic:;
     if (PyErr_Occurred())
         return -1;
     if (!(r->flags & REQ_STARTED)) {
+        if (is_lent(r))
+            return TAKEN_OVER; /* no response: how the app ends a session outside gunicorn's mode */
         PyErr_SetString(PyExc_RuntimeError,
                         "the WSGI app returned without calling start_response()");
         return -1;
     }
+    settle_socket(r);
     return ol_response_body(r, "", 0, 0) < 0 ? -2 : 0;
 }
 
@@ -894,7 +1136,16 @@ static void run_app(ol_conn *c, ol_req *r)
         e = iterate_body(r, result);
         close_result(srv, result);
         Py_DECREF(result);
+    } else if (is_lent(r) && PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        PyErr_Clear(); /* gunicorn's signal: the app took the connection over */
+        e = TAKEN_OVER;
     }
+    if (e == TAKEN_OVER) {
+        end_takeover(r);
+        ol_current_request = NULL;
+        return;
+    }
+    settle_socket(r); /* an error response may follow */
     if (e == -1) {
         /* A request body the client broke (too large, too slow, gone) is the
          * client's doing: one line, no traceback. */
@@ -927,6 +1178,8 @@ static void run_app(ol_conn *c, ol_req *r)
  * (which would keep the connection alive until it runs), then let go. */
 static void drop_request(ol_req *r)
 {
+    if (r->input != NULL && is_lent(r)) /* prepared, never run */
+        give_back(r);
     Py_CLEAR(r->environ);
     if (r->input != NULL)
         Py_CLEAR(((ol_input *)r->input)->request);
@@ -944,6 +1197,7 @@ static int wsgi_prepare(ol_req *r, const ol_request *h)
     in->request = (ol_req *)Py_NewRef(r);
     in->buf = NULL;
     in->pos = in->len = in->cap = 0;
+    in->sock = NULL;
     PyObject_GC_Track(in);
     r->input = (PyObject *)in;
     r->environ = build_environ(r->conn, h, r);
