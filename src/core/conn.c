@@ -52,6 +52,7 @@ ol_conn *ol_conn_new(ol_server *srv, ol_listener *lst, int fd, const struct sock
     c->flags = CONN_IDLE;
     c->proto = proto;
     c->body_done = 1;
+    c->send_limit = HUGE_VAL;
     ol_parser_init(&c->parser);
     c->peer_family = (uint8_t)peer->sa_family;
     if (peer->sa_family == AF_INET && peerlen >= (socklen_t)sizeof(struct sockaddr_in)) {
@@ -354,13 +355,19 @@ void ol_conns_shut_lent(ol_server *srv, int how)
     ol_conns_unlock(srv);
 }
 
+/* When the wait for pending output ends. */
+static double send_due(const ol_conn *c)
+{
+    return c->send_deadline < c->send_limit ? c->send_deadline : c->send_limit;
+}
+
 /* Is the connection's current wait over? Output the client does not take,
  * a lingering close, or whatever its protocol waits for. */
 static int is_expired(const ol_conn *c)
 {
     double now = c->server->now;
     if (ol_conn_pending(c) > 0)
-        return c->send_deadline <= now;
+        return send_due(c) <= now;
     if (c->flags & CONN_LINGER)
         return c->deadline <= now;
     return c->proto->waiting(c) && c->deadline <= now;
@@ -392,8 +399,8 @@ static void expire(ol_conn *c)
 static double next_deadline(const ol_conn *c)
 {
     double due = c->deadline;
-    if (ol_conn_pending(c) > 0 && c->send_deadline < due)
-        due = c->send_deadline;
+    if (ol_conn_pending(c) > 0 && send_due(c) < due)
+        due = send_due(c);
     return due;
 }
 
@@ -413,6 +420,14 @@ static void watch_locked(ol_conn *c)
 void ol_conn_set_deadline(ol_conn *c, double deadline)
 {
     c->deadline = deadline;
+    if (!c->server->threaded)
+        watch_locked(c);
+}
+
+void ol_conn_limit_send(ol_conn *c, double until)
+{
+    if (until < c->send_limit)
+        c->send_limit = until;
     if (!c->server->threaded)
         watch_locked(c);
 }

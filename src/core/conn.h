@@ -102,6 +102,7 @@ struct ol_conn {
 
     double deadline;      /* monotonic time the current wait for the client expires */
     double send_deadline; /* ... and the wait for it to take pending output */
+    double send_limit;    /* ... which progress does not extend past this (closing) */
     ol_timer timer;       /* in the server's wheel: at or before the earlier of the two */
     uint16_t peer_port;
     uint8_t peer_family; /* AF_INET, AF_INET6 or AF_UNIX */
@@ -224,6 +225,10 @@ void ol_conns_give_back_locked(ol_conn *c);
 /* Set the protocol's deadline (on the event loop, or by the connection's
  * holder in threaded mode; the timer follows). */
 void ol_conn_set_deadline(ol_conn *c, double deadline);
+/* Bound the wait for pending output at `until` however the client trickles
+ * (a closing WebSocket's close frame queued behind output it does not
+ * read). Event loop. */
+void ol_conn_limit_send(ol_conn *c, double until);
 /* The tick: end the waits whose deadline passed. GIL. */
 void ol_conns_expire(ol_server *srv);
 /* Close every connection; held ones are shut down for their holder to

@@ -294,7 +294,11 @@ void ol_ws_close(ol_conn *c, int code, const char *reason, size_t reason_len)
     if (c->flags & CONN_CLOSED)
         return;
     ws->ping_outstanding = 0;
-    ol_conn_set_deadline(c, ol_deadline(c->server->now, c->server->cfg.ws_ping_timeout));
+    double until = ol_deadline(c->server->now, c->server->cfg.ws_ping_timeout);
+    ol_conn_set_deadline(c, until);
+    /* A client that does not read would otherwise hold the close for the
+     * whole send timeout: it has the close timeout to take our output. */
+    ol_conn_limit_send(c, until);
 }
 
 /* A protocol error: answered with its close code, and the connection

@@ -1122,6 +1122,24 @@ def test_shutdown_closes_with_1012(launch, loop, sig, options):
         assert run(again()) == "new worker"
 
 
+def test_shutdown_with_a_client_that_does_not_read(launch, tmp_path):
+    """The 1012 is queued behind output the client never takes: the close
+    timeout (--ws-ping-timeout), not the send timeout or the graceful one,
+    bounds how long the session holds the worker."""
+    server = launch(
+        APP, "--ws-ping-timeout", "1", "--timeout-send", "60", "--timeout-graceful-shutdown", "30"
+    )
+    rec = tmp_path / "rec"
+    with RawWS.open(server, "/flood?size=262144&count=400", f"X-Record: {rec}"):
+        wait_records(rec, lambda r: len(r) >= 3)
+        t0 = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(15) == 0
+        took = time.monotonic() - t0
+    assert took < 5.0, took
+    assert records(rec)[-1]["event"] == "send_error"
+
+
 # -- --ws off -----------------------------------------------------------------------
 
 
