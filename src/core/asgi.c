@@ -688,8 +688,8 @@ static void app_finished(ol_req *r, PyObject *exc)
     /* The server never cancels an app, so a CancelledError is the app's own
      * failure, like any other exception -- unless the client is gone, in
      * which case there is nobody to tell. */
-    int quiet = exc != NULL && (r->flags & REQ_DISCONNECTED) &&
-                PyErr_GivenExceptionMatches(exc, st->cancelled_error);
+    int gone = (r->flags & REQ_DISCONNECTED) != 0;
+    int quiet = exc != NULL && gone && PyErr_GivenExceptionMatches(exc, st->cancelled_error);
     if (exc != NULL && !quiet) {
         ol_err_restore(Py_NewRef(exc));
         ol_log_error(srv, "Exception in ASGI application");
@@ -698,7 +698,10 @@ static void app_finished(ol_req *r, PyObject *exc)
         return;
     if (r->flags & REQ_COMPLETE)
         return;
-    if (exc == NULL)
+    /* An app that stops because its client left (a WebSocket whose accept
+     * raised ClientDisconnected, a request that heard http.disconnect) has
+     * nobody to answer: not an error of the app's. */
+    if (exc == NULL && !gone)
         ol_log_error(srv, (r->flags & REQ_STARTED)
                               ? "ASGI callable returned without completing the response"
                               : "ASGI callable returned without starting a response");
