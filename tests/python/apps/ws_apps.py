@@ -1,9 +1,10 @@
 """ASGI WebSocket apps for test_websocket.py.
 
 `app` routes on the first path segment (after the root path): /scope,
-/echo, /accept, /reject, /end, /stall, /flood. What an app cannot tell the
-client over the socket (the client is gone) it appends as JSON lines to the
-file named by the X-Record header. Lifespan startup puts a token in the
+/echo, /accept, /reject, /end, /stall, /flood, and /edge (for
+test_websocket_edges.py). What an app cannot tell the client over the
+socket (the client is gone) it appends as JSON lines to the file named by
+the X-Record header. Lifespan startup puts a token in the
 state every connection's scope gets a copy of.
 """
 
@@ -216,6 +217,56 @@ async def flood(scope, receive, send, rec):
     rec(event="done")
 
 
+async def _hold(scope, q: dict) -> None:
+    """Pause for ?hold_s= seconds, or until the file named by X-Release exists."""
+    release = _header(scope, b"x-release")
+    if release:
+        await _wait_for_file(release)
+    else:
+        await asyncio.sleep(float(q.get("hold_s", "0.05")))
+
+
+async def edge(scope, receive, send, rec):
+    """Records each step of a session whose client may vanish at any point,
+    every record tagged with ?id=. ?hold=connect pauses before the first
+    receive(), ?hold=accept between websocket.connect and the accept (see
+    _hold); ?flood=SIZE sends SIZE-byte messages once accepted until send()
+    fails. In the end it receives until websocket.disconnect and records
+    its code."""
+    q = dict(_query(scope))
+
+    def step(**event) -> None:
+        rec(id=q.get("id"), **event)
+
+    step(event="started")
+    if q.get("hold") == "connect":
+        await _hold(scope, q)
+    step(event="first", type=(await receive())["type"])
+    if q.get("hold") == "accept":
+        await _hold(scope, q)
+    try:
+        await send({"type": "websocket.accept"})
+    except Exception as exc:
+        step(event="accept_error", **_error(exc))
+    else:
+        step(event="accepted")
+        if q.get("flood"):
+            payload, sent = b"\x5a" * int(q["flood"]), 0
+            try:
+                while True:
+                    await send({"type": "websocket.send", "bytes": payload})
+                    sent += 1
+                    step(event="sent", n=sent)
+            except Exception as exc:
+                step(event="send_error", n=sent, **_error(exc))
+    while True:
+        m = await receive()
+        if m["type"] == "websocket.disconnect":
+            step(event="disconnect", code=m.get("code"))
+            return
+        step(event="message", **_received(m))
+
+
 ROUTES = {
     "scope": scope_route,
     "echo": echo,
@@ -224,6 +275,7 @@ ROUTES = {
     "end": end,
     "stall": stall,
     "flood": flood,
+    "edge": edge,
 }
 
 
