@@ -687,12 +687,18 @@ static void app_finished(ol_req *r, PyObject *exc)
     Py_CLEAR(r->send_waiter);
     /* The server never cancels an app, so a CancelledError is the app's own
      * failure, like any other exception -- unless the client is gone, in
-     * which case there is nobody to tell. */
+     * which case there is nobody to tell; the same for the
+     * ClientDisconnected our own send() raised once it was gone (an app
+     * that lets it escape, as a framework's disconnect exception does). */
     int gone = (r->flags & REQ_DISCONNECTED) != 0;
-    int quiet = exc != NULL && gone && PyErr_GivenExceptionMatches(exc, st->cancelled_error);
+    int quiet = exc != NULL && gone &&
+                (PyErr_GivenExceptionMatches(exc, st->cancelled_error) ||
+                 PyErr_GivenExceptionMatches(exc, st->client_disconnected));
     if (exc != NULL && !quiet) {
         ol_err_restore(Py_NewRef(exc));
         ol_log_error(srv, "Exception in ASGI application");
+    } else if (exc != NULL) {
+        ol_log_debug_exc(srv, "ASGI application ended after its client left", exc);
     }
     if ((r->flags & REQ_WEBSOCKET) && ol_asgi_ws_finished(r, exc))
         return;
@@ -705,7 +711,10 @@ static void app_finished(ol_req *r, PyObject *exc)
         ol_log_error(srv, (r->flags & REQ_STARTED)
                               ? "ASGI callable returned without completing the response"
                               : "ASGI callable returned without starting a response");
-    ol_req_fail(r, quiet ? 0 : 500);
+    /* A WebSocket client that left before the accept gets no 500 (nor
+     * does the access log count one): the connection just closes. An HTTP
+     * client that half-closed may still read one. */
+    ol_req_fail(r, quiet || (gone && (r->flags & REQ_WEBSOCKET)) ? 0 : 500);
 }
 
 static PyObject *call_app(ol_server *srv, PyObject *scope, PyObject *receive, PyObject *send)

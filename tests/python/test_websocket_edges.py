@@ -493,6 +493,29 @@ def test_client_vanishes(launch, tmp_path, loop, phase):  # noqa: F811
 
 
 @pytest.mark.parametrize("loop", LOOPS)
+def test_disconnect_escaping_the_app_is_not_an_error(launch, tmp_path, loop):  # noqa: F811
+    """The client leaves before the accept and the app lets the accept's
+    ClientDisconnected escape (as a framework's disconnect exception does):
+    no traceback, no error, and no 500 in the access log -- nobody was
+    there to get one."""
+    server = launch(APP, "--loop", loop)
+    rec = tmp_path / "rec"
+    release = tmp_path / "release"
+    sock = socket.create_connection((server.host, server.port), timeout=10)
+    target = "/edge?id=escape&hold=accept&escape=1"
+    sock.sendall(upgrade(target, f"X-Record: {rec}", f"X-Release: {release}"))
+    until(lambda: reached(rec, "escape", "first"), what="websocket.connect")
+    sock.close()
+    time.sleep(0.1)  # the server sees the end before the app goes on
+    release.touch()
+    until(lambda: reached(rec, "escape", "accept_error"), what="the accept to fail")
+    echo_works(server)
+    assert_clean_log(server)
+    log = server.log() + server.out()
+    assert f'{target} HTTP/1.1" 500' not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 def test_clients_vanishing_leak_nothing(launch, tmp_path, loop):  # noqa: F811
     """200 rounds of every phase above, 16 clients at a time, at full speed:
     every session ends as it should, nothing is logged, and the worker's

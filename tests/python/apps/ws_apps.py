@@ -230,9 +230,9 @@ async def edge(scope, receive, send, rec):
     """Records each step of a session whose client may vanish at any point,
     every record tagged with ?id=. ?hold=connect pauses before the first
     receive(), ?hold=accept between websocket.connect and the accept (see
-    _hold); ?flood=SIZE sends SIZE-byte messages once accepted until send()
-    fails. In the end it receives until websocket.disconnect and records
-    its code."""
+    _hold); ?escape=1 lets an accept's error escape; ?flood=SIZE sends
+    SIZE-byte messages once accepted until send() fails. In the end it
+    receives until websocket.disconnect and records its code."""
     q = dict(_query(scope))
 
     def step(**event) -> None:
@@ -248,6 +248,8 @@ async def edge(scope, receive, send, rec):
         await send({"type": "websocket.accept"})
     except Exception as exc:
         step(event="accept_error", **_error(exc))
+        if q.get("escape"):  # as a framework's disconnect exception would
+            raise
     else:
         step(event="accepted")
         if q.get("flood"):
