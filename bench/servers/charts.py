@@ -153,7 +153,7 @@ def websocket(results: dict, path: str) -> None:
     count = len(panels) + bool(idle_rows)
     cols = 2 if count > 1 else 1
     rows = math.ceil(count / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 0.42 * 6 * rows + 1.2 * rows))
+    fig, axes = plt.subplots(rows, cols, figsize=(8.5 * cols, 3.7 * rows))
     axes = list(getattr(axes, "flat", [axes]))
     for ax, (sc, key) in zip(axes, panels, strict=False):
         ts = [
@@ -174,6 +174,7 @@ def websocket(results: dict, path: str) -> None:
             [COLORS[t["server"]] for t in ts],
             notes,
         )
+        ax.set_xlim(0, max((t[key] for t in ts), default=1) * 1.6)  # room for the notes
         ax.set_title(f"{sc['title']}: server CPU µs per {per}", fontsize=10)
     if idle_rows:
         ax = axes[len(panels)]

@@ -418,6 +418,13 @@ def ws_table(sc: dict) -> list[str]:
         "errors",
     ]
     out = [f"### {sc['title']}", "", sc["what"], "", *table(header, rows), ""]
+    foreign = [x["foreign"] for t in ok_targets(sc) for x in t["samples"]]
+    if foreign:
+        out += [
+            f"Other programs' load during the measured windows: up to {max(foreign):.2f} "
+            "cores (of 2; a quiet machine shows under 0.1).",
+            "",
+        ]
     if notes:
         out += ["Errors over all repetitions: " + "; ".join(notes) + ".", ""]
     return out
@@ -513,8 +520,8 @@ def websocket_section(results: dict) -> list[str]:
         f"* Each scenario: {s['warmup']} s of the same load per server first, then "
         f"{s['repetitions']} {TIMES} {s['seconds']} s repetitions interleaved across the "
         "servers; medians, errors summed. The server's CPU is read from /proc around each "
-        "repetition, the client's own start and close included (64 handshakes against "
-        "hundreds of thousands of messages).",
+        "repetition, the client's handshakes and closes included (in the echoes, 64 or 16 "
+        "of each against tens of thousands of messages).",
         f"* Idle: `ws_client -m idle -c {s['idle_connections']} 127.0.0.1 PORT`, the RSS read "
         "1 s after the last handshake.",
         "",
