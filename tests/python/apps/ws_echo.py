@@ -1,8 +1,9 @@
 """A WebSocket echo app for the Autobahn TestSuite's cases (scripts/autobahn.py).
 
 Accepts every WebSocket, sends each message back as it came (text as text,
-bytes as bytes) until the client disconnects. Plain HTTP gets a 200, so a
-runner can tell when the server is up; lifespan is answered.
+bytes as bytes) until the client disconnects (or is found gone by a send).
+Plain HTTP gets a 200, so a runner can tell when the server is up; lifespan
+is answered.
 """
 
 
@@ -17,9 +18,13 @@ async def app(scope, receive, send):
             if message["type"] == "websocket.disconnect":
                 return
             if message.get("text") is not None:
-                await send({"type": "websocket.send", "text": message["text"]})
+                reply = {"type": "websocket.send", "text": message["text"]}
             else:
-                await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+                reply = {"type": "websocket.send", "bytes": message.get("bytes") or b""}
+            try:
+                await send(reply)
+            except OSError:  # the client went away meanwhile (ASGI: an OSError)
+                return
     elif scope["type"] == "http":
         while (await receive()).get("more_body"):
             pass
