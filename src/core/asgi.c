@@ -431,33 +431,31 @@ static void asgi_on_body(ol_req *r)
     Py_DECREF(msg);
 }
 
-static void asgi_on_disconnect(ol_req *r)
+void ol_asgi_wake_gone(ol_req *r, PyObject *message, const char *why)
 {
     ol_state *st = r->server->state;
+    r->flags |= REQ_DISCONNECTED;
+    if (r->receive_waiter != NULL && message != NULL)
+        ol_future_take(&r->receive_waiter, message, NULL);
+    Py_XDECREF(message);
+    if (r->send_waiter != NULL) {
+        PyObject *exc = PyObject_CallFunction(st->client_disconnected, "s", why);
+        if (exc != NULL) {
+            ol_future_take(&r->send_waiter, NULL, exc);
+            Py_DECREF(exc);
+        }
+    }
+    PyErr_Clear(); /* a message or exception that could not be made: nobody to tell */
+}
+
+static void asgi_on_disconnect(ol_req *r)
+{
     if (r->flags & REQ_WEBSOCKET) {
         ol_asgi_ws_disconnected(r);
         return;
     }
-    r->flags |= REQ_DISCONNECTED;
-    if (r->receive_waiter != NULL) {
-        PyObject *msg = disconnect_message(st);
-        if (msg != NULL) {
-            ol_future_take(&r->receive_waiter, msg, NULL);
-            Py_DECREF(msg);
-        } else {
-            PyErr_Clear();
-        }
-    }
-    if (r->send_waiter != NULL) {
-        PyObject *exc =
-            PyObject_CallFunction(st->client_disconnected, "s", "the client disconnected");
-        if (exc != NULL) {
-            ol_future_take(&r->send_waiter, NULL, exc);
-            Py_DECREF(exc);
-        } else {
-            PyErr_Clear();
-        }
-    }
+    PyObject *msg = r->receive_waiter != NULL ? disconnect_message(r->server->state) : NULL;
+    ol_asgi_wake_gone(r, msg, "the client disconnected");
 }
 
 /* EOF after a complete request: a half-close (the client still reads our

@@ -26,6 +26,9 @@ PyObject *ol_ready_new(ol_state *st, PyObject *value /* stolen; NULL passes on a
 int ol_future_is_done(PyObject *fut); /* resolved or cancelled; errors count as done */
 /* Resolve *slot's future (unless a cancelled awaiter did) and clear it. */
 void ol_future_take(PyObject **slot, PyObject *value, PyObject *exc);
+/* The client is gone: a pending receive() gets `message` (stolen; may be
+ * NULL), a send() waiting on flow control raises ClientDisconnected(why). */
+void ol_asgi_wake_gone(ol_req *r, PyObject *message, const char *why);
 PyObject *ol_asgi_message_type(ol_state *st, PyObject *message); /* borrowed, or NULL */
 int ol_asgi_is_type(PyObject *type, PyObject *interned);
 PyObject *ol_asgi_send_start(ol_req *r, PyObject *message); /* http.response.start */

@@ -91,33 +91,14 @@ int ol_asgi_ws_message(ol_req *r, int text, const char *data, size_t len)
 
 void ol_asgi_ws_closed(ol_req *r, int code, const char *reason, size_t reason_len)
 {
-    ol_state *st = r->server->state;
     if (ended(r))
         return;
     r->ws_close_code = code;
     r->ws_close_reason = PyUnicode_DecodeUTF8(reason, (Py_ssize_t)reason_len, "replace");
     if (r->ws_close_reason == NULL)
         PyErr_Clear();
-    r->flags |= REQ_DISCONNECTED;
-    if (r->receive_waiter != NULL) {
-        PyObject *msg = disconnect_message(r);
-        if (msg != NULL) {
-            ol_future_take(&r->receive_waiter, msg, NULL);
-            Py_DECREF(msg);
-        } else {
-            PyErr_Clear();
-        }
-    }
-    if (r->send_waiter != NULL) {
-        PyObject *exc = PyObject_CallFunction(st->client_disconnected, "s",
-                                              "the WebSocket client disconnected");
-        if (exc != NULL) {
-            ol_future_take(&r->send_waiter, NULL, exc);
-            Py_DECREF(exc);
-        } else {
-            PyErr_Clear();
-        }
-    }
+    PyObject *msg = r->receive_waiter != NULL ? disconnect_message(r) : NULL;
+    ol_asgi_wake_gone(r, msg, "the WebSocket client disconnected");
 }
 
 /* The client went away before the session opened (the connection still

@@ -600,11 +600,6 @@ void ol_ws_resume(ol_conn *c)
 /* ------------------------------------------------------------------------ */
 /* The transport's callbacks                                                */
 
-static void ws_on_data(ol_conn *c)
-{
-    ws_process(c);
-}
-
 static void ws_on_eof(ol_conn *c, int clean)
 {
     (void)clean;
@@ -667,7 +662,7 @@ static void ws_on_timeout(ol_conn *c)
 
 const ol_proto ol_ws_protocol = {
     .name = "websocket",
-    .on_data = ws_on_data,
+    .on_data = ws_process,
     .on_eof = ws_on_eof,
     .on_drained = ws_on_drained,
     .on_close = ws_on_close,
