@@ -29,7 +29,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define RBUF_INITIAL   8192
+#define RBUF_INITIAL   1024
 #define RECV_CHUNK     16384
 #define LINGER_SECONDS 2.0
 
@@ -585,17 +585,29 @@ void ol_conn_release_idle_buffers(ol_conn *c)
 /* ------------------------------------------------------------------------ */
 /* Socket I/O                                                               */
 
+/* Reads go straight into the connection's buffer when it has room for a
+ * whole chunk (a body streaming in, a large head). Otherwise they land in a
+ * scratch buffer on the stack and only what arrived is kept: a connection
+ * that trickles its head -- a slow client, or a slowloris holding a slot --
+ * then costs a buffer the size of what it sent, not a 16 KiB one. The copy
+ * is of what one recv() returned, cheap beside the system call. */
 Py_ssize_t ol_conn_recv(ol_conn *c)
 {
     if (c->listener->ssl_context != NULL)
         return ol_tls_recv(c);
-    if (ol_conn_reserve(c, RECV_CHUNK) < 0)
-        return -2;
+    char scratch[RECV_CHUNK];
+    int direct = c->rcap - c->rlen >= RECV_CHUNK;
+    char *into = direct ? c->rbuf + c->rlen : scratch;
     Py_ssize_t n;
     do
-        n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+        n = recv(c->fd, into, RECV_CHUNK, 0);
     while (n < 0 && errno == EINTR);
     if (n > 0) {
+        if (!direct) {
+            if (ol_conn_reserve(c, (size_t)n) < 0)
+                return -2;
+            memcpy(c->rbuf + c->rlen, scratch, (size_t)n);
+        }
         c->rlen += (size_t)n;
         return n;
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -93,6 +94,16 @@ def wait_ready(
             return
         time.sleep(0.02)
     raise RuntimeError(f"server not ready:\n{log.read_text()}")
+
+
+def raise_nofile(want: int) -> tuple[int, int]:
+    """Lift this process's soft RLIMIT_NOFILE towards `want` (the servers it
+    starts inherit it); returns the limits to restore."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return soft, hard
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import Client, Server
+from conftest import Client, Server, raise_nofile
 from test_websocket import (  # noqa: F401 (launch is a fixture)
     APP,
     BINARY,
@@ -167,16 +167,6 @@ def test_gigabyte_to_a_client_that_never_reads(launch, tmp_path, loop):  # noqa:
 # -- ten thousand idle WebSockets ----------------------------------------------------
 
 IDLE = 10_000
-
-
-def raise_nofile(want: int) -> tuple[int, int]:
-    """Lift this process's soft RLIMIT_NOFILE towards `want` (the servers it
-    starts inherit it); returns the limits to restore."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    if target > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return soft, hard
 
 
 def open_many(server: Server, count: int, path: str = "/echo", window: int = 500):
