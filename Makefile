@@ -26,7 +26,7 @@ SANITIZE    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-
 FUZZ_FLAGS  := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
 
 .PHONY: help all deps test test-c test-c-asan test-c-portable test-c-valgrind fuzz fuzz-smoke fuzz-corpus \
-        bench bench-parser bench-servers bench-smoke bench-compare test-py test-py-asan test-py-asan-core test-py-valgrind format lint clean
+        bench bench-parser bench-servers bench-smoke bench-compare bench-hostile bench-soak test-py test-py-asan test-py-asan-core test-py-valgrind format lint clean
 
 help:
 	@echo "make test         install what is missing, then every test (C, fuzz smoke, lint, Python)"
@@ -37,6 +37,8 @@ help:
 	@echo "make bench-servers  oneloop against its peers, writes docs/benchmarks.md (BENCH_QUICK=1: shorter)"
 	@echo "                  ONLY=\"KEY ...\": only those parts (ONLY=ws: the WebSocket ones, which rewrite"
 	@echo "                  only their own section of docs/benchmarks.md)"
+	@echo "make bench-hostile  slowloris, non-readers, unread uploads, no free fds: oneloop and its peers"
+	@echo "make bench-soak   SOAK_REQUESTS (default 1000000) requests with failures and hang-ups, RSS curve"
 	@echo "make bench-smoke  every benchmark scenario for about a second (proves the harness works)"
 	@echo "make bench-compare BASE=<commit>  this oneloop against commit BASE's, same run"
 	@echo "make test-py      Python tests (real server, real sockets)"
@@ -147,6 +149,18 @@ bench-servers:
 	$(BENCH_SETUP)
 	$(BENCH_VENV)/bin/python bench/servers/run.py $(if $(filter 1,$(BENCH_QUICK)),--quick) \
 		$(if $(filter 1,$(SMOKE)),--smoke) $(if $(ONLY),--only $(ONLY))
+
+# Hostile clients against oneloop and its peers (bench/hostile.py), and the
+# long soak: make bench-soak [SOAK_REQUESTS=1000000] [SOAK_INTERFACE=asgi]
+bench-hostile:
+	$(BENCH_SETUP)
+	$(BENCH_VENV)/bin/python bench/hostile.py $(if $(filter 1,$(BENCH_QUICK)),--quick) $(if $(ONLY),--only $(ONLY))
+
+SOAK_REQUESTS  ?= 1000000
+SOAK_INTERFACE ?= asgi
+bench-soak:
+	$(BENCH_SETUP)
+	$(BENCH_VENV)/bin/python bench/hostile.py --soak $(SOAK_REQUESTS) --interface $(SOAK_INTERFACE)
 
 bench-smoke:
 	$(BENCH_SETUP)
