@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import connect, raise_nofile
+from test_timeouts import rss_kib
 
 SLOWLORIS = Path(__file__).resolve().parents[2] / "bench" / "slowloris.py"
 APPS = {"asgi": "http_apps:asgi", "wsgi": "http_apps:wsgi"}
@@ -47,14 +48,6 @@ def latencies_ms(server, count: int = 400, pause: float = 0.003) -> list[float]:
 
 def p99(sorted_ms: list[float]) -> float:
     return sorted_ms[int(len(sorted_ms) * 0.99) - 1]
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def slowloris(server, connections: int, duration: float) -> subprocess.Popen:
