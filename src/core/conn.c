@@ -590,7 +590,8 @@ void ol_conn_release_idle_buffers(ol_conn *c)
  * scratch buffer on the stack and only what arrived is kept: a connection
  * that trickles its head -- a slow client, or a slowloris holding a slot --
  * then costs a buffer the size of what it sent, not a 16 KiB one. The copy
- * is of what one recv() returned, cheap beside the system call. */
+ * is of what one recv() returned, cheap beside the system call, and a read
+ * that fills the scratch buffer makes room for the next one to go direct. */
 Py_ssize_t ol_conn_recv(ol_conn *c)
 {
     if (c->listener->ssl_context != NULL)
@@ -598,13 +599,17 @@ Py_ssize_t ol_conn_recv(ol_conn *c)
     char scratch[RECV_CHUNK];
     int direct = c->rcap - c->rlen >= RECV_CHUNK;
     char *into = direct ? c->rbuf + c->rlen : scratch;
+    size_t space = direct ? c->rcap - c->rlen : RECV_CHUNK;
     Py_ssize_t n;
     do
-        n = recv(c->fd, into, RECV_CHUNK, 0);
+        n = recv(c->fd, into, space, 0);
     while (n < 0 && errno == EINTR);
     if (n > 0) {
         if (!direct) {
-            if (ol_conn_reserve(c, (size_t)n) < 0)
+            /* A full read: more is streaming in (a body, a large message);
+             * room for the next chunk lets it go straight in. */
+            size_t room = (size_t)n == RECV_CHUNK ? 2 * RECV_CHUNK : (size_t)n;
+            if (ol_conn_reserve(c, room) < 0)
                 return -2;
             memcpy(c->rbuf + c->rlen, scratch, (size_t)n);
         }
