@@ -6,7 +6,15 @@
 # carry.
 
 SHELL       := bash
+# Inside a virtualenv everything runs in it. Outside one, in .venv here,
+# which `make deps` / `make example` create: Debian and other distributions
+# refuse pip installs into the system Python (PEP 668).
+VENV        ?= $(CURDIR)/.venv
+ifeq ($(VIRTUAL_ENV),)
+PYTHON      ?= $(VENV)/bin/python
+else
 PYTHON      ?= python3
+endif
 CC          ?= cc
 CLANG       ?= clang
 BUILD       ?= build
@@ -25,10 +33,11 @@ WARN        := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prot
 SANITIZE    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_FLAGS  := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
 
-.PHONY: help all deps test test-c test-c-asan test-c-portable test-c-valgrind fuzz fuzz-smoke fuzz-corpus \
+.PHONY: help all deps example test test-c test-c-asan test-c-portable test-c-valgrind fuzz fuzz-smoke fuzz-corpus \
         bench bench-parser bench-servers bench-smoke bench-compare bench-hostile bench-soak test-py test-py-asan test-py-asan-core test-py-valgrind format lint clean
 
 help:
+	@echo "make example      install oneloop (in .venv outside a virtualenv) and serve examples/flask_async.py"
 	@echo "make test         install what is missing, then every test (C, fuzz smoke, lint, Python)"
 	@echo "make deps         install system packages and the package itself (editable)"
 	@echo "make test-c       C tests of the wire layer under ASan+UBSan, then under valgrind"
@@ -51,7 +60,12 @@ help:
 all: $(BUILD)/libolwire.a
 
 deps:
-	PYTHON=$(PYTHON) scripts/install-deps.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) scripts/install-deps.sh
+
+# The README's first command: what the example needs, then the example.
+example:
+	PYTHON=$(PYTHON) VENV=$(VENV) scripts/install-deps.sh example
+	$(PYTHON) -m oneloop --app-dir examples flask_async:app
 
 test: deps
 	$(MAKE) --no-print-directory lint

@@ -3,12 +3,29 @@
 # system packages pip cannot provide (clang with libFuzzer, valgrind, curl,
 # redis-server, wrk, the zlib headers), then the package itself with its test
 # extras.
+#
+#     scripts/install-deps.sh [test|example]
+#
+# `example` installs only what building and serving the examples needs.
+# When VENV is set and PYTHON is its interpreter, the virtualenv is created
+# first if it does not exist (the Makefile does so outside a virtualenv).
 # Safe to re-run: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+MODE=${1:-test}
+# Building the extension: a compiler, Python's headers, zlib's; a virtualenv.
+build=(gcc python3-dev python3-venv zlib1g-dev)
+case "$MODE" in
+    test | example) ;;
+    *)
+        echo "install-deps: unknown mode '$MODE' (test or example)" >&2
+        exit 2
+        ;;
+esac
 
 packages=(clang libclang-rt-14-dev clang-format valgrind curl redis-server wrk zlib1g-dev)
+if [ "$MODE" = example ]; then packages=("${build[@]}"); else packages+=("${build[@]}"); fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -23,7 +40,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+if [ -n "${VENV:-}" ] && [ "$PYTHON" = "$VENV/bin/python" ] && [ ! -x "$PYTHON" ]; then
+    echo "install-deps: creating the virtualenv $VENV"
+    python3 -m venv "$VENV"
+fi
 "$PYTHON" -m pip install --quiet --upgrade pip
+if [ "$MODE" = example ]; then
+    "$PYTHON" -m pip install --quiet '.[examples]'
+    exit 0
+fi
 "$PYTHON" -m pip install --quiet -e '.[test]'
 
 # The oldest Flask and asgiref oneloop supports, beside the newest that the
