@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what oneloop's tests need on a fresh Debian/Ubuntu machine: the
 # system packages pip cannot provide (clang with libFuzzer, valgrind, curl,
-# redis-server, wrk, the zlib headers), then the package itself with its test
+# nginx, redis-server, wrk, the zlib headers), then the package itself with its test
 # extras.
 #
 #     scripts/install-deps.sh [test|example]
@@ -24,7 +24,7 @@ case "$MODE" in
         ;;
 esac
 
-packages=(clang libclang-rt-14-dev clang-format valgrind curl redis-server wrk zlib1g-dev)
+packages=(clang libclang-rt-14-dev clang-format valgrind curl nginx redis-server wrk zlib1g-dev)
 if [ "$MODE" = example ]; then packages=("${build[@]}"); else packages+=("${build[@]}"); fi
 missing=()
 for p in "${packages[@]}"; do
@@ -36,6 +36,15 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 1
     fi
     echo "install-deps: installing ${missing[*]}"
+    # The packages' services are not started: the tests run their own nginx
+    # and redis-server on free loopback ports (a packaged nginx would take
+    # port 80, and fail the install where it is taken).
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod +x "$policy"
+        trap '$sudo rm -f "$policy"' EXIT
+    fi
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -23,6 +23,7 @@
 #define EVENTS_PER_WAKE          128
 #define ACCEPTS_PER_WAKE         64
 #define ACCEPT_PAUSE_LOG_SECONDS 10.0
+#define ACCEPT_QUEUE_MAX         4096
 
 static void set_nodelay(int fd)
 {
@@ -124,10 +125,12 @@ static ol_conn *admit(ol_server *srv, ol_listener *lst, int fd, struct sockaddr_
     return c;
 }
 
-int ol_accept(ol_server *srv, ol_listener *lst)
+/* Accept up to `limit` connections, while the server takes new ones or
+ * (`queued`) whatever it is. */
+static int accept_up_to(ol_server *srv, ol_listener *lst, int limit, int queued)
 {
     int accepted = 0;
-    while (accepted < ACCEPTS_PER_WAKE && !ol_server_is_draining(srv)) {
+    while (accepted < limit && (queued || !ol_server_is_draining(srv))) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
         int fd = accept4(lst->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -143,6 +146,22 @@ int ol_accept(ol_server *srv, ol_listener *lst)
         accepted++;
     }
     return accepted;
+}
+
+int ol_accept(ol_server *srv, ol_listener *lst)
+{
+    return accept_up_to(srv, lst, ACCEPTS_PER_WAKE, 0);
+}
+
+/* Shutdown: the connections already waiting in the accept queues are taken
+ * and served (each response then closes its connection). Left there, they
+ * would be reset when the last copy of the listener closes -- clients that
+ * may have sent their request already. Bounded by the largest queue the
+ * kernel keeps (net.core.somaxconn). */
+void ol_accept_queued(ol_server *srv)
+{
+    for (int i = 0; i < srv->nlisteners; i++)
+        accept_up_to(srv, &srv->listeners[i], ACCEPT_QUEUE_MAX, 1);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -477,7 +477,12 @@ void ol_h1_request_done(ol_conn *c, int keep_alive)
     c->requests++;
     if (srv->cfg.max_keep_alive_requests && c->requests >= srv->cfg.max_keep_alive_requests)
         keep_alive = 0;
-    if (!keep_alive || srv->draining) {
+    /* Closing is decided by what the head said (exchange.c, choose_framing),
+     * never later: a response that promised keep-alive before a shutdown
+     * began leaves the connection open, or the client, told it may, would
+     * send its next request into our close. That request is answered, with
+     * "Connection: close". */
+    if (!keep_alive) {
         ol_conn_close_gracefully(c);
         return;
     }

@@ -5,7 +5,9 @@
  */
 #include "core.h"
 
+#include <linux/filter.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* --------------------------------------------------------------------- */
 /* parse_request(): the wire layer's parser, for tests and debugging.    */
@@ -83,7 +85,38 @@ PyDoc_STRVAR(parse_request_doc,
              "Parse an HTTP/1.1 request head with oneloop's parser. Returns a dict,\n"
              "None if the head is incomplete, or raises ValueError('<status> <reason>').");
 
+/* --------------------------------------------------------------------- */
+/* refuse_connections(): a listening socket stops completing handshakes.  */
+
+/*
+ * When the whole server stops, its listening sockets must close, and
+ * closing a listener resets every connection still in its accept queue --
+ * connections whose clients already sent a request. A socket filter that
+ * drops every packet, attached to the listener first, stops new handshakes
+ * (the SYN and the handshake's last ACK are both filtered on the listener),
+ * so the queue can only shrink: the workers accept what is in it and serve
+ * it, and a client arriving later is refused when its SYN is retried,
+ * having sent nothing. The filter is on the socket, shared by every process
+ * that holds it; connections accepted before it was attached keep none.
+ */
+static PyObject *refuse_connections(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    int fd = PyObject_AsFileDescriptor(arg);
+    if (fd < 0)
+        return NULL;
+    struct sock_filter drop_all[] = {BPF_STMT(BPF_RET | BPF_K, 0)};
+    struct sock_fprog prog = {.len = 1, .filter = drop_all};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"refuse_connections", refuse_connections, METH_O,
+     "refuse_connections(sock, /)\n--\n\n"
+     "Stop a listening TCP socket from completing new handshakes (in every\n"
+     "process holding it); connections already queued can still be accepted."},
     {"parse_request", parse_request, METH_O, parse_request_doc},
     {"thread_executor", ol_handback_thread, METH_NOARGS,
      "thread_executor()\n--\n\n"

@@ -308,21 +308,6 @@ static PyObject *server_start(ol_server *srv, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* Abort the connections matching a test that no pool thread is serving. */
-static void close_matching(ol_server *srv, int (*test)(const ol_conn *))
-{
-    size_t n;
-    ol_conn **list = ol_conns_claim(srv, test, &n);
-    for (size_t i = 0; i < n; i++)
-        ol_conn_abort(list[i]);
-    ol_conns_release(srv, list, n);
-}
-
-static int is_kept_alive_idle(const ol_conn *c)
-{
-    return c->requests > 0 && ol_h1_is_idle(c);
-}
-
 static int is_new(const ol_conn *c)
 {
     return c->requests == 0 && ol_h1_is_idle(c);
@@ -340,23 +325,30 @@ static void close_websockets(ol_server *srv)
     ol_conns_release(srv, list, n);
 }
 
-/* Stop accepting; close idle keep-alive connections now and the others
- * when their request is answered. Listening sockets stay open (they belong
- * to Python, and other workers of a supervisor go on accepting on them). */
+/* Stop accepting; every connection closes after its next response, which
+ * says "Connection: close". Listening sockets stay open (they belong to
+ * Python, and other workers of a supervisor go on accepting on them).
+ *
+ * An idle kept-alive connection is not closed now: its client may have
+ * sent its next request already, and closing would answer that request
+ * with a reset (or nothing) -- a lost request. It is answered, with
+ * "Connection: close"; or, if the client stays quiet, it closes gracefully
+ * at its keep-alive deadline, exactly as it would without a shutdown
+ * (a client must already expect that close; RFC 9112, 9.3.1). */
 static PyObject *server_shutdown(ol_server *srv, PyObject *unused)
 {
     (void)unused;
     if (srv->shut)
         Py_RETURN_NONE;
     srv->shut = 1;
-    /* Requests that already arrived are served (and their connections then
-     * closed); only connections with nothing to say are closed right away. */
+    /* Events already fetched are handled first: a request that already
+     * arrived is served like any other, its response closing the connection. */
     if (!srv->threaded && ol_reactor_is_open(&srv->reactor)) {
         PyObject *r = ol_dispatch_ready(srv, NULL);
         Py_XDECREF(r);
     }
+    ol_accept_queued(srv);
     ol_stop_accepting(srv);
-    close_matching(srv, is_kept_alive_idle);
     close_websockets(srv);
     /* WebSocket sessions of WSGI apps (sockets lent to them, wsgi.c) would
      * never end by themselves: they end now, as if their clients had gone

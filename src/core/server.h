@@ -160,6 +160,9 @@ extern PyType_Spec ol_server_spec;
 /* Dispatch of the reactor's events (dispatch.c). */
 /* Accept what a listener has; 0 or more connections. Any thread. */
 int ol_accept(ol_server *srv, ol_listener *lst);
+/* Accept everything already queued on the listeners, draining or not
+ * (shutdown: left queued, it would be reset). */
+void ol_accept_queued(ol_server *srv);
 /* The tick: expired waits end, accepting resumes after a pause, the Date
  * cache refreshes. GIL. */
 void ol_tick(ol_server *srv);

@@ -10,7 +10,9 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
+from . import _core
 from .config import Config, ConfigError
+from .logs import error_log
 
 
 @dataclass
@@ -21,18 +23,46 @@ class Listener:
     is_unix: bool
     url: str
     created_path: str | None = None  # a UNIX socket file this process made
+    inherited: bool = False  # given by --fd or systemd, not bound here
 
     def core_tuple(self) -> tuple:
         return (self.sock, self.server_addr, self.ssl_context, self.is_unix)
 
-    def close(self) -> None:
+    def refuse_new(self) -> None:
+        """The whole server stops: no new connection may arrive, so that the
+        workers can take what is queued and nothing is left in the queue to
+        be reset when the socket closes (a client refused has sent nothing
+        and may go elsewhere). A TCP socket gets a filter that stops new
+        handshakes in every process holding it; a UNIX socket file of ours
+        is removed. A socket we were given (--fd, systemd) is left alone:
+        whoever gave it holds it, and its queue outlives us."""
+        if self.inherited:
+            return
+        if self.is_unix:
+            self._remove_file()
+            return
+        try:
+            _core.refuse_connections(self.sock)
+        except OSError as exc:
+            error_log.warning(
+                "%s: new connections not refused (%s); queued ones may be reset", self.url, exc
+            )
+
+    def close(self, remove_file: bool = True) -> None:
         """Close the socket; remove a UNIX socket file we created (never one
-        inherited through --fd or systemd)."""
+        inherited through --fd or systemd). Workers of a supervisor close
+        their copies with remove_file=False: the file is the supervisor's,
+        and other workers go on serving on it."""
         self.sock.close()
-        if self.created_path:
+        if remove_file:
+            self._remove_file()
+
+    def _remove_file(self) -> None:
+        path, self.created_path = self.created_path, None
+        if path:
             try:
-                if stat.S_ISSOCK(os.stat(self.created_path).st_mode):
-                    os.unlink(self.created_path)
+                if stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.unlink(path)
             except OSError:
                 pass
 
@@ -222,7 +252,9 @@ def open_listeners(config: Config) -> list[Listener]:
             sock.setblocking(False)
             addr, is_unix, url = describe_socket(sock, ssl_context)
             created = where if kind == "unix" else None
-            listeners.append(Listener(sock, addr, ssl_context, is_unix, url, created))
+            listeners.append(
+                Listener(sock, addr, ssl_context, is_unix, url, created, inherited=kind == "fd")
+            )
     except BaseException:
         for listener in listeners:
             listener.sock.close()

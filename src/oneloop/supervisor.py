@@ -75,6 +75,8 @@ class Child:
 class SupervisedHost(Host):
     """The worker side of the heartbeat (runs in the forked worker)."""
 
+    owns_listeners = False  # the supervisor's, shared with the other workers
+
     def __init__(self, slot: Slot, parent: int) -> None:
         self.slot = slot
         self.parent = parent
@@ -547,6 +549,8 @@ class Supervisor:
         self.stopping = "fast" if fast else "graceful"
         self.notifier.stopping()
         for listener in self.listeners:
+            if not fast:
+                listener.refuse_new()  # what is queued is served, not reset
             listener.close()  # workers hold their own copies until they exit
         grace = self.config.timeout_graceful_shutdown + STOP_MARGIN
         if fast:

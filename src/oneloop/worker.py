@@ -56,6 +56,8 @@ class Host:
     alone, which tells systemd about itself when systemd is listening."""
 
     access_logger = logs.access_log
+    # A worker running alone is the whole server: its listeners end with it.
+    owns_listeners = True
 
     def __init__(self) -> None:
         self.notifier = systemd.Notifier()
@@ -218,6 +220,9 @@ class Worker:
             self.host.booted(self)
             await self.stopping.wait()
             self.host.stopping()
+            if self.host.owns_listeners and not self.fast:
+                for li in self.listeners:
+                    li.refuse_new()
             await self._drain()
         finally:
             await bridge.run_shutdown()
@@ -287,7 +292,7 @@ class Worker:
 
     def _close_listeners(self) -> None:
         for li in self.listeners or ():
-            li.close()
+            li.close(remove_file=self.host.owns_listeners)
 
     def _join_threads(self) -> None:
         for t in self.threads:

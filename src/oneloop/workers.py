@@ -79,6 +79,8 @@ class OneloopWorker(base.Worker):
 class _GunicornHost(Host):
     """Heartbeats become gunicorn's notify(); logging goes to its loggers."""
 
+    owns_listeners = False  # gunicorn's arbiter's
+
     def __init__(self, worker: OneloopWorker) -> None:
         self.worker = worker
         self.access_logger = worker.log.access_log
