@@ -34,7 +34,7 @@ SANITIZE    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-
 FUZZ_FLAGS  := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
 
 .PHONY: help all deps example test test-c test-c-asan test-c-portable test-c-valgrind fuzz fuzz-smoke fuzz-corpus \
-        bench bench-parser bench-servers bench-smoke bench-compare bench-hostile bench-soak test-py test-py-asan test-py-asan-core test-py-valgrind format lint clean
+        bench bench-parser bench-servers bench-smoke bench-compare bench-hostile bench-soak test-dist test-py test-py-asan test-py-asan-core test-py-valgrind format lint clean
 
 help:
 	@echo "make example      install oneloop (in .venv outside a virtualenv) and serve examples/flask_async.py"
@@ -54,6 +54,7 @@ help:
 	@echo "make test-py-asan the Python tests against an ASan+UBSan build of the extension"
 	@echo "make test-py-asan-core  the core's adversarial tests (stale events, ...) under ASan"
 	@echo "make test-py-valgrind  servers under valgrind with a mix of traffic"
+	@echo "make test-dist    sdist and wheels (manylinux too), installed in clean venvs, serving"
 	@echo "make format       clang-format and ruff format, in place"
 	@echo "make lint         formatting, ruff, and -Werror builds with gcc and clang"
 
@@ -73,6 +74,7 @@ test: deps
 	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory test-py
 	$(MAKE) --no-print-directory test-py-asan-core
+	$(MAKE) --no-print-directory test-dist
 
 # ---------------------------------------------------------------- wire layer
 
@@ -211,6 +213,11 @@ test-py-asan:
 
 test-py-valgrind:
 	$(PYTHON) scripts/valgrind_smoke.py
+
+# The sdist and wheels, built (the wheel from the sdist), repaired to
+# manylinux, installed in clean virtualenvs and serving an app.
+test-dist:
+	PYTHON=$(PYTHON) scripts/test-dist.sh
 
 # The connection core's adversarial tests against the ASan+UBSan build: events
 # for connections freed earlier in the same batch, thousands of times over,

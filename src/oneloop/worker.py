@@ -281,6 +281,12 @@ class Worker:
         shut = loop.create_future()
         loop.call_soon(_call_into, shut, core.shutdown)
         await shut
+        # The core took what was queued and accepts no more: this process's
+        # copies of the listeners go now. When the whole server stops (the
+        # listeners refuse new connections first), the sockets close as soon
+        # as every worker is here, and a client trying meanwhile is refused
+        # rather than left waiting for the slowest drain.
+        self._close_listeners()
         while (core.active_requests or core.connections) and not self.fast:
             if loop.time() >= deadline:
                 error_log.warning("%d requests still running at shutdown", core.active_requests)

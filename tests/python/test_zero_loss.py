@@ -349,3 +349,36 @@ def test_term_leaves_a_given_socket_to_whoever_holds_it(tmp_path):
         if proc.poll() is None:
             proc.kill()
         sock.close()
+
+
+def test_term_refuses_new_clients_within_a_second_while_requests_finish(supervise, tmp_path):
+    """A whole-server stop with a 5 s request in flight: a new client is
+    refused (its SYN retried once, then reset), not left waiting for the
+    drain; the request in flight gets its 200."""
+    started = tmp_path / "started"
+    sup = supervise(
+        f"{APP}:app", "-w", "2", ready=2, fd=False, env={"PROCESS_APPS_STARTED": str(started)}
+    )
+    result: dict = {}
+
+    def slow() -> None:
+        with socket.create_connection(("127.0.0.1", sup.port), timeout=20) as s:
+            result["slow"] = exchange(s, "/slow?t=5")[0]
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not (started.exists() and started.read_text()):
+        assert time.monotonic() < deadline, sup.log()
+        time.sleep(0.01)
+    sup.send(signal.SIGTERM)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", sup.port), timeout=4).close()
+    refused_after = time.monotonic() - t0
+    thread.join(20)
+    report("TERM: new client refused", seconds=f"{refused_after:.2f}")
+    assert refused_after < 2.0
+    assert result == {"slow": 200}
+    assert sup.proc.wait(20) == 0
