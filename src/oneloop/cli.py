@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         "async code. Every option can also be set as an environment variable "
         "ONELOOP_<OPTION> (e.g. ONELOOP_THREADS=32).",
         argument_default=argparse.SUPPRESS,
+        # No guessing: `--env FOO=1` is not `--env-file`, `--keep` is nothing.
+        allow_abbrev=False,
     )
     parser.add_argument(
         "app", nargs="?", help="the app as MODULE:ATTRIBUTE (e.g. mysite.wsgi:application)"
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
             choices = getattr(parse, "choices", None)
             if choices:
                 kwargs["choices"] = choices
+                kwargs["type"] = str.lower  # --log-level INFO is info
                 kwargs.pop("metavar")
         parser.add_argument(*flags, **kwargs)
     return parser
@@ -103,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return run_config(config, lambda environ: resolve(args, environ))
-    except (ConfigError, AppLoadError, OSError) as exc:
+    except AppLoadError as exc:
+        if exc.details:
+            print(exc.details, file=sys.stderr, end="")
+        print(f"oneloop: error: {exc}", file=sys.stderr)
+        return 1
+    except (ConfigError, OSError) as exc:
         print(f"oneloop: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -365,7 +365,11 @@ OPTIONS: dict[str, tuple[Any, str]] = {
 }
 
 # Second names of options, as gunicorn spells them.
-ALIASES = {"graceful_timeout": "timeout_graceful_shutdown"}
+ALIASES = {
+    "graceful_timeout": "timeout_graceful_shutdown",
+    "keep_alive": "timeout_keep_alive",
+    "log_file": "error_logfile",
+}
 
 # Short flags on the command line.
 SHORT_FLAGS = {"bind": "-b", "workers": "-w", "timeout": "-t"}

@@ -6,11 +6,48 @@ import importlib
 import inspect
 import os
 import sys
+import traceback
 from typing import Any
 
 
 class AppLoadError(Exception):
-    """The app could not be imported or is not a WSGI/ASGI callable."""
+    """The app could not be imported or is not a WSGI/ASGI callable.
+    `details` is the traceback of the app's own code, when it raised."""
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+    def report(self, limit: int = 3000) -> str:
+        """The app's traceback (its last `limit` characters), then the
+        one-line message: what a user needs to find the line that failed."""
+        details = self.details
+        if len(details) > limit:
+            details = "...\n" + details[-limit:].partition("\n")[2]
+        return f"{details}{self}"
+
+
+# Frames that are not the app's: oneloop's, and the import machinery's.
+_NOT_THE_APPS = (
+    os.path.dirname(os.path.abspath(__file__)),
+    os.path.dirname(os.path.abspath(importlib.__file__)),
+    "<frozen importlib",
+)
+
+
+def _app_traceback(exc: BaseException) -> str:
+    """The traceback as Python prints it, without the frames of oneloop and
+    of the import machinery that led to the app's code."""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith(_NOT_THE_APPS)
+    ]
+    lines = traceback.format_exception_only(exc)
+    if frames:
+        head = ["Traceback (most recent call last):\n"]
+        lines = head + traceback.StackSummary.from_list(frames).format() + lines
+    return "".join(lines)
 
 
 def import_app(spec: Any, app_dir: str = ".", factory: bool = False) -> Any:
@@ -31,9 +68,13 @@ def import_app(spec: Any, app_dir: str = ".", factory: bool = False) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
             raise AppLoadError(f"cannot import module {module_name!r}: {exc}") from exc
-        raise AppLoadError(f"importing {module_name!r} failed: {exc!r}") from exc
+        raise AppLoadError(
+            f"importing {module_name!r} failed: {exc!r}", _app_traceback(exc)
+        ) from exc
     except Exception as exc:
-        raise AppLoadError(f"importing {module_name!r} failed: {exc!r}") from exc
+        raise AppLoadError(
+            f"importing {module_name!r} failed: {exc!r}", _app_traceback(exc)
+        ) from exc
     obj: Any = module
     try:
         for part in attr.split("."):
@@ -44,7 +85,9 @@ def import_app(spec: Any, app_dir: str = ".", factory: bool = False) -> Any:
         try:
             obj = obj()
         except Exception as exc:
-            raise AppLoadError(f"calling the app factory {spec!r} failed: {exc!r}") from exc
+            raise AppLoadError(
+                f"calling the app factory {spec!r} failed: {exc!r}", _app_traceback(exc)
+            ) from exc
     if not callable(obj):
         raise AppLoadError(f"{spec!r} is not callable (it is {type(obj).__name__})")
     return obj

@@ -145,6 +145,7 @@ class Supervisor:
         self.announced = False  # told systemd and the log that all workers serve
         self.reloading = False
         self.paused = False  # --reload: a worker could not boot; wait for a change
+        self.last_details = ""  # the last boot failure's traceback, shown once
         self.reload_due: float | None = None
         self.reload_reason = ""
         self.notifier = systemd.Notifier()
@@ -454,6 +455,12 @@ class Supervisor:
     # -- boot failures ----------------------------------------------------
 
     def _boot_failed(self, child: Child, status: int, message: str, now: float) -> None:
+        # The app's traceback, if it raised, then one line; the traceback is
+        # shown once however many workers fail the same way.
+        details, _, message = message.rpartition("\n")
+        if details and details != self.last_details:
+            self.last_details = details
+            print(details, file=sys.stderr, flush=True)
         if not message:
             if child.aborted:
                 message = f"the worker did not boot within --timeout ({self.config.timeout:g}s)"
@@ -476,7 +483,7 @@ class Supervisor:
             self.stop(fast=True)
             return
         if self.config.reload:
-            error_log.error("Waiting for a file to change")
+            error_log.info("Waiting for a file to change")
             self.paused = True
 
     def _abort_reload(self, message: str, now: float) -> None:
@@ -504,10 +511,11 @@ class Supervisor:
             if not child.ready and not child.retiring:
                 self._retire(child, now)  # still booting the old code
         self.generation += 1
+        self.last_details = ""  # a new attempt: a traceback is worth showing again
         self.reloading = True
         self.paused = False
         self.spawn_after = 0.0
-        error_log.info("Reloading (%s): starting %d new workers", reason, self.target)
+        error_log.info("Reloading (%s): starting %s", reason, _workers(self.target, "new "))
 
     def _reread_config(self) -> None:
         if self.reread is None:
@@ -603,7 +611,10 @@ def run_worker(
 
     try:
         Worker(config, listeners, host=host, max_requests=max_requests).run()
-    except (AppLoadError, ConfigError) as exc:
+    except AppLoadError as exc:
+        host.slot.set_error(exc.report())  # the app's traceback, then one line
+        return 1
+    except ConfigError as exc:
         host.slot.set_error(str(exc))
         return 1
     except LifespanFailure as exc:

@@ -190,12 +190,9 @@ def test_missing_app_is_a_usage_error():
         (":app", ["MODULE:ATTRIBUTE"]),
         ("cli_apps:", ["MODULE:ATTRIBUTE"]),
         ("oneloop_no_such_module:app", ["oneloop_no_such_module"]),
-        ("cli_broken_import:app", ["cli_broken_import", "ValueError", "boom at import"]),
-        ("cli_missing_dependency:app", ["cli_missing_dependency", "oneloop_no_such_dependency"]),
         ("cli_apps:no_such_attribute", ["cli_apps", "no_such_attribute"]),
         ("cli_apps:holder.inner.nope", ["holder.inner.nope"]),
         ("cli_apps:not_callable", ["not callable", "int"]),
-        ("cli_apps:failing_factory()", ["failing_factory", "factory exploded"]),
     ],
 )
 def test_app_loading_errors_are_one_line(spec, fragments):
@@ -204,9 +201,44 @@ def test_app_loading_errors_are_one_line(spec, fragments):
     assert_cli_error(result, *fragments)
 
 
-def test_factory_that_raises_is_one_line():
+def assert_app_traceback(result: subprocess.CompletedProcess, line: str, *fragments: str):
+    """Where the app's own code raised: its traceback, as Python prints it
+    and with the app's frames only (none of oneloop's or importlib's), the
+    last one at `line` ("file.py:N"); then the one error line."""
+    err = result.stderr.rstrip("\n")
+    assert result.returncode == 1, err
+    head, _, last = err.rpartition("\n")
+    assert last.startswith("oneloop: error:"), err
+    assert all(f in last for f in fragments), err
+    # (at --log-level debug, log lines about booting may come first)
+    assert "Traceback (most recent call last):\n" in head, err
+    head = head[head.index("Traceback (most recent call last):\n") :]
+    frames = [f"{Path(f).name}:{n}" for f, n in re.findall(r'File "([^"]+)", line (\d+)', head)]
+    assert frames and frames[-1] == line, err
+    assert all(f.split(":")[0] == line.split(":")[0] for f in frames), err
+
+
+@pytest.mark.parametrize("log_level", ["info", "debug"])
+@pytest.mark.parametrize(
+    ("spec", "line", "fragments"),
+    [
+        ("cli_broken_import:app", "cli_broken_import.py:3", ["ValueError", "boom at import"]),
+        (
+            "cli_missing_dependency:app",
+            "cli_missing_dependency.py:3",
+            ["cli_missing_dependency", "oneloop_no_such_dependency"],
+        ),
+        ("cli_apps:failing_factory()", "cli_apps.py:220", ["factory exploded"]),
+    ],
+)
+def test_app_that_raises_at_import_shows_its_traceback(spec, line, fragments, log_level):
+    result = run_cli("--app-dir", str(APPS), "--port", "0", "--log-level", log_level, spec)
+    assert_app_traceback(result, line, *fragments)
+
+
+def test_factory_that_raises_shows_its_traceback():
     result = run_cli("--app-dir", str(APPS), "--port", "0", "--factory", "cli_apps:failing_factory")
-    assert_cli_error(result, "factory exploded")
+    assert_app_traceback(result, "cli_apps.py:220", "factory exploded")
 
 
 def test_app_whose_interface_cannot_be_told_is_one_line():
@@ -958,3 +990,21 @@ def test_python_api_rejects_bad_options():
         oneloop.run(app, bogus=1)
     with pytest.raises(ConfigError, match="--threads"):
         oneloop.run(app, threads=0)
+
+
+def test_option_abbreviations_are_refused():
+    """`--env FOO=1` once meant `--env-file FOO=1` (argparse's prefix matching)."""
+    result = run_cli("--app-dir", str(APPS), "--env", "FOO=1", "cli_apps:app")
+    assert result.returncode == 2
+    assert_cli_error(result, "unrecognized arguments: --env", usage=True)
+
+
+def test_gunicorn_spellings_and_any_case_are_accepted():
+    from oneloop.cli import parse
+
+    config = parse(
+        ["--log-level", "INFO", "--keep-alive", "3", "--log-file", "-", "--loop", "AsyncIO", "a:b"],
+        {},
+    )
+    assert (config.log_level, config.timeout_keep_alive) == ("info", 3.0)
+    assert (config.error_logfile, config.loop) == ("-", "asyncio")

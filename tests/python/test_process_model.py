@@ -414,15 +414,18 @@ def test_workers_default_from_web_concurrency(supervise):
     assert len(sup.workers()) == 1  # the command line wins
 
 
-def test_worker_that_cannot_boot_stops_the_supervisor_with_one_line(supervise):
+def test_worker_that_cannot_boot_stops_the_supervisor_with_its_traceback_once(supervise):
     started = time.monotonic()
     sup = supervise("cli_broken_import:app", "-w", "3", ready=None)
     assert sup.proc.wait(10) == 1
     assert time.monotonic() - started < 5
     lines = [line for line in sup.log().splitlines() if line.strip()]
-    assert len(lines) == 1, sup.log()
-    assert lines[0].startswith("oneloop: error: importing 'cli_broken_import' failed"), lines
-    assert "boom at import" in lines[0]
+    assert lines[0] == "Traceback (most recent call last):", sup.log()
+    assert sup.log().count("Traceback") == 1, sup.log()  # three workers, shown once
+    assert re.search(r'File ".*cli_broken_import.py", line 3, in <module>', sup.log())
+    assert "oneloop" not in "".join(lines[:-1]), sup.log()  # the app's frames only
+    assert lines[-1].startswith("oneloop: error: importing 'cli_broken_import' failed"), lines
+    assert "boom at import" in lines[-1]
 
 
 def test_worker_whose_startup_fails_exits_with_status_3(supervise):
@@ -853,8 +856,13 @@ def test_reload_restarts_workers_on_source_changes(supervise, tmp_path):
     (app_dir / "versioned.py").write_text(
         (app_dir / "versioned.py").read_text().replace("import os", "import os\nimport pkg.helper")
     )
-    sup.wait_log(r"Reload failed: .*typo")
+    log = sup.wait_log(r"Reload failed: .*typo")
     assert get(sup.url + "/")["version"] == "v2"  # the last good code serves
+    # The app's traceback, down to the line that raised, then the one line.
+    trace = log[log.index("Traceback (most recent call last):") : log.index("Reload failed")]
+    assert re.search(r'File ".*versioned.py", line \d+, in <module>\n    import pkg.helper', trace)
+    assert re.search(r'File ".*helper.py", line 1, in <module>', trace), trace
+    assert "oneloop" not in trace and "importlib" not in trace, trace
 
     (app_dir / "pkg" / "helper.py").write_text("HELPER = True\n")  # in a subdirectory
     _edit_version(app_dir / "versioned.py", "v3")
