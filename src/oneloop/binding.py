@@ -171,18 +171,15 @@ def _unix(path: str, config: Config) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
-        os.chmod(path, 0o777 & ~_umask())
+        # Connecting needs write permission: a proxy running as another
+        # user (nginx as www-data) must be able to (uvicorn's and gunicorn's
+        # sockets are world-writable too). --umask narrows it.
+        os.chmod(path, 0o666 & ~(config.umask or 0))
         sock.listen(config.backlog)
     except OSError as exc:
         sock.close()
         raise OSError(exc.errno, f"cannot listen on unix:{path}: {exc.strerror}") from None
     return sock
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _from_fd(fd: int) -> socket.socket:

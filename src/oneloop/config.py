@@ -35,6 +35,18 @@ def _non_negative_int(value: Any) -> int:
     return n
 
 
+def _umask(value: Any) -> int:
+    """A file mode creation mask: octal as in a shell (022, 0o022) or an int."""
+    if isinstance(value, int):
+        n = value
+    else:
+        text = str(value).strip().lower().removeprefix("0o")
+        n = int(text, 8)
+    if not 0 <= n <= 0o777:
+        raise ValueError("must be an octal mask between 000 and 777")
+    return n
+
+
 def _non_negative_float(value: Any) -> float:
     n = float(value)
     if n < 0:
@@ -157,6 +169,7 @@ class Config:
     max_requests: int = 0
     max_requests_jitter: int = 0
     pid: str | None = None
+    umask: int | None = None
     reload: bool = False
     reload_dir: list[str] = field(default_factory=list)
     reload_include: list[str] = field(default_factory=list)
@@ -334,6 +347,12 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         "restart at once (default: 0)",
     ),
     "pid": (str, "write the process id of the supervisor (or lone worker) to this file"),
+    "umask": (
+        _umask,
+        "file mode creation mask of the server's processes, in octal (e.g. 027); a UNIX "
+        "socket is created with mode 666 minus it (default: 666, so a proxy running as "
+        "another user can connect; the process's mask is left as it is)",
+    ),
     "reload": (
         _bool,
         "development: restart the workers when a source file changes (not for production)",

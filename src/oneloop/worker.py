@@ -352,6 +352,8 @@ def run_config(config: Config, reread: Callable[[dict[str, str]], Config] | None
     """Serve until SIGTERM/SIGINT; the exit status. With --workers 1 or more
     under the supervisor, which calls `reread(environ)` on SIGHUP for the
     new configuration; with --workers 0 in this process."""
+    if config.umask is not None:
+        os.umask(config.umask)  # before any file is made: logs, sockets, pid file
     logs.configure(config)
     if config.workers > 0:
         from .supervisor import Supervisor

@@ -622,8 +622,8 @@ def test_hup_with_broken_code_keeps_the_old_workers(supervise, tmp_path):
 
 
 def test_term_finishes_20_in_flight_requests_then_exits(supervise, tmp_path):
-    """TERM: stop accepting, close idle keep-alive connections at once,
-    finish what is in flight, exit."""
+    """TERM: stop accepting, finish what is in flight, answer the next request
+    of an idle kept-alive connection (with Connection: close), exit."""
     started = tmp_path / "started"
     sup = supervise(f"{APP}:app", "-w", "2", env={"PROCESS_APPS_STARTED": str(started)}, ready=2)
     idle = socket.create_connection(("127.0.0.1", sup.port), timeout=5)
@@ -631,21 +631,18 @@ def test_term_finishes_20_in_flight_requests_then_exits(supervise, tmp_path):
     results, clients = _in_flight(sup, "/slow?t=1.5", 20, started)
     termed = time.monotonic()
     sup.send(signal.SIGTERM)
+    time.sleep(0.2)
+    # Not closed under its client: its next request is answered, and closes it.
+    status, _, close = exchange(idle, "/")
+    assert (status, close) == (200, True)
     idle.settimeout(1)
-    assert idle.recv(1) == b""  # closed at once
-    idle_closed = time.monotonic() - termed
+    assert idle.recv(1) == b""
     for t in clients:
         t.join(10)
     finished = time.monotonic() - termed
     assert sup.proc.wait(10) == 0
     exited = time.monotonic() - termed
-    report(
-        "TERM with 20 in flight",
-        idle_closed=f"{idle_closed:.3f}s",
-        all_answered=f"{finished:.2f}s",
-        exited=f"{exited:.2f}s",
-    )
-    assert idle_closed < 0.5
+    report("TERM with 20 in flight", all_answered=f"{finished:.2f}s", exited=f"{exited:.2f}s")
     assert len(results) == 20 and all(r and r["path"] == "/slow" for r in results), results
     assert finished < 2.0
     assert exited < finished + 1.0
@@ -1289,3 +1286,44 @@ def _new_package(root: Path) -> None:
     (root / "pkg").mkdir()
     (root / "pkg" / "__init__.py").write_text("")
     (root / "pkg" / "m.py").write_text("y = 1\n")
+
+
+def _umask_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^Umask:\s+(\d+)", status, re.M).group(1), 8)
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(None, 0o666), ("027", 0o640)])
+def test_unix_socket_mode_and_umask(supervise, umask, mode):
+    """The UNIX socket lets a proxy running as another user connect (as
+    uvicorn's and gunicorn's do); --umask narrows it and is the processes'
+    mask. Checked by connecting as `nobody` when the test runs as root."""
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="oneloop-uds-", dir="/tmp")
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, "app.sock")
+    options = ["-w", "1", "-b", f"unix:{path}"] + (["--umask", umask] if umask else [])
+    sup = supervise(f"{APP}:app", *options, ready=1, fd=False)
+    try:
+        assert os.stat(path).st_mode & 0o777 == mode
+        if umask:
+            assert {_umask_of(pid) for pid in [sup.proc.pid, *sup.workers()]} == {0o027}
+        if os.geteuid() == 0:
+            probe = (
+                "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                "s.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'); print(s.recv(12).decode())"
+            )
+            result = subprocess.run(
+                ["/usr/bin/python3", "-c", probe, path],
+                user="nobody",
+                capture_output=True,
+                text=True,
+            )
+            if mode & 0o002:
+                assert result.stdout.strip() == "HTTP/1.1 200", result.stderr
+            else:
+                assert "PermissionError" in result.stderr, result
+    finally:
+        sup.stop()
+        shutil.rmtree(directory, ignore_errors=True)
