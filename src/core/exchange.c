@@ -504,6 +504,14 @@ static PyObject *get_request_headers(ol_req *r, void *closure)
     return get_obj(r->req_headers);
 }
 
+/* WSGI keeps the request headers in the environ only (HTTP_*); the access
+ * log reads them there. */
+static PyObject *get_environ(ol_req *r, void *closure)
+{
+    (void)closure;
+    return get_obj(r->environ);
+}
+
 static PyObject *get_response_headers(ol_req *r, void *closure)
 {
     (void)closure;
@@ -518,7 +526,8 @@ static PyGetSetDef req_getset[] = {
     {"target", (getter)get_target, NULL, "Request target as received (bytes).", NULL},
     {"client", (getter)get_client, NULL, "(host, port) of the client, or None.", NULL},
     {"http_version", (getter)get_version, NULL, "'1.0' or '1.1'.", NULL},
-    {"request_headers", (getter)get_request_headers, NULL, "Request header pairs.", NULL},
+    {"request_headers", (getter)get_request_headers, NULL, "Request header pairs (ASGI).", NULL},
+    {"environ", (getter)get_environ, NULL, "The WSGI environ, or None.", NULL},
     {"response_headers", (getter)get_response_headers, NULL, "Response header pairs.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

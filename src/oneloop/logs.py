@@ -129,6 +129,18 @@ class _Atoms(dict):
         self[key] = value
         return value
 
+    def _request_header(self, name: str) -> str:
+        r = self.request
+        if r.request_headers is not None:
+            return self._header(r.request_headers, name)
+        environ = r.environ  # WSGI: the headers are HTTP_* keys there
+        if environ is None:
+            return "-"
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        return environ.get(key, "-")
+
     def _header(self, pairs: Any, name: str) -> str:
         wanted = name.lower().encode("latin-1")
         for k, v in pairs or ():
@@ -140,7 +152,7 @@ class _Atoms(dict):
     def _compute(self, key: str) -> str:
         r = self.request
         if key.startswith("{") and key.endswith("}i"):
-            return self._header(r.request_headers, key[1:-2])
+            return self._request_header(key[1:-2])
         if key.startswith("{") and key.endswith("}o"):
             return self._header(r.response_headers, key[1:-2])
         target = r.target.decode("latin-1") if r.target else "-"
@@ -160,8 +172,8 @@ class _Atoms(dict):
             "s": str(r.status),
             "B": str(r.sent),
             "b": str(r.sent) if r.sent else "-",
-            "f": self._header(r.request_headers, "referer"),
-            "a": self._header(r.request_headers, "user-agent"),
+            "f": self._request_header("referer"),
+            "a": self._request_header("user-agent"),
             "T": str(int(duration)),
             "D": str(int(duration * 1_000_000)),
             "M": str(int(duration * 1000)),

@@ -766,6 +766,21 @@ def test_access_logformat_atoms(serve):
     assert (m, u, q, hv) == ("GET", "/sleep/60", "a=b", "HTTP/1.1")
 
 
+@pytest.mark.parametrize("app", ["cli_apps:asgi_fn", "cli_apps:wsgi_fn"])
+def test_access_log_request_header_atoms(serve, app):
+    """WSGI too (its headers live in the environ): they once printed '-'."""
+    fmt = "HDRS|%(a)s|%(f)s|%({x-request-id}i)s|%({content-type}i)s|%({x-absent}i)s"
+    server = serve(app, "--access-logformat", fmt)
+    headers = {
+        "User-Agent": "ua/1.0",
+        "Referer": "http://example.com/from",
+        "X-Request-Id": "req-42",
+        "Content-Type": "text/plain",
+    }
+    httpx.post(server.url + "/", content=b"x", headers=headers)
+    server.wait_log("HDRS|ua/1.0|http://example.com/from|req-42|text/plain|-")
+
+
 def test_access_logformat_missing_header_and_response_header(serve):
     fmt = "HDR %({x-absent}i)s %({content-type}o)s %(s)s"
     server = serve("cli_apps:asgi_fn", "--access-logformat", fmt)
