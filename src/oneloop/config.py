@@ -140,7 +140,7 @@ class Config:
     log_level: str = "info"
     log_config: str | None = None
     access_log: bool = True
-    access_logformat: str = '%(h)s - "%(r)s" %(s)s %(b)s'
+    access_logformat: str = "default"
     # HTTP
     server_header: bool = True
     date_header: bool = True
@@ -245,7 +245,11 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     ),
     "log_config": (str, "logging configuration file: .json (dictConfig) or .ini (fileConfig)"),
     "access_log": (_bool, "log each request (default: on)"),
-    "access_logformat": (str, "access log format with gunicorn's atoms, e.g. '%%(h)s %%(r)s'"),
+    "access_logformat": (
+        str,
+        "access log line: default, common, combined (= gunicorn's default), json, or a "
+        "format of gunicorn's atoms, e.g. '%%(h)s \"%%(r)s\" %%(s)s %%(M)sms'",
+    ),
     "server_header": (_bool, "send 'Server: oneloop' (default: on)"),
     "date_header": (_bool, "send a Date header (default: on)"),
     "limit_request_line": (

@@ -19,6 +19,33 @@ access_log = logging.getLogger("oneloop.access")
 
 DEFAULT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 
+# --access-logformat by name. `default` is oneloop's, its line after the
+# same [time] [pid] [INFO] prefix as the error log's; any other format,
+# named or written out, is the whole line, as in gunicorn (so a format with
+# %(t)s does not print two timestamps). `json`: one object per line.
+ACCESS_FORMATS = {
+    "default": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(f)s" "%(a)s"',
+    "common": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s',
+    "combined": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
+    "gunicorn": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
+    "json": "json",
+}
+# The fields of the json format: name in the object, atom.
+_JSON_FIELDS = (
+    ("time", "iso"),
+    ("remote", "h"),
+    ("method", "m"),
+    ("path", "U"),
+    ("query", "q"),
+    ("protocol", "H"),
+    ("status", "s"),
+    ("bytes", "B"),
+    ("duration_ms", "ms_float"),
+    ("referer", "f"),
+    ("user_agent", "a"),
+    ("pid", "pid"),
+)
+
 
 def configure(config: Config) -> None:
     """Set up logging from --log-config, or --error-logfile/--access-logfile
@@ -53,7 +80,10 @@ def _default_handlers(config: Config) -> None:
             continue  # set up by the embedding program (oneloop.run, gunicorn)
         handler = _file_handler(path, option) if path and path != "-" else None
         handler = handler or logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter(DEFAULT_FORMAT, "%Y-%m-%d %H:%M:%S %z"))
+        bare = logger is access_log and config.access_logformat != "default"
+        handler.setFormatter(
+            logging.Formatter("%(message)s" if bare else DEFAULT_FORMAT, "%Y-%m-%d %H:%M:%S %z")
+        )
         logger.addHandler(handler)
         logger.propagate = False
         _installed[logger.name] = handler
@@ -179,6 +209,10 @@ class _Atoms(dict):
             "M": str(int(duration * 1000)),
             "L": f"{duration:.6f}",
             "p": f"<{os.getpid()}>",
+            # for the json format
+            "iso": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "ms_float": f"{duration * 1000:.3f}",
+            "pid": str(os.getpid()),
         }
         return simple.get(key, "-")
 
@@ -187,7 +221,7 @@ def make_access_hook(config: Config, logger: logging.Logger = access_log):
     """The C core's on_access hook, or None when access logging is off."""
     if not config.access_log or not logger.isEnabledFor(logging.INFO):
         return None
-    fmt = config.access_logformat
+    fmt = ACCESS_FORMATS.get(config.access_logformat, config.access_logformat)
 
     def on_access(request: Any) -> None:
         try:
@@ -195,7 +229,15 @@ def make_access_hook(config: Config, logger: logging.Logger = access_log):
         except Exception:
             error_log.exception("cannot format the access log line with %r", fmt)
 
-    return on_access
+    def on_access_json(request: Any) -> None:
+        atoms = _Atoms(request)
+        line = {name: atoms[atom] for name, atom in _JSON_FIELDS}
+        for name in ("status", "bytes", "pid"):
+            line[name] = int(line[name])
+        line["duration_ms"] = float(line["duration_ms"])
+        logger.info(json.dumps(line))
+
+    return on_access_json if fmt == "json" else on_access
 
 
 _COROUTINE_FLAGS = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR

@@ -724,7 +724,8 @@ def test_default_access_log_line(serve):
     server.wait_log('"GET /path?q=1 HTTP/1.1" 200')
     line = next(line for line in access_lines(server.out()) if "/path?q=1" in line)
     assert "127.0.0.1" in line
-    assert line.rstrip().endswith(f"200 {size}")
+    # status, size, duration, referer, user agent
+    assert re.search(rf'" 200 {size} \d+ms "-" "python-httpx/[\d.]+"$', line.rstrip()), line
     # the access log goes to stdout, not to the error log on stderr
     assert "/path?q=1" not in server.log()
 
@@ -779,6 +780,27 @@ def test_access_log_request_header_atoms(serve, app):
     }
     httpx.post(server.url + "/", content=b"x", headers=headers)
     server.wait_log("HDRS|ua/1.0|http://example.com/from|req-42|text/plain|-")
+
+
+def test_access_log_combined_and_json_formats(serve):
+    """Named formats are the whole line: no second timestamp before them."""
+    combined = serve("cli_apps:asgi_fn", "--access-logformat", "combined")
+    httpx.get(combined.url + "/c?x=1", headers={"User-Agent": "ua/2", "Referer": "http://r/"})
+    combined.wait_log("/c?x=1")
+    line = next(x for x in combined.out().splitlines() if "/c?x=1" in x)
+    pattern = (
+        r"127\.0\.0\.1 - - \[\d\d/\w+/\d{4}:[\d:]+ [+-]\d{4}\] "
+        r'"GET /c\?x=1 HTTP/1\.1" 200 \d+ "http://r/" "ua/2"'
+    )
+    assert re.fullmatch(pattern, line), line
+    js = serve("cli_apps:wsgi_fn", "--access-logformat", "json")
+    httpx.post(js.url + "/j?y=2", content=b"abc", headers={"User-Agent": "ua/3"})
+    js.wait_log('"/j"')
+    entry = json.loads(next(x for x in js.out().splitlines() if '"/j"' in x))
+    assert entry["method"] == "POST" and entry["path"] == "/j" and entry["query"] == "y=2"
+    assert entry["status"] == 200 and entry["user_agent"] == "ua/3" and entry["referer"] == "-"
+    assert isinstance(entry["duration_ms"], float) and entry["bytes"] > 0
+    assert entry["remote"] == "127.0.0.1" and entry["pid"] > 0 and entry["time"][:2] == "20"
 
 
 def test_access_logformat_missing_header_and_response_header(serve):
