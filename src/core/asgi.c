@@ -676,6 +676,26 @@ void ol_asgi_close(ol_server *srv)
 /* ------------------------------------------------------------------------ */
 /* Dispatch and completion                                                  */
 
+/* What an app raises because its client is gone: asyncio's cancellation,
+ * our ClientDisconnected, any OSError of a socket it wrote to itself, and a
+ * framework's own disconnect exception (Starlette's ClientDisconnect,
+ * raised when a body read hears http.disconnect), known by its class name
+ * so that no framework has to be imported. */
+static int is_disconnect_error(ol_state *st, PyObject *exc)
+{
+    if (PyErr_GivenExceptionMatches(exc, st->cancelled_error) ||
+        PyErr_GivenExceptionMatches(exc, PyExc_OSError))
+        return 1;
+    PyObject *mro = Py_TYPE(exc)->tp_mro;
+    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
+        const char *name = ((PyTypeObject *)PyTuple_GET_ITEM(mro, i))->tp_name;
+        const char *dot = strrchr(name, '.');
+        if (strcmp(dot ? dot + 1 : name, "ClientDisconnect") == 0)
+            return 1;
+    }
+    return 0;
+}
+
 static void app_finished(ol_req *r, PyObject *exc)
 {
     ol_server *srv = r->server;
@@ -689,14 +709,20 @@ static void app_finished(ol_req *r, PyObject *exc)
      * ClientDisconnected our own send() raised once it was gone (an app
      * that lets it escape, as a framework's disconnect exception does). */
     int gone = (r->flags & REQ_DISCONNECTED) != 0;
-    int quiet = exc != NULL && gone &&
-                (PyErr_GivenExceptionMatches(exc, st->cancelled_error) ||
-                 PyErr_GivenExceptionMatches(exc, st->client_disconnected));
-    if (exc != NULL && !quiet) {
-        ol_err_restore(Py_NewRef(exc));
-        ol_log_error(srv, "Exception in ASGI application");
-    } else if (exc != NULL) {
-        ol_log_debug_exc(srv, "ASGI application ended after its client left", exc);
+    int quiet = exc != NULL && gone && is_disconnect_error(st, exc);
+    if (exc != NULL) {
+        char what[256], message[320];
+        ol_req_describe(r, what, sizeof(what));
+        snprintf(message, sizeof(message),
+                 quiet ? "ASGI application (%s) ended after its client left"
+                       : "Exception in ASGI application (%s)",
+                 what);
+        if (quiet) {
+            ol_log_debug_exc(srv, message, exc);
+        } else {
+            ol_err_restore(Py_NewRef(exc));
+            ol_log_error(srv, message);
+        }
     }
     if ((r->flags & REQ_WEBSOCKET) && ol_asgi_ws_finished(r, exc))
         return;

@@ -381,9 +381,13 @@ int ol_response_body(ol_req *r, const char *data, size_t len, int more)
     return e;
 }
 
+/* Once per exchange, however it ends. */
 static void log_access(ol_req *r)
 {
     ol_server *srv = r->server;
+    if (r->flags & REQ_LOGGED)
+        return;
+    r->flags |= REQ_LOGGED;
     if (srv->on_access == NULL)
         return;
     PyObject *res = PyObject_CallOneArg(srv->on_access, (PyObject *)r);
@@ -444,8 +448,29 @@ void ol_req_detach(ol_req *r)
     ol_conn *c = r->conn;
     if (c == NULL)
         return;
+    /* A streamed response cut short, a view still running when its client
+     * left: gunicorn and uvicorn log those too, and an operator looks for
+     * them. nginx's 499 says the client closed first. A WebSocket
+     * handshake's session is logged when it ends (or not at all if its
+     * client left before the accept). */
+    if (r->method != NULL && !(r->flags & (REQ_LOGGED | REQ_WEBSOCKET))) {
+        if (!(r->flags & REQ_HEAD_SENT))
+            r->status = 499;
+        PyObject *pending = ol_err_take(); /* a caller's, kept for it */
+        log_access(r);
+        ol_err_restore(pending);
+    }
     r->conn = NULL;
     ol_conn_decref(c);
+}
+
+void ol_req_describe(const ol_req *r, char *buf, size_t size)
+{
+    const char *method = r->method ? PyUnicode_AsUTF8(r->method) : NULL;
+    const char *target = r->target ? PyBytes_AsString(r->target) : NULL;
+    if (method == NULL || target == NULL)
+        PyErr_Clear();
+    snprintf(buf, size, "%.16s %.200s", method ? method : "-", target ? target : "-");
 }
 
 /* ------------------------------------------------------------------------ */

@@ -63,6 +63,7 @@ extern const ol_handler ol_wsgi_handler;
 #define REQ_DISCONNECTED 0x00100u /* the client went away */
 #define REQ_HAS_LENGTH   0x00200u /* Content-Length known */
 #define REQ_HTTP10       0x00400u
+#define REQ_LOGGED       0x00800u /* its access-log line is written */
 #define REQ_APP_CHUNKED  0x02000u /* the app asked for chunked coding */
 #define REQ_APP_DATE     0x04000u /* the app set Date */
 #define REQ_APP_SERVER   0x08000u /* the app set Server */
@@ -103,7 +104,12 @@ struct ol_req {
 extern PyType_Spec ol_req_spec;
 ol_req *ol_req_new(ol_conn *c);
 int ol_req_set_head(ol_req *r, const ol_request *head);
+/* The exchange lets go of its connection. One that had no access-log line
+ * yet gets it now: the client went away (499 if no response had begun,
+ * else the status sent and the bytes that went out). */
 void ol_req_detach(ol_req *r);
+/* "METHOD target" of the request, for messages (truncated to fit). */
+void ol_req_describe(const ol_req *r, char *buf, size_t size);
 void ol_req_fail(ol_req *r, int status);
 void ol_req_response_complete(ol_req *r);
 /* A WebSocket session ended: counted and logged like a response. */

@@ -1151,22 +1151,30 @@ static void run_app(ol_conn *c, ol_req *r)
          * client's doing: one line, no traceback. */
         int hung_up =
             (r->flags & REQ_DISCONNECTED) && PyErr_ExceptionMatches(srv->state->cancelled_error);
+        /* Gone: nobody to answer (the access log says 499). */
+        int gone = hung_up ||
+                   (!r->error_status && PyErr_ExceptionMatches(srv->state->client_disconnected));
+        char what[256], message[512];
+        ol_req_describe(r, what, sizeof(what));
         if (hung_up) {
             PyErr_Clear();
-            ol_log_info(srv, "the client hung up; its async call was cancelled");
-        } else if (r->error_status || PyErr_ExceptionMatches(srv->state->client_disconnected)) {
+            snprintf(message, sizeof(message),
+                     "%s: the client hung up; its async call was cancelled", what);
+            ol_log_info(srv, message);
+        } else if (gone || r->error_status) {
             PyObject *exc = ol_err_take();
             PyObject *text = exc ? PyObject_Str(exc) : NULL;
             const char *s = text ? PyUnicode_AsUTF8(text) : NULL;
             PyErr_Clear();
-            ol_log_info(srv, s ? s : "request body error");
+            snprintf(message, sizeof(message), "%s: %s", what, s ? s : "request body error");
+            ol_log_info(srv, message);
             Py_XDECREF(text);
             Py_XDECREF(exc);
         } else {
-            ol_log_error(srv, "Exception in WSGI application");
+            snprintf(message, sizeof(message), "Exception in WSGI application (%s)", what);
+            ol_log_error(srv, message);
         }
-        int status = hung_up ? 0 : r->error_status ? r->error_status : 500;
-        ol_req_fail(r, status);
+        ol_req_fail(r, gone ? 0 : r->error_status ? r->error_status : 500);
     } else if (e == -2) {
         PyErr_Clear(); /* the client went away while we wrote */
         ol_req_fail(r, 0);

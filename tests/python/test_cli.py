@@ -803,6 +803,42 @@ def test_access_log_combined_and_json_formats(serve):
     assert entry["remote"] == "127.0.0.1" and entry["pid"] > 0 and entry["time"][:2] == "20"
 
 
+def _leave_mid_body(server, path: str = "/upload") -> None:
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n".encode())
+        s.sendall(b"0123456789")
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("app", ["cli_apps:asgi_stream", "cli_apps:wsgi_stream"])
+def test_access_log_line_for_a_stream_its_client_left(serve, app):
+    server = serve(app)
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 200")
+        time.sleep(0.1)
+    server.wait_log('"GET /stream HTTP/1.1" 200 ')
+
+
+@pytest.mark.parametrize("app", ["cli_apps:asgi_fn", "cli_apps:wsgi_fn"])
+def test_access_log_499_for_a_client_gone_before_the_response(serve, app):
+    server = serve(app)
+    _leave_mid_body(server)
+    server.wait_log('"POST /upload HTTP/1.1" 499 ')
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("app", ["disconnect_apps:app", "disconnect_apps:raw"])
+def test_framework_disconnect_exception_is_a_debug_line_naming_the_request(serve, app):
+    """A Starlette endpoint whose client leaves mid-body, and Starlette's
+    ClientDisconnect escaping an app: no ERROR, no traceback."""
+    server = serve(app, "--log-level", "debug")
+    _leave_mid_body(server)
+    server.wait_log('"POST /upload HTTP/1.1" 499 ')
+    log = server.wait_log("ASGI application (POST /upload) ended after its client left")
+    assert "ERROR" not in log and "Exception in ASGI application" not in log, log
+
+
 def test_access_logformat_missing_header_and_response_header(serve):
     fmt = "HDR %({x-absent}i)s %({content-type}o)s %(s)s"
     server = serve("cli_apps:asgi_fn", "--access-logformat", fmt)

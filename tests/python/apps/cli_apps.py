@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import types
 
 
@@ -285,3 +286,30 @@ async def lifespan_marker(scope, receive, send):
                 return
     await _read_body(receive)
     await _answer(send, {"kind": "lifespan-marker"})
+
+
+async def asgi_stream(scope, receive, send):
+    """/stream: an endless event stream (ends when the client goes);
+    /wait: a view that never answers (cancelled when the client goes)."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["path"] == "/wait":
+        await asyncio.sleep(3600)
+    head = {"type": "http.response.start", "status": 200, "headers": []}
+    await send(head)
+    while True:
+        await send({"type": "http.response.body", "body": b"data: tick\n\n", "more_body": True})
+        await asyncio.sleep(0.01)
+
+
+def wsgi_stream(environ, start_response):
+    """/stream: a generator that never ends (closed when the client goes)."""
+    start_response("200 OK", [("Content-Type", "text/event-stream")])
+
+    def ticks():
+        while True:
+            yield b"data: tick\n\n"
+            time.sleep(0.01)
+
+    return ticks()
