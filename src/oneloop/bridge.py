@@ -38,6 +38,7 @@ import asyncio
 import concurrent.futures
 import functools
 import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -174,11 +175,14 @@ _flask_async_to_sync.__oneloop__ = True  # type: ignore[attr-defined]
 
 
 def install_flask() -> str:
-    """Patch Flask.async_to_sync unless someone else did. Returns a status."""
-    try:
-        import flask
-    except ImportError:
-        return "flask not installed"
+    """Patch Flask.async_to_sync unless someone else did. Returns a status.
+
+    Only when the app imported Flask (the worker imports the app first): a
+    Django or ASGI app's worker must not pay for importing Flask because it
+    happens to be installed (nor stall its loop doing so under load)."""
+    flask = sys.modules.get("flask")
+    if flask is None:
+        return "not used by the app (flask is not imported)"
     current = flask.Flask.__dict__.get("async_to_sync")
     if current is None:
         return f"flask {_version('flask')} has no async_to_sync (needs Flask >= 2.0)"
@@ -247,15 +251,11 @@ async def self_test(loop: asyncio.AbstractEventLoop) -> list[str]:
         routes: list[tuple[str, Callable[[], int]]] = [
             ("oneloop.run_coroutine", lambda: run_coroutine(probe()))
         ]
-        try:
-            import flask
-
-            if getattr(flask.Flask.__dict__.get("async_to_sync"), "__oneloop__", False):
-                routes.append(
-                    ("Flask async views", lambda: flask.Flask.async_to_sync(None, probe)())
-                )  # type: ignore[arg-type]
-        except ImportError:
-            pass
+        flask = sys.modules.get("flask")
+        if flask is not None and getattr(
+            flask.Flask.__dict__.get("async_to_sync"), "__oneloop__", False
+        ):
+            routes.append(("Flask async views", lambda: flask.Flask.async_to_sync(None, probe)()))
         try:
             from asgiref.sync import async_to_sync as asgiref_async_to_sync
 

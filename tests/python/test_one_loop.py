@@ -880,3 +880,12 @@ def test_readme_example_serves_every_request_on_one_loop(serve):
     assert all(r.json["upstream"] == [{"answer": 42}] * 2 for r in results)
     assert len({r.json["loop"] for r in results}) == 1
     finish(server)
+
+
+@pytest.mark.parametrize("app", ["modules_app:app", "modules_app:wsgi"])
+def test_a_worker_imports_flask_only_when_the_app_does(serve, app):
+    """Flask is installed here; an app that does not use it must not pay
+    for importing it (a stall at boot under load, memory in every worker)."""
+    server = serve(app, "--log-level", "debug")
+    assert httpx.get(server.url + "/").json() == {"flask": False, "django": False}
+    server.wait_log("Flask async views: not used by the app")
