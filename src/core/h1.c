@@ -259,6 +259,19 @@ static int refuse(ol_conn *c, const ol_request *h)
     return 0;
 }
 
+/* --limit-concurrency: with that many exchanges in the app (requests and
+ * WebSocket sessions), the next is answered 503 by the core without
+ * calling the app, and the client told when to retry; it is never queued
+ * behind the others. 1 if refused. GIL held (srv->active). */
+static int over_capacity(ol_conn *c)
+{
+    ol_server *srv = c->server;
+    if (srv->cfg.limit_concurrency == 0 || srv->active < srv->cfg.limit_concurrency)
+        return 0;
+    send_error_with(c, 503, "Retry-After: 1\r\n", "too many requests in flight");
+    return 1;
+}
+
 /*
  * A WebSocket handshake for an ASGI app (WSGI apps take the connection
  * over themselves, and with --ws off the upgrade is ignored): 1 if it is
@@ -371,7 +384,8 @@ static int next_request(ol_conn *c, PyThreadState **ts)
     if (r < 0) {
         answer_parse_error(c, r);
         result = -1;
-    } else if (refuse(c, &head) || (ws = websocket_handshake(c, &head, &hs)) < 0) {
+    } else if (refuse(c, &head) || over_capacity(c) ||
+               (ws = websocket_handshake(c, &head, &hs)) < 0) {
         result = -1;
     } else if (begin_exchange(c, &head, (size_t)r, ws ? &hs : NULL) < 0) {
         /* Draining too: a request that is here is served, and its

@@ -118,6 +118,7 @@ static int read_config(ol_server *srv, PyObject *cfg)
         get_size(cfg, "threads", &threads) < 0 ||
         get_size(cfg, "max_keep_alive_requests", &max_requests) < 0 ||
         get_size(cfg, "max_requests", &max_served) < 0 ||
+        get_size(cfg, "limit_concurrency", &c->limit_concurrency) < 0 ||
         get_bool(cfg, "server_header", &c->server_header) < 0 ||
         get_bool(cfg, "date_header", &c->date_header) < 0 ||
         get_bool(cfg, "multiprocess", &c->multiprocess) < 0 || read_ws_config(c, cfg) < 0)

@@ -44,6 +44,7 @@ typedef struct ol_config {
     double send_timeout;              /* longest wait for the client to take output */
     unsigned max_keep_alive_requests; /* 0 = unlimited */
     unsigned long long max_requests;  /* --max-requests: then stop taking requests; 0 = never */
+    size_t limit_concurrency;         /* --limit-concurrency: 503 beyond; 0 = no limit */
     int server_header;
     int date_header;
     int threads;             /* WSGI pool size */

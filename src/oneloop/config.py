@@ -156,6 +156,7 @@ class Config:
     timeout_async: float = 0.0
     loop_stall_warning: float = 0.5
     max_keep_alive_requests: int = 0
+    limit_concurrency: int = 0
     # WebSockets
     ws: str = "auto"
     ws_max_size: int = 16 * 1024 * 1024
@@ -300,6 +301,11 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "max_keep_alive_requests": (
         _non_negative_int,
         "requests per connection before closing it (default: 0 = no limit)",
+    ),
+    "limit_concurrency": (
+        _non_negative_int,
+        "requests (and WebSocket sessions) in the app at once per worker; beyond, the core "
+        "answers 503 with Retry-After without calling the app (default: 0 = no limit)",
     ),
     "ws": (
         _choice("auto", "on", "off"),

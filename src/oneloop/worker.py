@@ -146,6 +146,7 @@ class Worker:
             on_stall=logs.on_stall,
             threads=c.threads,
             max_keep_alive_requests=c.max_keep_alive_requests,
+            limit_concurrency=c.limit_concurrency,
             ws=c.ws,
             ws_max_size=c.ws_max_size,
             ws_max_queue=c.ws_max_queue,

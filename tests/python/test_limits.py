@@ -260,3 +260,50 @@ def test_limits_do_not_leak_between_connections(serve, app):
     for s in socks:
         assert s.recv(100).startswith(b"HTTP/1.1 414 ")
         s.close()
+
+
+# -- --limit-concurrency ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("app_name", ["process_model.apps:app", "process_model.apps:wsgi"])
+def test_limit_concurrency_answers_503_without_calling_the_app(serve, tmp_path, app_name):
+    """Four slow requests in the app; the fifth is answered 503 with
+    Retry-After by the core, and the app never sees it; once they are done,
+    requests are served again."""
+    import threading
+    import time
+
+    started = tmp_path / "started"
+    server = serve(
+        app_name,
+        "--limit-concurrency",
+        "4",
+        "--threads",
+        "8",
+        env={"PROCESS_APPS_STARTED": str(started)},
+    )
+    answers: list[int] = []
+
+    def slow() -> None:
+        with connect(server) as c:
+            c.send(b"GET /slow?t=1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+            answers.append(c.response()[0])
+
+    threads = [threading.Thread(target=slow) for _ in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while not started.exists() or len(started.read_text().split()) < 4:
+        assert time.monotonic() < deadline, "the slow requests did not reach the app"
+        time.sleep(0.01)
+    with connect(server) as c:
+        c.send(b"GET /slow?t=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, _ = c.response()
+    assert (status, headers.get("retry-after")) == (503, "1")
+    for t in threads:
+        t.join(10)
+    assert answers == [200] * 4
+    assert len(started.read_text().split()) == 4  # request 5 never reached the app
+    with connect(server) as c:
+        c.send(b"GET /slow?t=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.response()[0] == 200
