@@ -169,6 +169,8 @@ class Config:
     timeout: float = 30.0
     max_requests: int = 0
     max_requests_jitter: int = 0
+    workers_max_rss: int = 0
+    workers_lifetime: float = 0.0
     pid: str | None = None
     umask: int | None = None
     reload: bool = False
@@ -355,6 +357,16 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         _non_negative_int,
         "add a random 0..N to --max-requests for each worker, so they do not all "
         "restart at once (default: 0)",
+    ),
+    "workers_max_rss": (
+        _non_negative_int,
+        "replace a worker, gracefully, once its resident memory has stayed above this many "
+        "MiB for 3 seconds (default: 0 = never)",
+    ),
+    "workers_lifetime": (
+        _non_negative_float,
+        "replace each worker, gracefully, after this many seconds plus a random 0-10%% so "
+        "they do not all go at once (default: 0 = never)",
     ),
     "pid": (str, "write the process id of the supervisor (or lone worker) to this file"),
     "umask": (

@@ -70,3 +70,13 @@ def die_with_parent(parent: int) -> bool:
     except (OSError, AttributeError):
         pass
     return os.getppid() == parent
+
+
+def rss_mib(pid: int) -> int | None:
+    """Resident memory of a process in MiB (from /proc), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            resident = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return resident * os.sysconf("SC_PAGE_SIZE") // (1 << 20)

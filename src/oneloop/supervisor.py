@@ -19,6 +19,7 @@ import contextlib
 import faulthandler
 import math
 import os
+import random
 import select
 import signal
 import sys
@@ -42,6 +43,9 @@ FAST_STOP_GRACE = 5.0  # a fast stop waits at most this long before SIGKILL
 CRASH_MEMORY = 10.0  # a crash this soon after the previous one continues a streak
 MAX_BACKOFF = 5.0  # longest wait before replacing a worker that keeps crashing
 RELOAD_SETTLE = 0.2  # --reload: wait for a burst of file changes to end
+RSS_CHECK = 1.0  # --workers-max-rss: seconds between looks at the workers' memory
+RSS_GRACE = 3.0  # ... and how long a worker may stay above the limit
+LIFETIME_JITTER = 0.1  # --workers-lifetime: each worker lives up to 10% longer
 
 HANDLED = (
     signal.SIGTERM,
@@ -70,6 +74,9 @@ class Child:
     retiring: bool = False  # asked to stop (or stopping by itself); not counted
     aborted: bool = False  # killed for --timeout
     kill_at: float | None = None  # SIGKILL if still alive then
+    replace_at: float = math.inf  # --workers-lifetime: its replacement starts then
+    over_rss_since: float | None = None  # --workers-max-rss: above the limit since
+    replacing: bool = False  # a replacement is booting; it stops once that one serves
 
 
 class SupervisedHost(Host):
@@ -146,6 +153,7 @@ class Supervisor:
         self.reloading = False
         self.paused = False  # --reload: a worker could not boot; wait for a change
         self.last_details = ""  # the last boot failure's traceback, shown once
+        self.next_rss_check = 0.0  # --workers-max-rss
         self.reload_due: float | None = None
         self.reload_reason = ""
         self.notifier = systemd.Notifier()
@@ -175,6 +183,7 @@ class Supervisor:
                 return
             now = time.monotonic()
             self._watch_children(now)
+            self._recycle(now)
             self._watch_files(now)
             if not self.stopping:
                 self._manage(now)
@@ -251,7 +260,11 @@ class Supervisor:
         if pid == 0:
             self._become_worker(slot, max_requests, mask)  # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        self.children[pid] = Child(pid, slot, self.generation)
+        child = Child(pid, slot, self.generation)
+        if self.config.workers_lifetime:
+            lifetime = self.config.workers_lifetime * (1 + random.uniform(0, LIFETIME_JITTER))
+            child.replace_at = time.monotonic() + lifetime
+        self.children[pid] = child
         error_log.debug("Booting worker pid %d", pid)
 
     def _become_worker(self, slot: Slot, max_requests: int, mask: set) -> None:
@@ -347,6 +360,48 @@ class Supervisor:
             elif self._wedged(child, now):
                 self._abort(child, now)
 
+    def _recycle(self, now: float) -> None:
+        """--workers-lifetime and --workers-max-rss: a worker due for
+        replacement keeps serving until its replacement serves, then stops
+        gracefully (as in a reload: nothing is lost, nothing waits)."""
+        check_rss = self.config.workers_max_rss and now >= self.next_rss_check
+        if check_rss:
+            self.next_rss_check = now + RSS_CHECK
+        for child in list(self.children.values()):
+            if not child.ready or child.retiring or child.replacing:
+                continue
+            if now >= child.replace_at:
+                error_log.info(
+                    "Worker pid %d reached --workers-lifetime (%gs): replacing it",
+                    child.pid,
+                    self.config.workers_lifetime,
+                )
+                self._replace(child)
+            elif check_rss:
+                self._check_rss(child, now)
+
+    def _check_rss(self, child: Child, now: float) -> None:
+        rss = process.rss_mib(child.pid)
+        if rss is None or rss <= self.config.workers_max_rss:
+            child.over_rss_since = None
+            return
+        if child.over_rss_since is None:
+            child.over_rss_since = now
+        elif now - child.over_rss_since >= RSS_GRACE:
+            error_log.warning(
+                "Worker pid %d uses %d MiB, above --workers-max-rss %d MiB for %.0fs: replacing it",
+                child.pid,
+                rss,
+                self.config.workers_max_rss,
+                now - child.over_rss_since,
+            )
+            self._replace(child)
+
+    def _replace(self, child: Child) -> None:
+        """Count the worker out so that _manage starts a replacement, and
+        let it go once more workers serve than are wanted."""
+        child.replacing = True
+
     def _wedged(self, child: Child, now: float) -> bool:
         timeout = self.config.timeout
         return bool(timeout) and not child.aborted and now - child.slot.last_beat() > timeout
@@ -408,7 +463,9 @@ class Supervisor:
     def _current(self) -> list[Child]:
         """Workers of the current generation that are meant to go on serving."""
         return [
-            c for c in self.children.values() if c.generation == self.generation and not c.retiring
+            c
+            for c in self.children.values()
+            if c.generation == self.generation and not c.retiring and not c.replacing
         ]
 
     def _manage(self, now: float) -> None:
@@ -421,6 +478,10 @@ class Supervisor:
         old = [c for c in old if not c.retiring]
         ready = sum(c.ready for c in current)
         for child in old[: max(0, len(old) + ready - self.target)]:
+            self._retire(child, now)
+        # Workers being replaced go once their replacements serve.
+        replaced = [c for c in self.children.values() if c.replacing and not c.retiring]
+        for child in replaced[: max(0, len(replaced) + ready - self.target)]:
             self._retire(child, now)
         if len(current) < self.target and now >= self.spawn_after and not self.paused:
             for _ in range(self.target - len(current)):

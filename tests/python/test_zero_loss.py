@@ -382,3 +382,37 @@ def test_term_refuses_new_clients_within_a_second_while_requests_finish(supervis
     assert refused_after < 2.0
     assert result == {"slow": 200}
     assert sup.proc.wait(20) == 0
+
+
+# -- recycling: --workers-lifetime, --workers-max-rss ------------------------------------
+
+
+def test_workers_lifetime_replaces_workers_under_load_losing_nothing(supervise):
+    sup = supervise(f"{APP}:app", "-w", "2", "--workers-lifetime", "1.5", ready=2, fd=False)
+    with Clients(sup.port) as clients:
+        deadline = time.monotonic() + 30
+        while len(re.findall(r"reached --workers-lifetime", sup.log())) < 6:
+            assert time.monotonic() < deadline, sup.log()
+            time.sleep(0.05)
+        clients.wait_ok(200)
+        _terminate(sup, clients)
+    replaced = re.findall(r"Worker pid (\d+) reached --workers-lifetime \(1\.5s\)", sup.log())
+    report("--workers-lifetime 1.5", replaced=len(replaced), requests=clients.ok)
+    assert len(set(replaced)) == len(replaced) >= 6
+    assert clients.lost == [], clients.lost[:5]
+
+
+def test_workers_max_rss_replaces_a_leaking_worker(supervise):
+    sup = supervise(f"{APP}:app", "-w", "1", "--workers-max-rss", "150", ready=1)
+    (first,) = sup.serving()
+    with Clients(sup.port, n=4) as clients:
+        with socket.create_connection(("127.0.0.1", sup.port)) as s:
+            assert exchange(s, "/leak?mb=200")[0] == 200
+        # Above the limit for 3 s, then replaced; the replacement serves first.
+        log = sup.wait_log(rf"Worker pid {first} uses \d+ MiB, above --workers-max-rss 150 MiB")
+        sup.wait_gone({first})
+        clients.wait_ok(100)
+    assert sup.serving() and first not in sup.serving()
+    rss = int(re.search(rf"Worker pid {first} uses (\d+) MiB", log).group(1))
+    assert rss >= 200
+    assert clients.lost == [], clients.lost[:5]

@@ -16,6 +16,9 @@ if os.environ.get("PROCESS_APPS_IMPORTS"):
         f.write(f"{os.getpid()}\n")
 
 
+_LEAKED: list[bytes] = []  # /leak: memory an app keeps by mistake
+
+
 def _note_started():
     """Tell the test a slow request is in the app's hands."""
     if os.environ.get("PROCESS_APPS_STARTED"):
@@ -49,6 +52,8 @@ async def app(scope, receive, send):
         await asyncio.sleep(float(query.get("t", "1")))
     elif path == "/wedge":
         time.sleep(float(query.get("t", "30")))  # the bug the --timeout is for
+    elif path == "/leak":
+        _LEAKED.append(b"x" * (int(query.get("mb", "10")) << 20))  # resident, never freed
     await _body(
         send,
         {
