@@ -131,7 +131,7 @@ def make_ssl_context(config: Config) -> ssl.SSLContext | None:
             "cannot set up TLS: the private key is encrypted; give --ssl-keyfile-password"
         ) from None
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot set up TLS: {exc}") from exc
+        raise ConfigError(f"cannot set up TLS: {_explain_tls_error(config, exc)}") from exc
     ctx.verify_mode = {
         "none": ssl.CERT_NONE,
         "optional": ssl.CERT_OPTIONAL,
@@ -139,6 +139,31 @@ def make_ssl_context(config: Config) -> ssl.SSLContext | None:
     }[config.ssl_cert_reqs]
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
+
+
+def _explain_tls_error(config: Config, exc: Exception) -> str:
+    """OpenSSL's "[SSL] PEM lib" names neither the file nor the problem:
+    look at the files and say which holds what is missing."""
+    key_path = config.ssl_keyfile or config.ssl_certfile
+
+    def holds(path: str, marker: bytes) -> bool:
+        try:
+            with open(path, "rb") as f:
+                return marker in f.read()
+        except OSError:
+            return True  # unreadable: let OpenSSL's message stand
+
+    if not holds(config.ssl_certfile, b"-----BEGIN CERTIFICATE-----"):
+        return f"--ssl-certfile {config.ssl_certfile} holds no PEM certificate"
+    if not holds(key_path, b"PRIVATE KEY-----"):
+        if config.ssl_keyfile:
+            return f"--ssl-keyfile {key_path} holds no PEM private key"
+        return f"--ssl-certfile {key_path} holds no private key: give --ssl-keyfile"
+    if "KEY_VALUES_MISMATCH" in str(exc):
+        return f"the private key in {key_path} does not match the certificate in " + str(
+            config.ssl_certfile
+        )
+    return str(exc)
 
 
 def _tcp(host: str, port: int, config: Config) -> socket.socket:

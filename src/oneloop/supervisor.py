@@ -154,6 +154,7 @@ class Supervisor:
         self.paused = False  # --reload: a worker could not boot; wait for a change
         self.last_details = ""  # the last boot failure's traceback, shown once
         self.next_rss_check = 0.0  # --workers-max-rss
+        self.stop_started = 0.0
         self.reload_due: float | None = None
         self.reload_reason = ""
         self.notifier = systemd.Notifier()
@@ -180,6 +181,7 @@ class Supervisor:
             self._handle_signals()
             self._reap()
             if self.stopping and not self.children:
+                error_log.info("Stopped in %.1fs", time.monotonic() - self.stop_started)
                 return
             now = time.monotonic()
             self._watch_children(now)
@@ -616,6 +618,17 @@ class Supervisor:
         if self.stopping == "fast" or (self.stopping and not fast):
             return
         self.stopping = "fast" if fast else "graceful"
+        self.stop_started = time.monotonic()
+        n = _workers(len(self.children))
+        if fast:
+            error_log.info("Stopping now: %s close their connections", n)
+        else:
+            error_log.info(
+                "Stopping gracefully: new connections are refused; %s finish what they "
+                "have (at most --graceful-timeout %gs)",
+                n,
+                self.config.timeout_graceful_shutdown,
+            )
         self.notifier.stopping()
         for listener in self.listeners:
             if not fast:

@@ -221,10 +221,17 @@ class Worker:
             self.host.booted(self)
             await self.stopping.wait()
             self.host.stopping()
-            if self.host.owns_listeners and not self.fast:
-                for li in self.listeners:
-                    li.refuse_new()
+            if self.host.owns_listeners:
+                stop_started = loop.time()
+                error_log.info(
+                    "Stopping %s", "now" if self.fast else "gracefully: new connections are refused"
+                )
+                if not self.fast:
+                    for li in self.listeners:
+                        li.refuse_new()
             await self._drain()
+            if self.host.owns_listeners:
+                error_log.info("Drained in %.1fs", loop.time() - stop_started)
         finally:
             await bridge.run_shutdown()
             bridge.uninstall()

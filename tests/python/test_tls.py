@@ -529,3 +529,26 @@ def test_curl_with_cacert(serve, certs):
     assert info["QUERY_STRING"] == "z=9"
     assert info["REQUEST_METHOD"] == "POST"
     assert info["body_len"] == len("posted")
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "fragments"),
+    [
+        ("cert", None, ["--ssl-certfile", "cert.pem", "holds no private key", "--ssl-keyfile"]),
+        ("cert", "client", ["private key in", "client.pem", "does not match", "cert.pem"]),
+        ("garbage", "key", ["--ssl-certfile", "garbage.pem", "holds no PEM certificate"]),
+        ("cert", "garbage", ["--ssl-keyfile", "garbage.pem", "holds no PEM private key"]),
+    ],
+)
+def test_tls_file_mistakes_are_named(certs, tmp_path, cert, key, fragments):
+    """OpenSSL says "[SSL] PEM lib" for all of these: the error names the
+    file and what it lacks."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a PEM file\n")
+    files = {"cert": certs.cert, "key": certs.key, "client": certs.client, "garbage": garbage}
+    options = ["--ssl-certfile", str(files[cert])]
+    if key:
+        options += ["--ssl-keyfile", str(files[key])]
+    result = run_cli("--app-dir", str(APPS), "--port", "0", *options, "cli_apps:wsgi_fn")
+    assert_cli_error(result, "cannot set up TLS", *fragments)
+    assert "PEM lib" not in result.stderr
