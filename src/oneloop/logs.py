@@ -3,12 +3,14 @@ with gunicorn's format atoms, and the hooks the C core calls."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
 import logging.config
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -251,10 +253,28 @@ def _innermost_coroutine_code(frame: Any) -> Any:
     return None
 
 
-def on_stall(seconds: float, driver: Any, loop_thread: int) -> None:
-    """Hook of the watchdog: the event loop has been blocked `seconds`."""
+# Frames that only lead to the app's code: the worker, the supervisor, the
+# event loop's machinery.
+_MACHINERY = (
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+    os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep,
+    os.path.abspath(threading.__file__),
+    "<frozen runpy>",
+)
+
+
+def _app_stack(frame: Any, limit: int = 12) -> str:
+    """The loop thread's stack from the first frame that is not oneloop's
+    or asyncio's (the app's view, or what it called), innermost `limit`."""
     import traceback
 
+    frames = traceback.extract_stack(frame)  # outermost first
+    first = next((i for i, f in enumerate(frames) if not f.filename.startswith(_MACHINERY)), 0)
+    return "".join(traceback.format_list(frames[first:][-limit:]))
+
+
+def on_stall(seconds: float, driver: Any, loop_thread: int) -> None:
+    """Hook of the watchdog: the event loop has been blocked `seconds`."""
     frame = sys._current_frames().get(loop_thread)
     # The coroutine that blocks: the innermost on the loop thread's stack
     # (a view run by the core, or by asgiref's async_to_sync for Django).
@@ -272,7 +292,7 @@ def on_stall(seconds: float, driver: Any, loop_thread: int) -> None:
         if request is not None and getattr(request, "method", None):
             target = request.target.decode("latin-1", "replace") if request.target else ""
             where = f" serving {request.method} {target}"
-    stack = "".join(traceback.format_stack(frame, limit=8)) if frame is not None else ""
+    stack = _app_stack(frame) if frame is not None else ""
     error_log.warning(
         "The event loop has been blocked for %.2fs%s%s: blocking code in async views "
         "stalls every async view of this worker. Loop thread:\n%s",
