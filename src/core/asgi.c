@@ -198,9 +198,9 @@ static void body_error(ol_req *r, int error)
     if (!(r->flags & REQ_HEAD_SENT)) {
         int too_large = error == OL_ETOO_LARGE;
         r->flags |= REQ_HEAD_SENT | REQ_COMPLETE;
+        r->status = too_large ? 413 : ol_error_status(error); /* for the access log */
         c->request = NULL;
-        ol_h1_send_error(c, too_large ? 413 : ol_error_status(error),
-                         too_large ? "request body too large" : ol_strerror(error));
+        ol_h1_send_error(c, r->status, too_large ? "request body too large" : ol_strerror(error));
         ol_req_detach(r);
         Py_DECREF(r);
     } else {

@@ -443,6 +443,13 @@ void ol_req_taken_over(ol_req *r)
 }
 
 /* Drop the request's hold on its connection. */
+static void release_conn(ol_req *r)
+{
+    ol_conn *c = r->conn;
+    r->conn = NULL;
+    ol_conn_decref(c);
+}
+
 void ol_req_detach(ol_req *r)
 {
     ol_conn *c = r->conn;
@@ -460,8 +467,7 @@ void ol_req_detach(ol_req *r)
         log_access(r);
         ol_err_restore(pending);
     }
-    r->conn = NULL;
-    ol_conn_decref(c);
+    release_conn(r);
 }
 
 void ol_req_describe(const ol_req *r, char *buf, size_t size)
@@ -599,7 +605,10 @@ static void req_dealloc(ol_req *r)
 {
     PyTypeObject *type = Py_TYPE(r);
     PyObject_GC_UnTrack(r);
-    ol_req_detach(r);
+    /* No access-log line from here: the hook would be handed an object
+     * that is being freed. */
+    if (r->conn != NULL)
+        release_conn(r);
     req_clear(r);
     PyMem_Free(r->ws_handshake);
     Py_XDECREF(r->server);

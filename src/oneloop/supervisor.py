@@ -181,7 +181,8 @@ class Supervisor:
             self._handle_signals()
             self._reap()
             if self.stopping and not self.children:
-                error_log.info("Stopped in %.1fs", time.monotonic() - self.stop_started)
+                if self.stop_started:
+                    error_log.info("Stopped in %.1fs", time.monotonic() - self.stop_started)
                 return
             now = time.monotonic()
             self._watch_children(now)
@@ -223,10 +224,8 @@ class Supervisor:
             sig = self.pending.pop(0)
             if sig != signal.SIGCHLD:
                 error_log.info("Received %s", signal.Signals(sig).name)
-            if sig == signal.SIGTERM:
-                self.stop(fast=False)
-            elif sig in (signal.SIGINT, signal.SIGQUIT):
-                self.stop(fast=True)
+            if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                self._stop_on_signal(fast=sig != signal.SIGTERM)
             elif sig == signal.SIGHUP:
                 self.reload("SIGHUP")
             elif sig == signal.SIGTTIN:
@@ -612,12 +611,10 @@ class Supervisor:
 
     # -- stopping ---------------------------------------------------------
 
-    def stop(self, fast: bool) -> None:
-        """Graceful: workers finish what is in flight within
-        --graceful-timeout. Fast: they close everything now."""
+    def _stop_on_signal(self, fast: bool) -> None:
+        """A stop asked for: say what happens, and (in _loop) when it is done."""
         if self.stopping == "fast" or (self.stopping and not fast):
             return
-        self.stopping = "fast" if fast else "graceful"
         self.stop_started = time.monotonic()
         n = _workers(len(self.children))
         if fast:
@@ -629,6 +626,14 @@ class Supervisor:
                 n,
                 self.config.timeout_graceful_shutdown,
             )
+        self.stop(fast)
+
+    def stop(self, fast: bool) -> None:
+        """Graceful: workers finish what is in flight within
+        --graceful-timeout. Fast: they close everything now."""
+        if self.stopping == "fast" or (self.stopping and not fast):
+            return
+        self.stopping = "fast" if fast else "graceful"
         self.notifier.stopping()
         for listener in self.listeners:
             if not fast:

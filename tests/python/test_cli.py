@@ -201,6 +201,15 @@ def test_app_loading_errors_are_one_line(spec, fragments):
     assert_cli_error(result, *fragments)
 
 
+def _factory_line() -> str:
+    """Where cli_apps.failing_factory raises, as "cli_apps.py:N"."""
+    lines = (APPS / "cli_apps.py").read_text().splitlines()
+    n = next(
+        i for i, text in enumerate(lines, 1) if 'raise RuntimeError("factory exploded")' in text
+    )
+    return f"cli_apps.py:{n}"
+
+
 def assert_app_traceback(result: subprocess.CompletedProcess, line: str, *fragments: str):
     """Where the app's own code raised: its traceback, as Python prints it
     and with the app's frames only (none of oneloop's or importlib's), the
@@ -228,7 +237,7 @@ def assert_app_traceback(result: subprocess.CompletedProcess, line: str, *fragme
             "cli_missing_dependency.py:3",
             ["cli_missing_dependency", "oneloop_no_such_dependency"],
         ),
-        ("cli_apps:failing_factory()", "cli_apps.py:220", ["factory exploded"]),
+        ("cli_apps:failing_factory()", _factory_line(), ["factory exploded"]),
     ],
 )
 def test_app_that_raises_at_import_shows_its_traceback(spec, line, fragments, log_level):
@@ -238,7 +247,7 @@ def test_app_that_raises_at_import_shows_its_traceback(spec, line, fragments, lo
 
 def test_factory_that_raises_shows_its_traceback():
     result = run_cli("--app-dir", str(APPS), "--port", "0", "--factory", "cli_apps:failing_factory")
-    assert_app_traceback(result, "cli_apps.py:220", "factory exploded")
+    assert_app_traceback(result, _factory_line(), "factory exploded")
 
 
 def test_app_whose_interface_cannot_be_told_is_one_line():
