@@ -142,6 +142,20 @@ class Clients:
             time.sleep(0.01)
 
 
+def _reload_under_load(sup, clients: Clients, times: int, ok_each: int, check=None) -> None:
+    """HUP `times` times; each time wait until the new workers serve and the
+    old ones are gone, run `check`, and let `ok_each` more requests through."""
+    generation = sup.serving()
+    for i in range(times):
+        sup.send(signal.SIGHUP)
+        sup.wait_log(r"Reload complete", count=i + 1, timeout=20)
+        sup.wait_gone(generation, timeout=20)
+        generation = sup.wait_serving(2, exclude=generation)
+        if check is not None:
+            check()
+        clients.wait_ok(ok_each)
+
+
 def _terminate(sup, clients: Clients) -> None:
     clients.terminated.set()
     sup.send(signal.SIGTERM)
@@ -154,13 +168,7 @@ def test_20_hups_then_term_lose_no_request(supervise, app):
     sup = supervise(f"{APP}:{app}", "-w", "2", ready=2, fd=False)
     with Clients(sup.port) as clients:
         clients.wait_ok(500)
-        generation = sup.serving()
-        for i in range(20):
-            sup.send(signal.SIGHUP)
-            sup.wait_log(r"Reload complete", count=i + 1, timeout=20)
-            sup.wait_gone(generation, timeout=20)
-            generation = sup.wait_serving(2, exclude=generation)
-            clients.wait_ok(200)
+        _reload_under_load(sup, clients, 20, 200)
         _terminate(sup, clients)
     report(
         f"20 HUPs + TERM ({app})", requests=clients.ok, conns=clients.conns, lost=len(clients.lost)
@@ -266,13 +274,7 @@ def test_hups_and_recycles_behind_nginx_lose_no_request(supervise, nginx, tmp_pa
     port = nginx(sup.port)
     with Clients(port, method="POST") as clients:
         clients.wait_ok(500)
-        generation = sup.serving()
-        for i in range(10):
-            sup.send(signal.SIGHUP)
-            sup.wait_log(r"Reload complete", count=i + 1, timeout=20)
-            sup.wait_gone(generation, timeout=20)
-            generation = sup.wait_serving(2, exclude=generation)
-            clients.wait_ok(300)
+        _reload_under_load(sup, clients, 10, 300)
     recycled = len(re.findall(r"served \d+ requests", sup.log()))
     errors = (tmp_path / "error.log").read_text()
     report(
@@ -305,14 +307,11 @@ def test_hups_keep_the_unix_socket_and_term_loses_no_request(supervise, tmp_path
     sup = supervise(f"{APP}:app", "-w", "2", "-b", f"unix:{path}", ready=2, fd=False)
     with Clients(path) as clients:
         clients.wait_ok(500)
-        generation = sup.serving()
-        for i in range(5):
-            sup.send(signal.SIGHUP)
-            sup.wait_log(r"Reload complete", count=i + 1, timeout=20)
-            sup.wait_gone(generation, timeout=20)
-            generation = sup.wait_serving(2, exclude=generation)
+
+        def socket_file_kept() -> None:
             assert Path(path).exists(), "a worker that left removed the socket file"
-            clients.wait_ok(200)
+
+        _reload_under_load(sup, clients, 5, 200, socket_file_kept)
         _terminate(sup, clients)
     report("UNIX socket: 5 HUPs + TERM", requests=clients.ok, lost=len(clients.lost))
     assert clients.lost == [], clients.lost[:5]
