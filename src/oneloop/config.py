@@ -178,6 +178,7 @@ class Config:
     reload_include: list[str] = field(default_factory=list)
     reload_exclude: list[str] = field(default_factory=list)
     env_file: str | None = None
+    config: str | None = None
     error_logfile: str | None = None
     access_logfile: str | None = None
     # Variables --env-file added to the environment (not an option).
@@ -393,6 +394,13 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         "glob of file and directory names --reload ignores, besides .*, .py[cod], "
         ".sw.*, ~* and __pycache__; repeatable",
     ),
+    "config": (
+        str,
+        "settings file: Python as gunicorn's (globals named after settings: bind, workers, "
+        "threads, timeout, keepalive, accesslog, ...) or TOML with a [tool.oneloop] table; "
+        "without it, ./pyproject.toml's [tool.oneloop] is read if there is one. The command "
+        "line and ONELOOP_* variables win over it",
+    ),
     "env_file": (
         str,
         "KEY=VALUE lines added to the environment (the real environment wins); "
@@ -413,7 +421,7 @@ ALIASES = {
 }
 
 # Short flags on the command line.
-SHORT_FLAGS = {"bind": "-b", "workers": "-w", "timeout": "-t"}
+SHORT_FLAGS = {"bind": "-b", "workers": "-w", "timeout": "-t", "config": "-c"}
 
 # Options that may be given more than once on the command line.
 LISTS = {"bind", "reload_dir", "reload_include", "reload_exclude"}
@@ -490,11 +498,21 @@ def load(args: dict[str, Any], environ: Mapping[str, str] | None = None) -> Conf
     environ = dict(os.environ if environ is None else environ)
     path = args.get("env_file") or environ.get(env_name("env_file"))
     file_vars = read_env_file(path) if path else {}
-    values = from_environ({**file_vars, **environ})
+    values = from_config_file(args.get("config") or environ.get(env_name("config")))
+    values.update(from_environ({**file_vars, **environ}))
     values.update(args)
     config = build(values)
     config.env_file_vars = {k: v for k, v in file_vars.items() if k not in environ}
     return config
+
+
+def from_config_file(path: str | None) -> dict[str, Any]:
+    """Settings of --config FILE, or of ./pyproject.toml's [tool.oneloop]."""
+    from . import config_file
+
+    if path:
+        return config_file.read(path)
+    return config_file.pyproject_table("pyproject.toml") or {}
 
 
 def read_env_file(path: str) -> dict[str, str]:

@@ -1090,3 +1090,85 @@ def test_gunicorn_spellings_and_any_case_are_accepted():
     )
     assert (config.log_level, config.timeout_keep_alive) == ("info", 3.0)
     assert (config.error_logfile, config.loop) == ("-", "asyncio")
+
+
+# -- configuration files ------------------------------------------------------------
+
+GUNICORN_CONF = """
+import multiprocessing
+
+bind = "127.0.0.1:{port}"
+workers = 2
+threads = 4
+timeout = 20
+keepalive = 3
+accesslog = "{access}"
+loglevel = "debug"
+max_requests = 1000
+_private = "ignored"
+
+
+def cpu_count():
+    return multiprocessing.cpu_count()
+"""
+
+
+def test_gunicorn_conf_py_settings_are_read(tmp_path, launch):
+    port = free_port()
+    access = tmp_path / "access.log"
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(GUNICORN_CONF.format(port=port, access=access))
+    server = launch("--app-dir", str(APPS), "-c", str(conf), "cli_apps:asgi_fn", wait=None)
+    log = server.wait_for("2 workers serving")
+    assert "[DEBUG]" in log  # loglevel
+    assert httpx.get(f"http://127.0.0.1:{port}/from-conf").status_code == 200
+    deadline = time.monotonic() + 5
+    while "/from-conf" not in (access.read_text() if access.exists() else ""):
+        assert time.monotonic() < deadline, "accesslog not written"
+        time.sleep(0.05)
+
+
+def test_config_file_precedence_cli_over_env_over_file(tmp_path):
+    from oneloop.cli import parse
+
+    conf = tmp_path / "settings.py"
+    conf.write_text("keepalive = 3\nthreads = 7\nworkers = 3\n")
+    config = parse(["-c", str(conf), "--keep-alive", "5", "a:b"], {"ONELOOP_THREADS": "9"})
+    assert (config.timeout_keep_alive, config.threads, config.workers) == (5.0, 9, 3)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("wrokers = 2\n", ["unknown setting 'wrokers'"]),
+        ("worker_class = 'gevent'\n", ["gunicorn's setting 'worker_class'", "no oneloop"]),
+        ("def post_fork(server, worker):\n    pass\n", ["server hook 'post_fork'"]),
+        ("workers = 'many'\n", ["workers"]),
+        ("raise RuntimeError('typo')\n", ["settings.py", "typo"]),
+    ],
+)
+def test_config_file_mistakes_are_named(tmp_path, text, fragments):
+    conf = tmp_path / "settings.py"
+    conf.write_text(text)
+    result = run_cli("--app-dir", str(APPS), "-c", str(conf), "cli_apps:asgi_fn")
+    assert_cli_error(result, *fragments, usage=True)
+
+
+def test_pyproject_tool_oneloop_table(tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n\n[tool.oneloop]\nworkers = 3\ntimeout-keep-alive = 2.5\n'
+        'access-logformat = "json"\n'
+    )
+    code = (
+        "from oneloop.cli import parse; c = parse(['a:b'], {}); "
+        "print(c.workers, c.timeout_keep_alive, c.access_logformat)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=clean_env()
+    )
+    assert result.stdout.split() == ["3", "2.5", "json"], result.stderr
+    (tmp_path / "pyproject.toml").write_text("[tool.oneloop]\nwrokers = 3\n")
+    result = run_cli("--app-dir", str(APPS), "cli_apps:asgi_fn", cwd=tmp_path)
+    assert_cli_error(
+        result, "pyproject.toml [tool.oneloop]", "unknown setting 'wrokers'", usage=True
+    )
