@@ -183,6 +183,7 @@ class Config:
     access_logfile: str | None = None
     # Variables --env-file added to the environment (not an option).
     env_file_vars: dict[str, str] = field(default_factory=dict)
+    hooks: dict[str, Any] = field(default_factory=dict)  # from --config (hooks.py)
 
     def listen_urls(self) -> list[str]:
         scheme = "https" if self.ssl_certfile else "http"
@@ -499,10 +500,12 @@ def load(args: dict[str, Any], environ: Mapping[str, str] | None = None) -> Conf
     path = args.get("env_file") or environ.get(env_name("env_file"))
     file_vars = read_env_file(path) if path else {}
     values = from_config_file(args.get("config") or environ.get(env_name("config")))
+    hooks = values.pop("hooks", {})
     values.update(from_environ({**file_vars, **environ}))
     values.update(args)
     config = build(values)
     config.env_file_vars = {k: v for k, v in file_vars.items() if k not in environ}
+    config.hooks = hooks
     return config
 
 

@@ -3,14 +3,14 @@ or the `[tool.oneloop]` table of a TOML file (pyproject.toml).
 
 A Python file is run as gunicorn runs it: its module globals named after
 settings are the settings, by oneloop's names or gunicorn's (`bind`,
-`workers`, `keepalive`, `accesslog`, ...). Imports, functions, classes and
-names starting with `_` are the file's own business. Any other global must
+`workers`, `keepalive`, `accesslog`, ...). Imports, functions, classes,
+UPPER_CASE constants and names starting with `_` are the file's own. Any other global must
 be a setting: an unknown name is an error that names it, and a gunicorn
 setting oneloop does not have is named as such -- never silently ignored,
 since a forgotten `worker_class` or `preload_app` changes how an app runs.
-Server hooks (`post_fork`, `when_ready`, ...) are refused the same way for
-now: oneloop does not call them, and a hook that resets a database pool
-must not be skipped without a word.
+gunicorn's server hooks are called with gunicorn's arguments (hooks.py);
+the few oneloop does not call yet are refused the same way: a hook that
+resets a database pool must not be skipped without a word.
 """
 
 from __future__ import annotations
@@ -87,25 +87,29 @@ GUNICORN_ONLY = {
     "disable_redirect_access_to_syslog",
 }
 
-# gunicorn's server hooks, which oneloop does not call (yet).
-GUNICORN_HOOKS = {
+# gunicorn's server hooks that oneloop calls, with gunicorn's arguments
+# (hooks.py says when), and those it does not call yet.
+HOOKS = {
     "on_starting",
     "on_reload",
     "when_ready",
     "pre_fork",
     "post_fork",
     "post_worker_init",
+    "child_exit",
+    "worker_exit",
+    "nworkers_changed",
+    "on_exit",
+}
+UNSUPPORTED_HOOKS = {
     "worker_int",
     "worker_abort",
     "pre_exec",
     "pre_request",
     "post_request",
-    "child_exit",
-    "worker_exit",
-    "nworkers_changed",
-    "on_exit",
     "ssl_context",
 }
+GUNICORN_HOOKS = HOOKS | UNSUPPORTED_HOOKS
 
 
 def read(path: str) -> dict[str, Any]:
@@ -154,9 +158,12 @@ def _read_python(path: str) -> dict[str, Any]:
 
 
 def _is_the_files_own(name: str, value: Any) -> bool:
-    """Imports, helpers and classes; a hook is a function too, but named."""
+    """Imports, helpers, classes and CONSTANTS (settings are lower case); a
+    hook is a function too, but named."""
     if name in GUNICORN_HOOKS:
         return False
+    if name.isupper():
+        return True
     return isinstance(value, types.ModuleType | type) or callable(value)
 
 
@@ -165,6 +172,9 @@ def _settings(path: str, items: Any, where: str) -> dict[str, Any]:
     place = f"{path}{' ' + where if where else ''}"
     for raw_name, value in items:
         name = str(raw_name).replace("-", "_")
+        if name in HOOKS and callable(value):
+            found.setdefault("hooks", {})[name] = value
+            continue
         if name in GUNICORN_HOOKS:
             raise ConfigError(
                 f"{place}: the server hook {name!r} is not supported by oneloop; remove it "

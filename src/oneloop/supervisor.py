@@ -27,8 +27,9 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from . import logs, process, systemd
+from . import hooks, logs, process, systemd
 from .binding import Listener, make_ssl_context, open_listeners
 from .config import Config, ConfigError
 from .heartbeat import BOOTING, READY, STOPPING, Slot
@@ -74,6 +75,7 @@ class Child:
     retiring: bool = False  # asked to stop (or stopping by itself); not counted
     aborted: bool = False  # killed for --timeout
     kill_at: float | None = None  # SIGKILL if still alive then
+    info: Any = None  # what the server hooks are told of it
     replace_at: float = math.inf  # --workers-lifetime: its replacement starts then
     over_rss_since: float | None = None  # --workers-max-rss: above the limit since
     replacing: bool = False  # a replacement is booting; it stops once that one serves
@@ -84,9 +86,16 @@ class SupervisedHost(Host):
 
     owns_listeners = False  # the supervisor's, shared with the other workers
 
-    def __init__(self, slot: Slot, parent: int) -> None:
+    def __init__(self, slot: Slot, parent: int, server: Any = None, info: Any = None) -> None:
         self.slot = slot
         self.parent = parent
+        self.server, self.info = server, info  # for the worker-side hooks
+
+    async def worker_ready(self, config: Config) -> None:
+        await hooks.call_on_loop(config, "post_worker_init", self.info)
+
+    async def worker_exit(self, config: Config) -> None:
+        await hooks.call_on_loop(config, "worker_exit", self.server, self.info)
 
     def booted(self, worker: object) -> None:
         self.slot.state = READY
@@ -155,6 +164,7 @@ class Supervisor:
         self.last_details = ""  # the last boot failure's traceback, shown once
         self.next_rss_check = 0.0  # --workers-max-rss
         self.stop_started = 0.0
+        self.spawned = 0  # workers started, for the hooks' worker.age
         self.reload_due: float | None = None
         self.reload_reason = ""
         self.notifier = systemd.Notifier()
@@ -163,9 +173,24 @@ class Supervisor:
 
     # -- the main loop ----------------------------------------------------
 
+    # gunicorn's Arbiter, as the server hooks see it.
+    @property
+    def cfg(self) -> Config:
+        return self.config
+
+    @property
+    def log(self) -> Any:
+        return error_log
+
+    @property
+    def num_workers(self) -> int:
+        return self.target
+
     def run(self) -> int:
         process.apply_env_file(self.config.env_file_vars)
+        hooks.call(self.config, "on_starting", self)
         self.listeners = open_listeners(self.config)
+        hooks.call(self.config, "nworkers_changed", self, self.target, None)
         try:
             with process.pidfile(self.config.pid):
                 self._install_signals()
@@ -174,6 +199,7 @@ class Supervisor:
                 self._loop()
         finally:
             self._clean_up()
+            hooks.call(self.config, "on_exit", self)
         return self.exit_code
 
     def _loop(self) -> None:
@@ -243,6 +269,7 @@ class Supervisor:
             return
         self.target += by
         error_log.info("Workers: %d (SIG%s)", self.target, "TTIN" if by > 0 else "TTOU")
+        hooks.call(self.config, "nworkers_changed", self, self.target, self.target - by)
 
     def _reopen_logs(self) -> None:
         logs.reopen_files()
@@ -254,21 +281,28 @@ class Supervisor:
     def _spawn(self) -> None:
         slot = Slot()
         max_requests = jittered_max_requests(self.config)
+        self.spawned += 1
+        info = hooks.WorkerInfo(age=self.spawned, cfg=self.config)
+        hooks.call(self.config, "pre_fork", self, info)
         # Signals stay blocked across fork() until the child has put back
         # the default handlers: ours must never run in a worker.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         pid = os.fork()
         if pid == 0:
-            self._become_worker(slot, max_requests, mask)  # never returns
+            info.pid = os.getpid()
+            self._become_worker(slot, max_requests, mask, info)  # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        child = Child(pid, slot, self.generation)
+        info.pid = pid
+        child = Child(pid, slot, self.generation, info=info)
         if self.config.workers_lifetime:
             lifetime = self.config.workers_lifetime * (1 + random.uniform(0, LIFETIME_JITTER))
             child.replace_at = time.monotonic() + lifetime
         self.children[pid] = child
         error_log.debug("Booting worker pid %d", pid)
 
-    def _become_worker(self, slot: Slot, max_requests: int, mask: set) -> None:
+    def _become_worker(
+        self, slot: Slot, max_requests: int, mask: set, info: hooks.WorkerInfo
+    ) -> None:
         code = 1
         try:
             self._reset_signals(mask)
@@ -276,7 +310,8 @@ class Supervisor:
             systemd.forget_environment()
             if process.die_with_parent(self.pid):
                 _dump_stacks_on_abort()
-                host = SupervisedHost(slot, self.pid)
+                hooks.call(self.config, "post_fork", self, info)
+                host = SupervisedHost(slot, self.pid, self, info)
                 code = run_worker(self.config, self.listeners, host, max_requests)
             else:
                 code = 0
@@ -332,6 +367,7 @@ class Supervisor:
     def _exited(self, child: Child, status: int) -> None:
         state, message = child.slot.state, child.slot.error()
         child.slot.close()
+        hooks.call(self.config, "child_exit", self, child.info)
         if self.stopping or child.retiring or state == STOPPING:
             error_log.debug("Worker pid %d exited (%s)", child.pid, _describe(status))
             return
@@ -416,6 +452,13 @@ class Supervisor:
         if not self.announced:
             self.announced = True
             error_log.info("Supervisor pid %d: %s serving", self.pid, _workers(self.target))
+            try:
+                hooks.call(self.config, "when_ready", self)
+            except hooks.HookFailed as exc:
+                print(f"oneloop: error: {exc}", file=sys.stderr, flush=True)
+                self.exit_code = 1
+                self.stop(fast=True)
+                return
             self.notifier.ready(self._status())
 
     def _abort(self, child: Child, now: float) -> None:
@@ -567,6 +610,7 @@ class Supervisor:
             return
         self.notifier.reloading()
         self._reread_config()
+        hooks.call(self.config, "on_reload", self)
         now = time.monotonic()
         self._note_ready()
         for child in self.children.values():

@@ -26,7 +26,7 @@ from typing import Any
 from . import bridge, logs, process, systemd
 from ._core import Server
 from .binding import Listener, open_listeners
-from .config import Config
+from .config import Config, ConfigError
 from .lifespan import Lifespan, LifespanFailure
 from .loading import AppLoadError, detect_interface, import_app
 from .logs import error_log
@@ -73,6 +73,12 @@ class Host:
 
     def stopping(self) -> None:
         self.notifier.stopping()
+
+    async def worker_ready(self, config: Config) -> None:
+        """The worker serves (the post_worker_init hook, under a supervisor)."""
+
+    async def worker_exit(self, config: Config) -> None:
+        """The worker is leaving (the worker_exit hook, under a supervisor)."""
 
     def reopen_logs(self) -> None:
         logs.reopen_files()
@@ -219,6 +225,7 @@ class Worker:
                     "Serving %s app on %s (pid %d)", self.interface.upper(), li.url, os.getpid()
                 )
             self.host.booted(self)
+            await self.host.worker_ready(self.config)
             await self.stopping.wait()
             self.host.stopping()
             if self.host.owns_listeners:
@@ -233,6 +240,7 @@ class Worker:
             if self.host.owns_listeners:
                 error_log.info("Drained in %.1fs", loop.time() - stop_started)
         finally:
+            await self.host.worker_exit(self.config)
             await bridge.run_shutdown()
             bridge.uninstall()
             await lifespan.shutdown()
@@ -371,6 +379,9 @@ def run_config(config: Config, reread: Callable[[dict[str, str]], Config] | None
 
 
 def run_alone(config: Config) -> int:
+    if config.hooks:
+        names = ", ".join(sorted(config.hooks))
+        raise ConfigError(f"server hooks ({names}) need the supervisor: use --workers 1 or more")
     process.apply_env_file(config.env_file_vars)
     with process.pidfile(config.pid):
         try:

@@ -1327,3 +1327,69 @@ def test_unix_socket_mode_and_umask(supervise, umask, mode):
     finally:
         sup.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+# -- server hooks from a gunicorn.conf.py --------------------------------------------
+
+HOOKS_CONF = str(APPS / "process_model" / "hooks_conf.py")
+
+
+def test_gunicorn_hooks_run_where_gunicorn_runs_them(supervise, tmp_path):
+    events = tmp_path / "events"
+    sup = supervise(f"{APP}:app", "-c", HOOKS_CONF, env={"HOOK_EVENTS": str(events)}, ready=2)
+    sup.wait_log("2 workers serving")
+    first = sup.serving()
+    sup.send(signal.SIGHUP)
+    sup.wait_log("Reload complete")
+    sup.wait_gone(first)
+    assert sup.stop() == 0
+    lines = events.read_text().splitlines()
+    assert lines[:2] == ["on_starting True", "nworkers_changed 2 None"], lines
+    # Each hook ran in the right process (True), as often as workers started.
+    assert sorted(set(lines)) == sorted(
+        {
+            "on_starting True",
+            "nworkers_changed 2 None",
+            "pre_fork 1",
+            "pre_fork 2",
+            "pre_fork 3",
+            "pre_fork 4",
+            "post_fork True",
+            "post_worker_init True",  # an async hook, awaited on the worker's loop
+            "when_ready 2",
+            "on_reload",
+            "worker_exit True",
+            "child_exit True",
+            "on_exit",
+        }
+    )
+    counts = Counter(lines)
+    assert counts["post_fork True"] == counts["post_worker_init True"] == 4
+    assert counts["worker_exit True"] == counts["child_exit True"] == 4
+    assert lines.index("when_ready 2") > lines.index("post_worker_init True")
+    assert lines[-1] == "on_exit"
+
+
+@pytest.mark.parametrize("hook", ["on_starting", "when_ready"])
+def test_a_failing_start_hook_stops_the_server_naming_it(supervise, tmp_path, hook):
+    env = {"HOOK_EVENTS": str(tmp_path / "events"), "HOOK_FAIL": hook}
+    sup = supervise(f"{APP}:app", "-c", HOOKS_CONF, env=env, ready=None)
+    assert sup.proc.wait(15) == 1
+    log = sup.log()
+    assert f"The {hook} hook failed: RuntimeError('{hook} broke')" in log, log
+    assert f"oneloop: error: the {hook} hook failed" in log, log
+
+
+def test_a_failing_worker_hook_is_logged_and_the_server_serves(supervise, tmp_path):
+    env = {"HOOK_EVENTS": str(tmp_path / "events"), "HOOK_FAIL": "post_fork"}
+    sup = supervise(f"{APP}:app", "-c", HOOKS_CONF, env=env, ready=2)
+    assert "The post_fork hook failed: RuntimeError('post_fork broke')" in sup.log()
+    assert get(sup.url + "/")["pid"] in sup.serving()
+
+
+def test_hooks_need_the_supervisor(supervise, tmp_path):
+    sup = supervise(
+        f"{APP}:app", "-c", HOOKS_CONF, "--workers", "0", env={"HOOK_EVENTS": "x"}, ready=None
+    )
+    assert sup.proc.wait(10) == 1
+    assert "server hooks (" in sup.log() and "need the supervisor" in sup.log()
