@@ -100,13 +100,13 @@ HOOKS = {
     "worker_exit",
     "nworkers_changed",
     "on_exit",
+    "pre_request",
+    "post_request",
 }
 UNSUPPORTED_HOOKS = {
     "worker_int",
     "worker_abort",
     "pre_exec",
-    "pre_request",
-    "post_request",
     "ssl_context",
 }
 GUNICORN_HOOKS = HOOKS | UNSUPPORTED_HOOKS

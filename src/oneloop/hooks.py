@@ -83,3 +83,144 @@ def _failed(name: str, exc: Exception) -> None:
     error_log.error("The %s hook failed: %r", name, exc, exc_info=exc)
     if name in FATAL:
         raise HookFailed(f"the {name} hook failed: {exc!r}") from exc
+
+
+# -- the per-request hooks ------------------------------------------------------------
+
+
+@dataclass
+class RequestInfo:
+    """gunicorn's `req`, as much as its hooks use: method, uri, path, query,
+    version, headers as (NAME, value) pairs with upper-case names."""
+
+    method: str
+    uri: str
+    path: str
+    query: str
+    version: tuple[int, int]
+    headers: list[tuple[str, str]]
+
+
+@dataclass
+class ResponseInfo:
+    """gunicorn's `resp` for post_request: the status line and headers sent."""
+
+    status: str = ""
+    headers: list = None  # type: ignore[assignment]
+
+    @property
+    def status_code(self) -> int:
+        return int(self.status.split(" ", 1)[0]) if self.status else 0
+
+
+def _wsgi_request(environ: dict) -> RequestInfo:
+    headers = [(k[5:].replace("_", "-"), v) for k, v in environ.items() if k.startswith("HTTP_")]
+    query = environ.get("QUERY_STRING", "")
+    path = environ.get("PATH_INFO", "")
+    major, minor = environ.get("SERVER_PROTOCOL", "HTTP/1.1")[5:].split(".")
+    return RequestInfo(
+        environ["REQUEST_METHOD"],
+        path + ("?" + query if query else ""),
+        path,
+        query,
+        (int(major), int(minor)),
+        headers,
+    )
+
+
+def _asgi_request(scope: dict) -> RequestInfo:
+    query = scope.get("query_string", b"").decode("latin-1")
+    major, _, minor = scope.get("http_version", "1.1").partition(".")
+    headers = [(k.decode("latin-1").upper(), v.decode("latin-1")) for k, v in scope["headers"]]
+    return RequestInfo(
+        scope["method"],
+        scope.get("raw_path", scope["path"].encode()).decode("latin-1")
+        + ("?" + query if query else ""),
+        scope["path"],
+        query,
+        (int(major), int(minor or 0)),
+        headers,
+    )
+
+
+def wrap_app(app: Any, interface: str, config: Config, worker: Any) -> Any:
+    """The app itself when no pre_request/post_request hook is set (the hot
+    path stays as it is); else the app wrapped so that they run around each
+    request: pre_request(worker, req) before it, post_request(worker, req,
+    environ, resp) once the response is complete (ASGI: `environ` is the
+    scope). Their cost is theirs plus a wrapper call per request, and, for
+    WSGI, the body wrapped (wsgi.file_wrapper's sendfile is lost)."""
+    pre, post = config.hooks.get("pre_request"), config.hooks.get("post_request")
+    if pre is None and post is None:
+        return app
+    if interface == "wsgi":
+        return _wrap_wsgi(app, pre, post, worker)
+    if interface == "asgi3":
+        return _wrap_asgi(app, pre, post, worker)
+    raise ConfigError("pre_request/post_request hooks need a WSGI or ASGI 3 app")
+
+
+def _guarded(name: str, hook: Any, *args: Any) -> None:
+    if hook is None:
+        return
+    try:
+        hook(*args)
+    except Exception as exc:
+        _failed(name, exc)
+
+
+class _ThenCall:
+    """A WSGI response body that calls `after` once the server closes it."""
+
+    def __init__(self, body: Any, after: Any) -> None:
+        self.body, self.after = body, after
+
+    def __iter__(self) -> Any:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.after()
+
+
+def _wrap_wsgi(app: Any, pre: Any, post: Any, worker: Any) -> Any:
+    def hooked(environ: dict, start_response: Any) -> Any:
+        req = _wsgi_request(environ)
+        resp = ResponseInfo()
+        _guarded("pre_request", pre, worker, req)
+
+        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+            resp.status, resp.headers = status, headers
+            return start_response(status, headers, exc_info)
+
+        body = app(environ, start)  # its exceptions are the server's to see
+        return _ThenCall(body, lambda: _guarded("post_request", post, worker, req, environ, resp))
+
+    return hooked
+
+
+def _wrap_asgi(app: Any, pre: Any, post: Any, worker: Any) -> Any:
+    async def hooked(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        req = _asgi_request(scope)
+        resp = ResponseInfo()
+        _guarded("pre_request", pre, worker, req)
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                resp.status = str(message["status"])
+                resp.headers = list(message.get("headers", ()))
+            await send(message)
+
+        try:
+            await app(scope, receive, sending)
+        finally:
+            _guarded("post_request", post, worker, req, scope, resp)
+
+    return hooked

@@ -23,7 +23,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from . import bridge, logs, process, systemd
+from . import bridge, hooks, logs, process, systemd
 from ._core import Server
 from .binding import Listener, open_listeners
 from .config import Config, ConfigError
@@ -125,6 +125,9 @@ class Worker:
             app = import_app(config.app, config.app_dir, config.factory)
         self.app = app
         self.interface = detect_interface(self.app, config.interface)
+        self.app = hooks.wrap_app(
+            self.app, self.interface, config, getattr(self.host, "info", None)
+        )
         self.max_requests = jittered_max_requests(config) if max_requests is None else max_requests
         self.core: Server | None = None
         self.threads: list[threading.Thread] = []

@@ -1393,3 +1393,19 @@ def test_hooks_need_the_supervisor(supervise, tmp_path):
     )
     assert sup.proc.wait(10) == 1
     assert "server hooks (" in sup.log() and "need the supervisor" in sup.log()
+
+
+@pytest.mark.parametrize("app", ["app", "wsgi"])
+def test_pre_and_post_request_hooks(supervise, tmp_path, app):
+    events = tmp_path / "events"
+    sup = supervise(f"{APP}:{app}", "-c", HOOKS_CONF, env={"HOOK_EVENTS": str(events)}, ready=2)
+    r = httpx.get(sup.url + "/hooked?a=1", headers={"X-Trace": "t-9"})
+    assert r.status_code == 200
+    deadline = time.monotonic() + 5
+    while "post_request" not in events.read_text():
+        assert time.monotonic() < deadline, events.read_text()
+        time.sleep(0.02)
+    lines = [
+        x for x in events.read_text().splitlines() if x.endswith("request") or "_request " in x
+    ]
+    assert lines == ["pre_request GET /hooked?a=1 t-9", "post_request GET /hooked 200 True"], lines

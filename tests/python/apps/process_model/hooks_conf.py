@@ -55,3 +55,15 @@ def nworkers_changed(server, new, old):
 
 def on_exit(server):
     _note("on_exit")
+
+
+def pre_request(worker, req):
+    if req.path == "/hooked":
+        _note("pre_request", req.method, req.uri, dict(req.headers).get("X-TRACE"))
+
+
+def post_request(worker, req, environ, resp):
+    if req.path == "/hooked":
+        _note(
+            "post_request", req.method, req.path, resp.status.split()[0], worker.pid == os.getpid()
+        )
