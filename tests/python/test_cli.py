@@ -1142,7 +1142,7 @@ def test_config_file_precedence_cli_over_env_over_file(tmp_path):
     [
         ("wrokers = 2\n", ["unknown setting 'wrokers'"]),
         ("worker_class = 'gevent'\n", ["gunicorn's setting 'worker_class'", "no oneloop"]),
-        ("def pre_request(worker, req):\n    pass\n", ["server hook 'pre_request'"]),
+        ("def worker_abort(worker):\n    pass\n", ["server hook 'worker_abort'"]),
         ("workers = 'many'\n", ["workers"]),
         ("raise RuntimeError('typo')\n", ["settings.py", "typo"]),
     ],
