@@ -187,6 +187,7 @@ class Supervisor:
         return self.target
 
     def run(self) -> int:
+        process.set_name("oneloop-master")
         process.apply_env_file(self.config.env_file_vars)
         hooks.call(self.config, "on_starting", self)
         self.listeners = open_listeners(self.config)
@@ -290,6 +291,7 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:
             info.pid = os.getpid()
+            process.set_name(f"oneloop-w{info.age}")
             self._become_worker(slot, max_requests, mask, info)  # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         info.pid = pid

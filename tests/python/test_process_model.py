@@ -1409,3 +1409,10 @@ def test_pre_and_post_request_hooks(supervise, tmp_path, app):
         x for x in events.read_text().splitlines() if x.endswith("request") or "_request " in x
     ]
     assert lines == ["pre_request GET /hooked?a=1 t-9", "post_request GET /hooked 200 True"], lines
+
+
+def test_processes_are_named_for_ps_and_top(supervise):
+    sup = supervise(f"{APP}:app", "-w", "2", ready=2)
+    comm = {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in sup.workers()}
+    assert Path(f"/proc/{sup.proc.pid}/comm").read_text().strip() == "oneloop-master"
+    assert sorted(comm.values()) == ["oneloop-w1", "oneloop-w2"], comm
