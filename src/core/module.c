@@ -83,8 +83,88 @@ PyDoc_STRVAR(parse_request_doc,
              "Parse an HTTP/1.1 request head with oneloop's parser. Returns a dict,\n"
              "None if the head is incomplete, or raises ValueError('<status> <reason>').");
 
+/* --------------------------------------------------------------------- */
+/* atomic_load() / atomic_store(): one 8-byte word of a shared buffer.   */
+/*
+ * The heartbeat page (oneloop.heartbeat) is written by a worker and read by
+ * its supervisor, another process, with no lock. struct.pack_into() zeroes
+ * a field before it fills it in, so a reader can see 0 -- "blocked since
+ * boot" -- and kill a healthy worker. A naturally aligned 8-byte atomic
+ * store and load cannot be seen half-done; release/acquire orders the
+ * stores before a word (the state before its beat) with the reads after.
+ */
+
+static uint64_t *word_at(Py_buffer *view, Py_ssize_t offset)
+{
+    if (offset < 0 || offset > view->len - (Py_ssize_t)sizeof(uint64_t)) {
+        PyErr_Format(PyExc_IndexError, "offset %zd out of a buffer of %zd bytes", offset,
+                     view->len);
+        return NULL;
+    }
+    char *p = (char *)view->buf + offset;
+    if ((uintptr_t)p % _Alignof(uint64_t) != 0) {
+        PyErr_Format(PyExc_ValueError, "offset %zd is not 8-byte aligned", offset);
+        return NULL;
+    }
+    return (uint64_t *)(void *)p;
+}
+
+static PyObject *atomic_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "atomic_load() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    Py_ssize_t offset = PyNumber_AsSsize_t(args[1], PyExc_IndexError);
+    if (offset == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    uint64_t *word = word_at(&view, offset);
+    if (word != NULL)
+        result = PyLong_FromUnsignedLongLong(__atomic_load_n(word, __ATOMIC_ACQUIRE));
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *atomic_store(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "atomic_store() takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    Py_ssize_t offset = PyNumber_AsSsize_t(args[1], PyExc_IndexError);
+    if (offset == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long value = PyLong_AsUnsignedLongLong(args[2]);
+    if (value == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    uint64_t *word = word_at(&view, offset);
+    if (word != NULL)
+        __atomic_store_n(word, (uint64_t)value, __ATOMIC_RELEASE);
+    PyBuffer_Release(&view);
+    if (word == NULL)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"parse_request", parse_request, METH_O, parse_request_doc},
+    {"atomic_load", (PyCFunction)(void (*)(void))atomic_load, METH_FASTCALL,
+     "atomic_load(buffer, offset, /)\n--\n\n"
+     "The unsigned 64-bit word at offset (8-byte aligned) of a buffer, read\n"
+     "with one atomic load (acquire)."},
+    {"atomic_store", (PyCFunction)(void (*)(void))atomic_store, METH_FASTCALL,
+     "atomic_store(buffer, offset, value, /)\n--\n\n"
+     "Write an unsigned 64-bit word at offset (8-byte aligned) of a writable\n"
+     "buffer with one atomic store (release)."},
     {"thread_executor", ol_handback_thread, METH_NOARGS,
      "thread_executor()\n--\n\n"
      "The calling thread's ThreadExecutor: runs the work the loop submits while\n"
