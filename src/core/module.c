@@ -437,6 +437,27 @@ static int init_strings(ol_state *st)
     return 0;
 }
 
+/* A private name of asyncio the core cannot work without (oneloop.selfcheck
+ * lists them; the CLI checks them before it imports this module). Missing,
+ * it is an error that names it and the Python version, not a bare
+ * AttributeError from deep inside an import. */
+static PyObject *asyncio_private(PyObject *module, const char *module_name, const char *name)
+{
+    PyObject *v = PyObject_GetAttrString(module, name);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        const char *full = Py_GetVersion(); /* "3.13.0 (main, ...) [GCC ...]" */
+        PyObject *version = PyUnicode_FromStringAndSize(full, (Py_ssize_t)strcspn(full, " "));
+        if (version == NULL)
+            return NULL;
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s.%s is missing on CPython %U: oneloop runs coroutines through it and "
+                     "cannot serve without it (tested on CPython 3.11, 3.12 and 3.13)",
+                     module_name, name, version);
+        Py_DECREF(version);
+    }
+    return v;
+}
+
 static int init_asyncio(ol_state *st)
 {
     PyObject *tasks = PyImport_ImportModule("asyncio.tasks");
@@ -445,13 +466,15 @@ static int init_asyncio(ol_state *st)
         Py_XDECREF(tasks);
         return -1;
     }
-    st->enter_task = PyObject_GetAttrString(tasks, "_enter_task");
-    st->leave_task = PyObject_GetAttrString(tasks, "_leave_task");
-    st->get_running_loop = PyObject_GetAttrString(asyncio, "_get_running_loop");
-    st->set_running_loop = PyObject_GetAttrString(asyncio, "_set_running_loop");
-    st->cancelled_error = PyObject_GetAttrString(asyncio, "CancelledError");
+    int ok = (st->enter_task = asyncio_private(tasks, "asyncio.tasks", "_enter_task")) &&
+             (st->leave_task = asyncio_private(tasks, "asyncio.tasks", "_leave_task")) &&
+             (st->get_running_loop = asyncio_private(asyncio, "asyncio", "_get_running_loop")) &&
+             (st->set_running_loop = asyncio_private(asyncio, "asyncio", "_set_running_loop")) &&
+             (st->cancelled_error = PyObject_GetAttrString(asyncio, "CancelledError"));
     Py_DECREF(tasks);
     Py_DECREF(asyncio);
+    if (!ok)
+        return -1;
     PyObject *futures = PyImport_ImportModule("concurrent.futures");
     st->future_type = futures ? PyObject_GetAttrString(futures, "Future") : NULL;
     Py_XDECREF(futures);
