@@ -34,7 +34,7 @@ SANITIZE    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-
 FUZZ_FLAGS  := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
 
 .PHONY: help all deps example test test-c test-c-asan test-c-portable test-c-valgrind fuzz fuzz-smoke fuzz-corpus \
-        bench bench-parser bench-servers bench-smoke bench-compare bench-hostile bench-soak test-py test-py-asan test-py-asan-core test-py-valgrind format lint lint-ext clean
+        bench bench-parser bench-servers bench-smoke bench-compare bench-hostile bench-soak test-py test-py-versions test-py-asan test-py-asan-core test-py-valgrind format lint lint-ext clean
 
 help:
 	@echo "make example      install oneloop (in .venv outside a virtualenv) and serve examples/flask_async.py"
@@ -51,6 +51,7 @@ help:
 	@echo "make bench-smoke  every benchmark scenario for about a second (proves the harness works)"
 	@echo "make bench-compare BASE=<commit>  this oneloop against commit BASE's, same run"
 	@echo "make test-py      Python tests (real server, real sockets)"
+	@echo "make test-py-versions  the HTTP, ASGI, WSGI and one-loop tests on CPython 3.12 and 3.13 (pyenv)"
 	@echo "make test-py-asan the Python tests against an ASan+UBSan build of the extension"
 	@echo "make test-py-asan-core  the core's adversarial tests (stale events, ...) under ASan"
 	@echo "make test-py-valgrind  servers under valgrind with a mix of traffic"
@@ -73,6 +74,7 @@ test: deps
 	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory test-py
 	$(MAKE) --no-print-directory test-py-asan-core
+	$(MAKE) --no-print-directory test-py-versions
 
 # ---------------------------------------------------------------- wire layer
 
@@ -202,6 +204,14 @@ bench-compare:
 
 test-py:
 	$(PYTHON) -m pytest tests/python -q
+
+# Every other supported CPython (pyenv's 3.12 and 3.13): a virtualenv each in
+# build/py<X.Y>, oneloop built with warnings as errors, and the HTTP, ASGI,
+# WSGI, one-loop, heartbeat and private-asyncio tests. A missing interpreter
+# fails the run. PY_VERSIONS="3.13" for one of them.
+PY_VERSIONS ?= 3.12 3.13
+test-py-versions:
+	scripts/test-py-versions.sh $(PY_VERSIONS)
 
 # The binding layer's memory checks: the whole Python suite against an
 # ASan+UBSan build of the extension (~4x slower), and valgrind on real
