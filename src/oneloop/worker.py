@@ -46,6 +46,13 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
         except ImportError:
             if kind == "uvloop":
                 raise AppLoadError("--loop uvloop: uvloop is not installed") from None
+        except Exception as exc:
+            # Installed but older than this Python: uvloop 0.21 raises
+            # AttributeError on 3.14, whose asyncio dropped names it imports.
+            why = f"uvloop cannot be imported on {selfcheck.python_version()}: {exc!r}"
+            if kind == "uvloop":
+                raise AppLoadError(f"--loop uvloop: {why}") from None
+            error_log.warning("%s; using the asyncio loop", why)
         else:
             return uvloop.new_event_loop()
     loop = GatedEventLoop()

@@ -16,6 +16,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import APPS
 
@@ -117,3 +118,41 @@ def test_without_the_gate_attributes_the_worker_serves_ungated(serve, tmp_path: 
     )
     assert log.count(warning) == 1, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
+
+
+def broken_uvloop(tmp_path: Path) -> dict:
+    """An environment where `import uvloop` fails the way uvloop releases
+    that predate a Python do (0.21 on 3.14: asyncio.AbstractChildWatcher is
+    gone), rather than with ImportError."""
+    package = tmp_path / "uvloop"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "raise AttributeError(\"module 'asyncio' has no attribute 'AbstractChildWatcher'\")\n"
+    )
+    return {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    }
+
+
+def test_loop_auto_falls_back_when_uvloop_cannot_be_imported(serve, tmp_path: Path):
+    server = serve("asgi_apps:hello", "--loop", "auto", env=broken_uvloop(tmp_path))
+    with httpx.Client(timeout=10) as c:
+        assert c.get(server.url + "/").status_code == 200
+    assert server.stop() == 0
+    log = server.log()
+    assert log.count("uvloop cannot be imported") == 1, log[-3000:]
+    assert "AbstractChildWatcher" in log and "Traceback" not in log, log[-3000:]
+
+
+def test_loop_uvloop_refuses_in_one_line_when_uvloop_cannot_be_imported(tmp_path: Path):
+    env = {**os.environ, **broken_uvloop(tmp_path)}
+    cmd = [sys.executable, "-m", "oneloop", "--app-dir", str(APPS), "--loop", "uvloop"]
+    cmd += ["--workers", "0", "--port", "0", "asgi_apps:hello"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 1, proc
+    error = [line for line in proc.stderr.splitlines() if "oneloop: error:" in line]
+    assert error == [
+        f"oneloop: error: --loop uvloop: uvloop cannot be imported on {VERSION}: "
+        "AttributeError(\"module 'asyncio' has no attribute 'AbstractChildWatcher'\")"
+    ], proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
