@@ -89,8 +89,9 @@ for v in "${ready[@]}"; do
         run_tests "$v" &
         pids[$v]=$!
     else
-        run_tests "$v"
-        echo "$?" > "build/py$v-test.status"
+        code=0
+        run_tests "$v" || code=$?
+        echo "$code" > "build/py$v-test.status"
     fi
 done
 for v in "${ready[@]}"; do
