@@ -34,7 +34,7 @@ SANITIZE    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-
 FUZZ_FLAGS  := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
 
 .PHONY: help all deps example test test-c test-c-asan test-c-portable test-c-valgrind fuzz fuzz-smoke fuzz-corpus \
-        bench bench-parser bench-servers bench-smoke bench-compare bench-hostile bench-soak test-dist test-py test-py-asan test-py-asan-core test-py-valgrind format lint clean
+        bench bench-parser bench-servers bench-smoke bench-compare bench-hostile bench-soak test-dist test-py test-py-versions test-py-asan test-py-asan-core test-py-valgrind format lint lint-ext clean
 
 help:
 	@echo "make example      install oneloop (in .venv outside a virtualenv) and serve examples/flask_async.py"
@@ -51,6 +51,7 @@ help:
 	@echo "make bench-smoke  every benchmark scenario for about a second (proves the harness works)"
 	@echo "make bench-compare BASE=<commit>  this oneloop against commit BASE's, same run"
 	@echo "make test-py      Python tests (real server, real sockets)"
+	@echo "make test-py-versions  the HTTP, ASGI, WSGI and one-loop tests on CPython 3.12 and 3.13 (pyenv)"
 	@echo "make test-py-asan the Python tests against an ASan+UBSan build of the extension"
 	@echo "make test-py-asan-core  the core's adversarial tests (stale events, ...) under ASan"
 	@echo "make test-py-valgrind  servers under valgrind with a mix of traffic"
@@ -75,6 +76,7 @@ test: deps
 	$(MAKE) --no-print-directory test-py
 	$(MAKE) --no-print-directory test-py-asan-core
 	$(MAKE) --no-print-directory test-dist
+	$(MAKE) --no-print-directory test-py-versions
 
 # ---------------------------------------------------------------- wire layer
 
@@ -205,6 +207,14 @@ bench-compare:
 test-py:
 	$(PYTHON) -m pytest tests/python -q
 
+# Every other supported CPython (pyenv's 3.12 and 3.13): a virtualenv each in
+# build/py<X.Y>, oneloop built with warnings as errors, and the HTTP, ASGI,
+# WSGI, one-loop, heartbeat and private-asyncio tests. A missing interpreter
+# fails the run. PY_VERSIONS="3.13" for one of them.
+PY_VERSIONS ?= 3.12 3.13
+test-py-versions:
+	scripts/test-py-versions.sh $(PY_VERSIONS)
+
 # The binding layer's memory checks: the whole Python suite against an
 # ASan+UBSan build of the extension (~4x slower), and valgrind on real
 # servers serving a mix of traffic.
@@ -243,6 +253,20 @@ lint:
 	$(MAKE) --no-print-directory CC=gcc $(BUILD)/libolwire.a
 	$(MAKE) --no-print-directory clean-wire
 	$(MAKE) --no-print-directory CC=clang $(BUILD)/libolwire.a
+	$(MAKE) --no-print-directory lint-ext
+
+# The extension module as pip builds it, with warnings as errors, by gcc and
+# by clang: each warns about things the other does not (clang's -Wshadow sees
+# globals of system headers, such as unistd.h's environ). Built out of tree,
+# so the checkout's in-place build is left alone.
+lint-ext:
+	@for cc in gcc clang; do \
+		echo "building the extension with $$cc -Werror"; \
+		out=$(BUILD)/ext-$$cc; rm -rf $$out; \
+		CC=$$cc ONELOOP_WERROR=1 $(PYTHON) setup.py -q build_clib -b $$out \
+			build_ext -b $$out -t $$out/tmp 2>&1 | grep -v -e _BetaConfiguration -e 'warnings.warn(msg'; \
+		test -n "$$(ls $$out/oneloop/_core*.so 2>/dev/null)" || { echo "lint-ext: the $$cc build failed" >&2; exit 1; }; \
+	done
 
 clean-wire:
 	rm -rf $(BUILD)/wire $(BUILD)/libolwire.a

@@ -497,28 +497,46 @@ static void run_call(ol_server *srv, ol_call *call, ol_handback *executor, ol_re
  * unwound). While waiting, the thread runs the work submitted to its
  * ThreadExecutor (handback.c), which the coroutine's context names.
  */
+/* A call refused before its coroutine was handed to the loop: close the
+ * coroutine, as a caller that never awaits it would be warned about it
+ * ("coroutine ... was never awaited") when it is collected, and return NULL
+ * with the refusal, which an error from close() does not replace. */
+static PyObject *refuse(PyObject *coro)
+{
+    PyObject *refusal = ol_err_take();
+    PyObject *close = PyObject_GetAttrString(coro, "close");
+    if (close != NULL) {
+        PyObject *r = PyObject_CallNoArgs(close);
+        Py_DECREF(close);
+        Py_XDECREF(r);
+    }
+    PyErr_Clear();
+    ol_err_restore(refusal);
+    return NULL;
+}
+
 PyObject *ol_bridge_call(ol_server *srv, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 1 || nargs > 2) {
         PyErr_SetString(PyExc_TypeError, "run_coroutine(coro, timeout=None)");
-        return NULL;
+        return nargs >= 1 ? refuse(args[0]) : NULL;
     }
     if (srv->bridge.fd < 0 || srv->closed) {
         PyErr_SetString(PyExc_RuntimeError, "the oneloop worker loop is not running");
-        return NULL;
+        return refuse(args[0]);
     }
     unsigned long me = PyThread_get_thread_ident();
     if (me == srv->loop_thread || (srv->gate != NULL && ol_gate_holder(srv->gate) == me)) {
         PyErr_SetString(
             PyExc_RuntimeError,
             "run_coroutine() called on the event loop thread: await the coroutine instead");
-        return NULL;
+        return refuse(args[0]);
     }
     double timeout = srv->async_timeout;
     if (nargs == 2 && args[1] != Py_None && (timeout = PyFloat_AsDouble(args[1])) < 0) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "timeout must not be negative");
-        return NULL;
+        return refuse(args[0]);
     }
     ol_handback *executor = ol_handback_of_thread(srv->state);
     if (executor == NULL)

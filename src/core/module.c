@@ -112,12 +112,92 @@ static PyObject *refuse_connections(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* --------------------------------------------------------------------- */
+/* atomic_load() / atomic_store(): one 8-byte word of a shared buffer.   */
+/*
+ * The heartbeat page (oneloop.heartbeat) is written by a worker and read by
+ * its supervisor, another process, with no lock. struct.pack_into() zeroes
+ * a field before it fills it in, so a reader can see 0 -- "blocked since
+ * boot" -- and kill a healthy worker. A naturally aligned 8-byte atomic
+ * store and load cannot be seen half-done; release/acquire orders the
+ * stores before a word (the state before its beat) with the reads after.
+ */
+
+static uint64_t *word_at(Py_buffer *view, Py_ssize_t offset)
+{
+    if (offset < 0 || offset > view->len - (Py_ssize_t)sizeof(uint64_t)) {
+        PyErr_Format(PyExc_IndexError, "offset %zd out of a buffer of %zd bytes", offset,
+                     view->len);
+        return NULL;
+    }
+    char *p = (char *)view->buf + offset;
+    if ((uintptr_t)p % _Alignof(uint64_t) != 0) {
+        PyErr_Format(PyExc_ValueError, "offset %zd is not 8-byte aligned", offset);
+        return NULL;
+    }
+    return (uint64_t *)(void *)p;
+}
+
+static PyObject *atomic_load(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "atomic_load() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    Py_ssize_t offset = PyNumber_AsSsize_t(args[1], PyExc_IndexError);
+    if (offset == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    uint64_t *word = word_at(&view, offset);
+    if (word != NULL)
+        result = PyLong_FromUnsignedLongLong(__atomic_load_n(word, __ATOMIC_ACQUIRE));
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *atomic_store(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "atomic_store() takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    Py_ssize_t offset = PyNumber_AsSsize_t(args[1], PyExc_IndexError);
+    if (offset == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long value = PyLong_AsUnsignedLongLong(args[2]);
+    if (value == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    uint64_t *word = word_at(&view, offset);
+    if (word != NULL)
+        __atomic_store_n(word, (uint64_t)value, __ATOMIC_RELEASE);
+    PyBuffer_Release(&view);
+    if (word == NULL)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"refuse_connections", refuse_connections, METH_O,
      "refuse_connections(sock, /)\n--\n\n"
      "Stop a listening TCP socket from completing new handshakes (in every\n"
      "process holding it); connections already queued can still be accepted."},
     {"parse_request", parse_request, METH_O, parse_request_doc},
+    {"atomic_load", (PyCFunction)(void (*)(void))atomic_load, METH_FASTCALL,
+     "atomic_load(buffer, offset, /)\n--\n\n"
+     "The unsigned 64-bit word at offset (8-byte aligned) of a buffer, read\n"
+     "with one atomic load (acquire)."},
+    {"atomic_store", (PyCFunction)(void (*)(void))atomic_store, METH_FASTCALL,
+     "atomic_store(buffer, offset, value, /)\n--\n\n"
+     "Write an unsigned 64-bit word at offset (8-byte aligned) of a writable\n"
+     "buffer with one atomic store (release)."},
     {"thread_executor", ol_handback_thread, METH_NOARGS,
      "thread_executor()\n--\n\n"
      "The calling thread's ThreadExecutor: runs the work the loop submits while\n"
@@ -390,6 +470,27 @@ static int init_strings(ol_state *st)
     return 0;
 }
 
+/* A private name of asyncio the core cannot work without (oneloop.selfcheck
+ * lists them; the CLI checks them before it imports this module). Missing,
+ * it is an error that names it and the Python version, not a bare
+ * AttributeError from deep inside an import. */
+static PyObject *asyncio_private(PyObject *module, const char *module_name, const char *name)
+{
+    PyObject *v = PyObject_GetAttrString(module, name);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        const char *full = Py_GetVersion(); /* "3.13.0 (main, ...) [GCC ...]" */
+        PyObject *version = PyUnicode_FromStringAndSize(full, (Py_ssize_t)strcspn(full, " "));
+        if (version == NULL)
+            return NULL;
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s.%s is missing on CPython %U: oneloop runs coroutines through it and "
+                     "cannot serve without it (tested on CPython 3.11, 3.12 and 3.13)",
+                     module_name, name, version);
+        Py_DECREF(version);
+    }
+    return v;
+}
+
 static int init_asyncio(ol_state *st)
 {
     PyObject *tasks = PyImport_ImportModule("asyncio.tasks");
@@ -398,13 +499,15 @@ static int init_asyncio(ol_state *st)
         Py_XDECREF(tasks);
         return -1;
     }
-    st->enter_task = PyObject_GetAttrString(tasks, "_enter_task");
-    st->leave_task = PyObject_GetAttrString(tasks, "_leave_task");
-    st->get_running_loop = PyObject_GetAttrString(asyncio, "_get_running_loop");
-    st->set_running_loop = PyObject_GetAttrString(asyncio, "_set_running_loop");
-    st->cancelled_error = PyObject_GetAttrString(asyncio, "CancelledError");
+    int ok = (st->enter_task = asyncio_private(tasks, "asyncio.tasks", "_enter_task")) &&
+             (st->leave_task = asyncio_private(tasks, "asyncio.tasks", "_leave_task")) &&
+             (st->get_running_loop = asyncio_private(asyncio, "asyncio", "_get_running_loop")) &&
+             (st->set_running_loop = asyncio_private(asyncio, "asyncio", "_set_running_loop")) &&
+             (st->cancelled_error = PyObject_GetAttrString(asyncio, "CancelledError"));
     Py_DECREF(tasks);
     Py_DECREF(asyncio);
+    if (!ok)
+        return -1;
     PyObject *futures = PyImport_ImportModule("concurrent.futures");
     st->future_type = futures ? PyObject_GetAttrString(futures, "Future") : NULL;
     Py_XDECREF(futures);

@@ -172,11 +172,11 @@ int ol_apply_proxy_headers(ol_server *srv, ol_req *r, PyObject *mapping, PyObjec
 }
 
 /* The same for WSGI: REMOTE_ADDR, REMOTE_PORT and wsgi.url_scheme. */
-int ol_wsgi_proxy_headers(ol_server *srv, ol_req *r, PyObject *environ)
+int ol_wsgi_proxy_headers(ol_server *srv, ol_req *r, PyObject *env)
 {
     PyObject *scheme = NULL;
-    int applied = ask_proxy(srv, r, PyDict_GetItemString(environ, "HTTP_X_FORWARDED_FOR"),
-                            PyDict_GetItemString(environ, "HTTP_X_FORWARDED_PROTO"), &scheme);
+    int applied = ask_proxy(srv, r, PyDict_GetItemString(env, "HTTP_X_FORWARDED_FOR"),
+                            PyDict_GetItemString(env, "HTTP_X_FORWARDED_PROTO"), &scheme);
     if (applied <= 0)
         return applied;
     int e = 0;
@@ -184,14 +184,14 @@ int ol_wsgi_proxy_headers(ol_server *srv, ol_req *r, PyObject *environ)
     if (PyTuple_Check(client) && PyTuple_GET_SIZE(client) == 2) {
         PyObject *port = PyObject_Str(PyTuple_GET_ITEM(client, 1));
         e = (port == NULL ||
-             PyDict_SetItemString(environ, "REMOTE_ADDR", PyTuple_GET_ITEM(client, 0)) < 0 ||
-             PyDict_SetItemString(environ, "REMOTE_PORT", port) < 0)
+             PyDict_SetItemString(env, "REMOTE_ADDR", PyTuple_GET_ITEM(client, 0)) < 0 ||
+             PyDict_SetItemString(env, "REMOTE_PORT", port) < 0)
                 ? -1
                 : 0;
         Py_XDECREF(port);
     }
     if (e == 0 && scheme != Py_None)
-        e = PyDict_SetItemString(environ, "wsgi.url_scheme", scheme);
+        e = PyDict_SetItemString(env, "wsgi.url_scheme", scheme);
     Py_DECREF(scheme);
     return e;
 }

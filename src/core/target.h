@@ -18,6 +18,6 @@ PyObject *ol_decode_path_latin1(ol_server *srv, ol_span path); /* WSGI PATH_INFO
 PyObject *ol_raw_path(ol_server *srv, ol_span path);
 int ol_apply_proxy_headers(ol_server *srv, ol_req *r, PyObject *scope, PyObject *client_key,
                            PyObject *scheme_key);
-int ol_wsgi_proxy_headers(ol_server *srv, ol_req *r, PyObject *environ);
+int ol_wsgi_proxy_headers(ol_server *srv, ol_req *r, PyObject *env);
 
 #endif /* OL_TARGET_H */

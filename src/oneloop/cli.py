@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import config as cfg
+from . import selfcheck
 from .config import OPTIONS, ConfigError
 from .loading import AppLoadError
 
@@ -97,6 +98,11 @@ def parse(argv: list[str] | None = None, environ: dict[str, str] | None = None) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:  # before anything imports the C core, which needs these
+        selfcheck.check_interpreter()
+    except selfcheck.SelfCheckError as exc:
+        print(f"oneloop: error: {exc}", file=sys.stderr)
+        return 1
     args = arguments(argv)
     try:
         config = resolve(args)

@@ -14,37 +14,49 @@ import mmap
 import struct
 import time
 
+from ._core import atomic_load, atomic_store
+
 BOOTING, READY, STOPPING = 0, 1, 2
 
-# beat (CLOCK_MONOTONIC seconds, the same clock in every process), state,
-# then at ERROR_AT a length-prefixed UTF-8 message.
-_HEAD = struct.Struct("=dI")
+# Two 8-byte words, each written with one atomic store and read with one
+# atomic load, so a reader in another process sees either the old value or
+# the new one, never a torn or zeroed word (struct.pack_into zeroes a field
+# before filling it in; a supervisor that read that 0 took a healthy worker
+# for one blocked since boot and killed it). The beat is CLOCK_MONOTONIC in
+# integer nanoseconds (the same clock in every process; never 0 once the
+# machine has booted), then the state; at ERROR_AT a length-prefixed UTF-8
+# message, written once before the worker exits.
+_BEAT_AT = 0
+_STATE_AT = 8
 _ERROR_AT = 64
 _ERROR_LEN = struct.Struct("=I")
 
 
 class Slot:
     """The shared page of one worker. Created by the supervisor, inherited
-    across fork(); an 8-byte aligned store is not torn on the platforms we
-    run on, so readers need no lock."""
+    across fork(); the worker stores, the supervisor loads, no lock."""
 
     def __init__(self) -> None:
         self._mem = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous and shared
         self.beat()
 
     def beat(self) -> None:
-        _HEAD.pack_into(self._mem, 0, time.monotonic(), self.state)
+        atomic_store(self._mem, _BEAT_AT, time.monotonic_ns())
 
     def last_beat(self) -> float:
-        return _HEAD.unpack_from(self._mem, 0)[0]
+        """The last beat, in time.monotonic() seconds: one load."""
+        return atomic_load(self._mem, _BEAT_AT) / 1e9
 
     @property
     def state(self) -> int:
-        return _HEAD.unpack_from(self._mem, 0)[1]
+        return atomic_load(self._mem, _STATE_AT)
 
     @state.setter
     def state(self, value: int) -> None:
-        _HEAD.pack_into(self._mem, 0, time.monotonic(), value)
+        # The state first, then the beat that announces it (release order):
+        # a reader that sees the new beat sees the new state too.
+        atomic_store(self._mem, _STATE_AT, value)
+        self.beat()
 
     def set_error(self, message: str) -> None:
         limit = mmap.PAGESIZE - _ERROR_AT - _ERROR_LEN.size

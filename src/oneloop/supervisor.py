@@ -396,8 +396,12 @@ class Supervisor:
                 self._retire(child, now, None)
             if child.kill_at is not None and now >= child.kill_at:
                 self._kill(child)
-            elif self._wedged(child, now):
-                self._abort(child, now)
+            else:
+                # One load of the beat per look: the decision to kill and the
+                # "blocked for" it reports come from the same value.
+                blocked = now - child.slot.last_beat()
+                if self._wedged(child, blocked):
+                    self._abort(child, now, blocked)
 
     def _recycle(self, now: float) -> None:
         """--workers-lifetime and --workers-max-rss: a worker due for
@@ -441,9 +445,9 @@ class Supervisor:
         let it go once more workers serve than are wanted."""
         child.replacing = True
 
-    def _wedged(self, child: Child, now: float) -> bool:
+    def _wedged(self, child: Child, blocked: float) -> bool:
         timeout = self.config.timeout
-        return bool(timeout) and not child.aborted and now - child.slot.last_beat() > timeout
+        return bool(timeout) and not child.aborted and blocked > timeout
 
     def _on_ready(self, child: Child) -> None:
         child.ready = True
@@ -463,10 +467,9 @@ class Supervisor:
                 return
             self.notifier.ready(self._status())
 
-    def _abort(self, child: Child, now: float) -> None:
+    def _abort(self, child: Child, now: float, blocked: float) -> None:
         """A loop blocked past --timeout (or a boot that takes longer):
         SIGABRT makes the worker print every thread's stack, SIGKILL follows."""
-        blocked = now - child.slot.last_beat()
         if child.ready:
             error_log.error(
                 "Worker pid %d: its event loop has been blocked for %.1fs (--timeout %g); "

@@ -55,13 +55,19 @@ class _ThreadedLoop:
     with the same semantics as the C bridge (context copied in and back,
     the executor's work run while waiting, TimeoutError after `timeout`)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, thread_id: int) -> None:
         self.loop = loop
+        # The loop's thread as one_loop() recorded it: asyncio's private
+        # loop._thread_id is not there on other loops (uvloop's Loop).
+        self.thread_id = thread_id
 
     def run_coroutine(self, coro: Any, timeout: float | None = None) -> Any:
-        if threading.get_ident() == self.loop._thread_id:  # type: ignore[attr-defined]
-            coro.close()
-            raise RuntimeError("run_coroutine() called on the event loop thread")
+        if threading.get_ident() == self.thread_id:
+            if hasattr(coro, "close"):
+                coro.close()  # never awaited: no RuntimeWarning when collected
+            raise RuntimeError(
+                "run_coroutine() called on the event loop thread: await the coroutine instead"
+            )
         executor = _core.thread_executor()
         context = contextvars.copy_context()
         context.run(_core.request_executor.set, executor)
@@ -137,9 +143,10 @@ def one_loop(loop_factory: Any = None) -> Iterator[asyncio.AbstractEventLoop]:
     thread = threading.Thread(target=run, name="oneloop-test-loop", daemon=True)
     thread.start()
     ready.wait()
+    assert thread.ident is not None
     previous_flask = _flask_async_to_sync()
     try:
-        bridge.install(_ThreadedLoop(loop), loop)
+        bridge.install(_ThreadedLoop(loop, thread.ident), loop)
         saved = _thread_state()
         bridge.prepare_thread(loop)
         asyncio.run_coroutine_threadsafe(bridge.run_startup(), loop).result()

@@ -23,7 +23,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from . import bridge, hooks, logs, process, systemd
+from . import bridge, hooks, logs, process, selfcheck, systemd
 from ._core import Server
 from .binding import Listener, open_listeners
 from .config import Config, ConfigError
@@ -46,9 +46,22 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
         except ImportError:
             if kind == "uvloop":
                 raise AppLoadError("--loop uvloop: uvloop is not installed") from None
+        except Exception as exc:
+            # Installed but older than this Python: uvloop 0.21 raises
+            # AttributeError on 3.14, whose asyncio dropped names it imports.
+            why = f"uvloop cannot be imported on {selfcheck.python_version()}: {exc!r}"
+            if kind == "uvloop":
+                raise AppLoadError(f"--loop uvloop: {why}") from None
+            error_log.warning("%s; using the asyncio loop", why)
         else:
             return uvloop.new_event_loop()
-    return GatedEventLoop()
+    loop = GatedEventLoop()
+    problem = selfcheck.gate_problem(loop)
+    if problem is not None:  # this Python's asyncio changed: no gate, same results
+        error_log.warning("%s", problem)
+        loop.close()
+        return asyncio.SelectorEventLoop()
+    return loop
 
 
 class Host:
@@ -223,6 +236,8 @@ class Worker:
                 self._start_threads()
                 for problem in await bridge.self_test(loop):
                     error_log.warning("one loop: %s", problem)
+                if (problem := selfcheck.policy_problem()) is not None:
+                    error_log.warning("%s", problem)
             for li in self.listeners:
                 error_log.info(
                     "Serving %s app on %s (pid %d)", self.interface.upper(), li.url, os.getpid()

@@ -2,11 +2,12 @@
 the state each request gets a copy of, failures, and --lifespan auto|on|off.
 
 Apps are in apps/asgi_protocol_apps.py; lifespan_app appends "shutdown" (and
-"request done" for ?sleep requests) to the file in $LIFESPAN_MARKER.
+"request started" / "request done" for ?sleep requests) to the file in $LIFESPAN_MARKER.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -15,6 +16,9 @@ import httpx
 import pytest
 
 APP = "asgi_protocol_apps"
+# A slow start of the in-flight test's client thread (a loaded machine); set
+# it to prove the test does not depend on the client winning a race.
+CLIENT_START_DELAY = float(os.environ.get("ONELOOP_TEST_CLIENT_START_DELAY", "0"))
 
 
 def exit_status(server, timeout: float = 10.0) -> int | str:
@@ -57,12 +61,16 @@ def test_shutdown_runs_on_sigint(serve, tmp_path):
 
 
 def test_shutdown_waits_for_in_flight_request(serve, tmp_path):
-    """SIGTERM during a request: it completes, then shutdown runs."""
+    """SIGTERM during a request: it completes, then shutdown runs. The signal
+    goes only once the app has the request (its marker says so): a fixed
+    sleep raced the client thread's start, and a SIGTERM that came first
+    made the client's connect fail."""
     marker = tmp_path / "marker"
     server = serve(f"{APP}:lifespan_app", env={"LIFESPAN_MARKER": str(marker)})
     result: dict = {}
 
     def slow() -> None:
+        time.sleep(CLIENT_START_DELAY)
         try:
             result["response"] = httpx.get(f"{server.url}/?sleep=0.5", timeout=5)
         except Exception as exc:
@@ -70,12 +78,16 @@ def test_shutdown_waits_for_in_flight_request(serve, tmp_path):
 
     t = threading.Thread(target=slow)
     t.start()
-    time.sleep(0.15)
+    deadline = time.monotonic() + 10
+    while not (marker.exists() and "request started" in marker.read_text()):
+        assert time.monotonic() < deadline, "the request never reached the app"
+        assert "error" not in result, result
+        time.sleep(0.01)
     assert server.stop(signal.SIGTERM) == 0
     t.join(5)
     assert "error" not in result, result
     assert result["response"].status_code == 200
-    assert marker.read_text() == "request done\nshutdown\n"
+    assert marker.read_text() == "request started\nrequest done\nshutdown\n"
 
 
 def test_requests_wait_for_startup(serve):

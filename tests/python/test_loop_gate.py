@@ -97,12 +97,17 @@ def test_work_a_first_step_leaves_runs_without_delay(serve, path):
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_a_sync_call_inside_async_code_is_refused_not_deadlocked(serve, loop):
-    server = serve(APP, "--no-access-log", "--loop", loop)
+    """The refused coroutine is closed: with warnings as errors, an unclosed
+    one would log 'coroutine ... was never awaited' when collected."""
+    server = serve(
+        APP, "--no-access-log", "--loop", loop, env={"PYTHONWARNINGS": "error::RuntimeWarning"}
+    )
     with httpx.Client(timeout=10) as c:
         for _ in range(20):
             error = c.get(server.url + "/nested").json()["error"]
             assert error and "event loop thread" in error, error
-    finish(server)
+    log = finish(server)
+    assert "never awaited" not in log and "RuntimeWarning" not in log, log[-3000:]
 
 
 def test_asyncio_debug_mode_sees_one_thread_at_a_time(serve):

@@ -12,7 +12,9 @@ test with their service addresses in the environment.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 import socket
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from types import ModuleType
 
 import flask
 import pytest
+import uvloop
 from conftest import APPS
 
 import oneloop
@@ -131,6 +134,43 @@ def test_one_loop_runs_every_flask_hook_on_its_loop(load_app, tmp_path):
         assert loops == {str(id(loop))}, r.headers
     teardowns = hooks_log.read_text().splitlines()
     assert [line.split()[2] for line in teardowns] == [str(id(loop))] * 4
+
+
+LOOP_FACTORIES = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+@pytest.mark.parametrize("factory", list(LOOP_FACTORIES))
+def test_one_loop_run_coroutine_on_any_loop_factory(factory):
+    """one_loop() knows its loop's thread itself: uvloop's Loop has no
+    asyncio private _thread_id to ask."""
+
+    async def where() -> tuple:
+        return threading.get_ident(), asyncio.get_running_loop()
+
+    with one_loop(LOOP_FACTORIES[factory]) as loop:
+        ident, running = oneloop.run_coroutine(where())
+    assert running is loop and type(loop).__module__.startswith(factory)
+    assert ident != threading.get_ident()
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("factory", list(LOOP_FACTORIES))
+def test_one_loop_refuses_run_coroutine_on_its_loop_and_closes_the_coroutine(factory):
+    async def inner() -> int:
+        return 1
+
+    async def nested() -> tuple:
+        coro = inner()
+        try:
+            oneloop.run_coroutine(coro)
+        except RuntimeError as exc:
+            return str(exc), inspect.getcoroutinestate(coro)
+        return None, inspect.getcoroutinestate(coro)
+
+    with one_loop(LOOP_FACTORIES[factory]):
+        error, state = oneloop.run_coroutine(nested())
+    assert error and "event loop thread" in error
+    assert state == inspect.CORO_CLOSED
 
 
 def test_one_loop_serves_legacy_run_until_complete_and_run_coroutine(load_app):

@@ -623,7 +623,8 @@ SCOPE_TYPES: list = []
 async def lifespan_app(scope, receive, send):
     """Full lifespan support. Startup fills the state; shutdown appends to the
     file in $LIFESPAN_MARKER. Requests report their state and then change it;
-    ?sleep=S holds the request S seconds (recording its end in the marker)."""
+    ?sleep=S holds the request S seconds (recording its start and end in the
+    marker)."""
     SCOPE_TYPES.append(scope["type"])
     marker = os.environ.get("LIFESPAN_MARKER")
     if scope["type"] == "lifespan":
@@ -668,6 +669,9 @@ async def lifespan_app(scope, receive, send):
         state["added"] = "by a request"
         state["shared"].append("x")
     if "sleep" in q:
+        if marker:  # tells a test the request is in the app
+            with open(marker, "a") as f:
+                f.write("request started\n")
         await asyncio.sleep(float(q["sleep"]))
         if marker:
             with open(marker, "a") as f:
