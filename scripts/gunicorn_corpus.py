@@ -96,7 +96,10 @@ def start_server() -> tuple[subprocess.Popen, int]:
     port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "oneloop", "--app-dir", str(APPS), "--fd", str(sock.fileno())]
     proc = subprocess.Popen(
-        [*cmd, "echo_apps:echo"], pass_fds=[sock.fileno()], stderr=subprocess.DEVNULL
+        [*cmd, "--no-access-log", "echo_apps:echo"],
+        pass_fds=[sock.fileno()],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     sock.close()
     for _ in range(200):
@@ -135,7 +138,11 @@ def main() -> int:
                     usable += 1
                     hits += result == good
                     counts[result] = counts.get(result, 0) + 1
-                line = got.split(b"\r\n", 1)[0].decode("latin-1")
+                # the status line, and oneloop's reason (its error body)
+                head, _, body = got.partition(b"\r\n\r\n")
+                line = head.split(b"\r\n", 1)[0].decode("latin-1")
+                if result == "refused":
+                    line += " -- " + body.split(b"\n", 1)[0].decode("latin-1")
                 mark = "option" if option else ("ok" if result == good else "MISS")
                 if args.verbose or mark == "MISS":
                     print(f"{kind:8} {f.name:48} {result:9} {mark:6} {line}")
