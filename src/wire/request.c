@@ -38,9 +38,12 @@ typedef struct method {
     unsigned char protocols;
 } method;
 
-/* Methods we implement, most frequent first. The set is llhttp's: the HTTP
+/* Methods we know by name, most frequent first. The set is llhttp's: the HTTP
  * methods of RFC 9110 and the WebDAV/CalDAV/UPnP extensions, plus those of
- * RTSP and ICE so that requests of those protocols are at least parsed. */
+ * RTSP and ICE so that requests of those protocols are at least parsed. Over
+ * HTTP any other token is a method too (RFC 9110 9.1: the set is extensible,
+ * and what an unknown one means is the application's business); RTSP and ICE
+ * requests must use one of theirs. */
 static const method methods[] = {
     {"GET", 3, OL_M_GET, P_HTTP | P_RTSP},
     {"POST", 4, OL_M_POST, P_HTTP | P_RTSP},
@@ -192,6 +195,69 @@ static int parse_simple_request(const char *p, const char *end, ol_request *req,
     return 0;
 }
 
+/* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then "://": an
+ * absolute-URI with an authority, as HTTP's schemes have. Requiring the "//"
+ * keeps "example.com:443" (a valid absolute-URI by syntax alone) out. */
+static int is_absolute_form(const char *p, const char *end)
+{
+    const char *s = p;
+    while (p < end &&
+           ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+            (p > s && ((*p >= '0' && *p <= '9') || *p == '+' || *p == '-' || *p == '.'))))
+        p++;
+    return p > s && end - p >= 3 && memcmp(p, "://", 3) == 0;
+}
+
+/* authority-form = uri-host ":" port (RFC 9112 3.2.3), the port required
+ * (RFC 9110 9.3.6). No userinfo, path, query or fragment. */
+static int is_authority_form(const char *p, const char *end)
+{
+    const char *colon = NULL;
+    if (p < end && *p == '[') { /* IP-literal: up to its "]", then ":" */
+        const char *q = memchr(p, ']', (size_t)(end - p));
+        if (q == NULL || q == p + 1 || q + 1 == end || q[1] != ':')
+            return 0;
+        for (const char *c = p + 1; c < q; c++)
+            if (!ol__is((unsigned char)*c, OL__HEX) && *c != ':' && *c != '.')
+                return 0;
+        colon = q + 1;
+    } else {
+        for (const char *c = p; c < end; c++) {
+            if (*c == '/' || *c == '?' || *c == '#' || *c == '@' || *c == '[' || *c == ']')
+                return 0;
+            if (*c == ':')
+                colon = c;
+        }
+        if (colon == NULL || colon == p || memchr(p, ':', (size_t)(colon - p)) != NULL)
+            return 0;
+    }
+    if (colon + 1 == end)
+        return 0;
+    for (const char *c = colon + 1; c < end; c++)
+        if (!is_digit(*c))
+            return 0;
+    return 1;
+}
+
+/*
+ * The form of the request-target follows from the method (RFC 9112 3.2):
+ * CONNECT takes authority-form and nothing else; "*" (asterisk-form) only
+ * with OPTIONS; every method may use origin-form ("/...") or absolute-form.
+ * Anything else -- "foo/bar", "example.com:443" with GET -- is not a
+ * request-target at all, and two servers could route it differently.
+ */
+static int check_target_form(const ol_request *req)
+{
+    const char *p = req->target.base, *end = p + req->target.len;
+    if (req->method_id == OL_M_CONNECT)
+        return is_authority_form(p, end) ? 0 : OL_ETARGET;
+    if (req->target.len == 1 && *p == '*')
+        return req->method_id == OL_M_OPTIONS ? 0 : OL_ETARGET;
+    if (*p == '/' || is_absolute_form(p, end))
+        return 0;
+    return OL_ETARGET;
+}
+
 /* request-line = method SP request-target SP HTTP-version CRLF */
 static int parse_request_line(const char *p, const char *end, ol_request *req, const char **next)
 {
@@ -202,11 +268,9 @@ static int parse_request_line(const char *p, const char *end, ol_request *req, c
     if (*p != ' ' || p == start)
         return OL_EMETHOD;
     const method *m = find_method(start, (size_t)(p - start));
-    if (m == NULL)
-        return OL_EMETHOD_UNKNOWN;
     req->method.base = start;
     req->method.len = (size_t)(p - start);
-    req->method_id = m->id;
+    req->method_id = m != NULL ? m->id : OL_M_OTHER;
 
     const char *target = ++p;
     p = ol__scan_target(p, end);
@@ -225,11 +289,13 @@ static int parse_request_line(const char *p, const char *end, ol_request *req, c
     int r = parse_protocol(&p, end, &req->protocol);
     if (r != 0)
         return r;
-    if (!(m->protocols & (1u << req->protocol)))
-        return req->protocol == OL_PROTO_HTTP ? OL_EMETHOD_UNKNOWN : OL_EPROTOCOL;
+    if (req->protocol != OL_PROTO_HTTP && (m == NULL || !(m->protocols & (1u << req->protocol))))
+        return OL_EPROTOCOL;
     r = parse_version(p, end, req, next);
     if (r == 0 && req->method_id == OL_M_PRI)
         return OL_EVERSION_UNSUPPORTED; /* the HTTP/2 connection preface */
+    if (r == 0 && req->protocol == OL_PROTO_HTTP)
+        r = check_target_form(req);
     return r;
 }
 
