@@ -176,6 +176,8 @@ static int parse_version(const char *p, const char *end, ol_request *req, const 
     return 0;
 }
 
+static int is_absolute_form(const char *p, const char *end);
+
 /* An HTTP/0.9 simple request: "GET" SP target CRLF and nothing else. */
 static int parse_simple_request(const char *p, const char *end, ol_request *req, const char **next)
 {
@@ -187,6 +189,8 @@ static int parse_simple_request(const char *p, const char *end, ol_request *req,
         return OL_ELINE;
     if (req->method_id != OL_M_GET)
         return OL_EVERSION;
+    if (req->target.base[0] != '/' && !is_absolute_form(req->target.base, p))
+        return OL_ETARGET; /* the same target forms as GET in HTTP/1.x */
     req->protocol = OL_PROTO_HTTP;
     req->version_major = 0;
     req->version_minor = 9;

@@ -164,6 +164,8 @@ static const row rows[] = {
     R("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", OL_EVERSION_UNSUPPORTED, NULL, 0, "HTTP/2 preface"),
     R("PRI * HTTP/1.1\r\n\r\n", OL_EVERSION_UNSUPPORTED, NULL, 0, "PRI method"),
     R("POST /\r\n", OL_EVERSION, NULL, 0, "HTTP/0.9 allows only GET"),
+    R("GET a\r\n", OL_ETARGET, NULL, 0, "HTTP/0.9 target in origin- or absolute-form too"),
+    R("GET http://a/\r\n", OK, "GET http://a/ 0.9 none simple", 0, "HTTP/0.9 with absolute-form"),
     R("GET / HTTP/1.1\n\n", OL_ELINE, NULL, 0, "bare LF after request line"),
     R("GET / HTTP/1.1\rX\r\n\r\n", OL_ELINE, NULL, 0, "bare CR after request line"),
     R("GET /\rX", OL_ELINE, NULL, 0, "bare CR after HTTP/0.9 target"),
