@@ -199,48 +199,77 @@ static int parse_simple_request(const char *p, const char *end, ol_request *req,
     return 0;
 }
 
-/* scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then "://": an
- * absolute-URI with an authority, as HTTP's schemes have. Requiring the "//"
- * keeps "example.com:443" (a valid absolute-URI by syntax alone) out. */
+/* reg-name = *( unreserved / pct-encoded / sub-delims ) (RFC 3986 3.2.2);
+ * '%' is let through without checking its two hex digits. */
+static int is_reg_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) ||
+           strchr("-._~%!$&'()*+,;=", c) != NULL;
+}
+
+/*
+ * host [ ":" port ] in [p, end), the host non-empty (RFC 9110 4.2.1 and
+ * 9.3.6): an IP-literal in brackets, or a reg-name (which covers IPv4). With
+ * port_required, ":" and at least one digit must follow.
+ */
+static int is_host_port(const char *p, const char *end, int port_required)
+{
+    const char *host = p;
+    if (p < end && *p == '[') { /* IP-literal: hex, ':' and '.' up to "]" */
+        for (p++; p < end && (ol__is((unsigned char)*p, OL__HEX) || *p == ':' || *p == '.'); p++)
+            ;
+        if (p == end || *p != ']' || p == host + 1)
+            return 0;
+        p++;
+    } else {
+        while (p < end && is_reg_name_char(*p))
+            p++;
+        if (p == host)
+            return 0;
+    }
+    if (p == end)
+        return !port_required;
+    if (*p != ':' || (port_required && p + 1 == end))
+        return 0;
+    for (p++; p < end; p++)
+        if (!is_digit(*p))
+            return 0;
+    return 1;
+}
+
+/* absolute-form: scheme "://" authority [ path-abempty ] [ "?" query ], with
+ * scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ). Requiring the "//"
+ * keeps "example.com:443" (a valid absolute-URI by syntax alone) out; the
+ * authority is [ userinfo "@" ] host [ ":" port ] with a host (HTTP's
+ * schemes have one), so "s://]x/" is refused. */
 static int is_absolute_form(const char *p, const char *end)
 {
     const char *s = p;
-    while (p < end &&
-           ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-            (p > s && ((*p >= '0' && *p <= '9') || *p == '+' || *p == '-' || *p == '.'))))
+    while (p < end && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                       (p > s && (is_digit(*p) || *p == '+' || *p == '-' || *p == '.'))))
         p++;
-    return p > s && end - p >= 3 && memcmp(p, "://", 3) == 0;
+    if (p == s || end - p < 3 || memcmp(p, "://", 3) != 0)
+        return 0;
+    const char *auth = p + 3, *auth_end = auth;
+    while (auth_end < end && *auth_end != '/' && *auth_end != '?' && *auth_end != '#')
+        auth_end++;
+    const char *at = auth_end;
+    while (at > auth && at[-1] != '@')
+        at--;
+    if (at > auth) { /* userinfo: reg-name characters and ':' */
+        for (const char *u = auth; u < at - 1; u++)
+            if (!is_reg_name_char(*u) && *u != ':')
+                return 0;
+        auth = at;
+    }
+    return is_host_port(auth, auth_end, 0);
 }
 
 /* authority-form = uri-host ":" port (RFC 9112 3.2.3), the port required
  * (RFC 9110 9.3.6). No userinfo, path, query or fragment. */
 static int is_authority_form(const char *p, const char *end)
 {
-    const char *colon = NULL;
-    if (p < end && *p == '[') { /* IP-literal: up to its "]", then ":" */
-        const char *q = memchr(p, ']', (size_t)(end - p));
-        if (q == NULL || q == p + 1 || q + 1 == end || q[1] != ':')
-            return 0;
-        for (const char *c = p + 1; c < q; c++)
-            if (!ol__is((unsigned char)*c, OL__HEX) && *c != ':' && *c != '.')
-                return 0;
-        colon = q + 1;
-    } else {
-        for (const char *c = p; c < end; c++) {
-            if (*c == '/' || *c == '?' || *c == '#' || *c == '@' || *c == '[' || *c == ']')
-                return 0;
-            if (*c == ':')
-                colon = c;
-        }
-        if (colon == NULL || colon == p || memchr(p, ':', (size_t)(colon - p)) != NULL)
-            return 0;
-    }
-    if (colon + 1 == end)
-        return 0;
-    for (const char *c = colon + 1; c < end; c++)
-        if (!is_digit(*c))
-            return 0;
-    return 1;
+    return is_host_port(p, end, 1);
 }
 
 /*
