@@ -135,6 +135,31 @@ def test_half_closed_client_still_gets_the_response(serve, app, path):
         assert (status, body) == (200, f"GET {path}".encode())
 
 
+CUT_BODIES = {
+    # gunicorn's rfc9112_chunked_missing_final_crlf_01: the trailer section
+    # never ends
+    "chunked-after-last-chunk": b"Transfer-Encoding: chunked\r\n\r\n0\r\n",
+    "chunked-mid-chunk": b"Transfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    "content-length": b"Content-Length: 10\r\n\r\nabc",
+}
+
+
+@pytest.mark.parametrize("name", list(CUT_BODIES))
+def test_body_cut_by_a_half_close_is_answered_400(serve, app, name):
+    """A client that closes its side before the body ends sent a message that
+    can never be complete: it gets 400 and the connection closes, instead of
+    a silent close (or whatever the app makes of the disconnect)."""
+    server = serve(app)
+    with connect(server) as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: test\r\n" + CUT_BODIES[name])
+        c.sock.shutdown(socket.SHUT_WR)
+        status, headers, _ = c.response()
+        assert status == 400
+        assert headers.get("connection") == "close"
+        assert c.read_to_eof() == b""
+    assert_serves(server)
+
+
 def test_max_keep_alive_requests(serve, app):
     server = serve(app, "--max-keep-alive-requests", "3")
     with connect(server) as c:
