@@ -13,7 +13,7 @@ socket, half-closes, and reports what came back:
 The corpus is gunicorn's (MIT) and is never copied into this repository:
 pass the path of a gunicorn checkout.
 
-    python scripts/gunicorn_corpus.py /path/to/gunicorn [--connect HOST:PORT] [-v]
+    python scripts/gunicorn_corpus.py /path/to/gunicorn [--connect HOST:PORT] [--add-host] [-v]
 
 Without --connect, oneloop is started on a free port with the echo app of
 tests/python/apps (PYTHONPATH must find oneloop). Cases whose NAME.py sets a
@@ -45,6 +45,20 @@ def load(path: Path) -> bytes:
     if b"\\" in data:
         raise ValueError(f"{path.name}: an escape this loader does not know")
     return data
+
+
+def add_host(data: bytes) -> bytes:
+    """Give each HTTP/1.1 request without Host one, to see what else oneloop
+    makes of it (a missing Host alone is a refusal RFC 9112 3.2 asks for)."""
+    out, rest = b"", data
+    while rest:
+        line, sep, rest = rest.partition(b"\r\n")
+        out += line + sep
+        if line.endswith(b" HTTP/1.1") and sep:
+            head = rest.split(b"\r\n\r\n", 1)[0].lower()
+            if not head.startswith(b"host:") and b"\r\nhost:" not in head:
+                out += b"Host: corpus\r\n"
+    return out
 
 
 def uses_gunicorn_option(path: Path) -> bool:
@@ -116,6 +130,9 @@ def main() -> int:
     ap.add_argument("gunicorn", type=Path, help="a gunicorn checkout")
     ap.add_argument("--connect", help="HOST:PORT of a running oneloop")
     ap.add_argument("--timeout", type=float, default=3.0)
+    ap.add_argument(
+        "--add-host", action="store_true", help="add Host to HTTP/1.1 requests without one"
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="also list expected outcomes")
     args = ap.parse_args()
 
@@ -133,7 +150,8 @@ def main() -> int:
             usable = hits = 0
             for f in files:
                 option = uses_gunicorn_option(f)
-                result, got = exchange(host, port, load(f), args.timeout)
+                data = add_host(load(f)) if args.add_host else load(f)
+                result, got = exchange(host, port, data, args.timeout)
                 if not option:
                     usable += 1
                     hits += result == good
