@@ -384,6 +384,9 @@ KNOWN: dict[str, str] = {
     ),
     "llhttp:*/oneloop:accept[0.9]": _09 + "; llhttp reads header lines after it",
     "h11:*/oneloop:accept[0.9]": _09 + "; h11 does not know HTTP/0.9",
+    "llhttp:reject:Invalid HTTP version/oneloop:accept": (
+        "RFC 9110 2.5 and 6.2: HTTP/1.9 is served as 1.1; llhttp knows 1.0 and 1.1 only"
+    ),
     "h11:reject:no request line received/oneloop:accept": (
         "RFC 9112 2.2: empty lines before the request line are skipped; h11 refuses them"
     ),
