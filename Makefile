@@ -19,6 +19,7 @@ CC          ?= cc
 CLANG       ?= clang
 BUILD       ?= build
 FUZZ_SECONDS ?= 20
+DIFF_FUZZ_INPUTS ?= 50000
 
 WIRE_SRC    := $(wildcard src/wire/*.c)
 WIRE_HDR    := $(wildcard src/wire/*.h)
@@ -33,7 +34,7 @@ WARN        := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prot
 SANITIZE    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_FLAGS  := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
 
-.PHONY: help all deps example test test-c test-c-asan test-c-portable test-c-valgrind fuzz fuzz-smoke fuzz-corpus \
+.PHONY: help all deps example test test-c test-c-asan test-c-portable test-c-valgrind fuzz fuzz-smoke fuzz-corpus diff-fuzz \
         bench bench-parser bench-servers bench-smoke bench-compare bench-hostile bench-soak test-dist test-py test-py-versions test-py-asan test-py-asan-core test-py-valgrind format lint lint-ext clean
 
 help:
@@ -42,6 +43,9 @@ help:
 	@echo "make deps         install system packages and the package itself (editable)"
 	@echo "make test-c       C tests of the wire layer under ASan+UBSan, then under valgrind"
 	@echo "make fuzz         run each libFuzzer target for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
+	@echo "make diff-fuzz    oneloop's parser against llhttp (httptools) and h11 on DIFF_FUZZ_INPUTS"
+	@echo "                  mutated requests, fixed seed; fails on a disagreement not judged"
+	@echo "                  (DIFF_FUZZ_SECONDS=N: run N seconds instead)"
 	@echo "make bench        parser micro-benchmark (ns per request)"
 	@echo "make bench-servers  oneloop against its peers, writes docs/benchmarks.md (BENCH_QUICK=1: shorter)"
 	@echo "                  ONLY=\"KEY ...\": only those parts (ONLY=ws: the WebSocket ones, which rewrite"
@@ -73,6 +77,7 @@ test: deps
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory test-c
 	$(MAKE) --no-print-directory fuzz
+	$(MAKE) --no-print-directory diff-fuzz
 	$(MAKE) --no-print-directory test-py
 	$(MAKE) --no-print-directory test-py-asan-core
 	$(MAKE) --no-print-directory test-dist
@@ -146,6 +151,13 @@ fuzz: $(addprefix $(BUILD)/fuzz/,$(FUZZERS)) fuzz-corpus
 		grep -E "^(Done|stat::number_of_executed_units|SUMMARY)" $(BUILD)/fuzz-$$f.log; \
 		if [ $$status -ne 0 ]; then tail -40 $(BUILD)/fuzz-$$f.log; exit 1; fi; \
 	done
+
+# The same bytes through oneloop's parser, llhttp and h11 (scripts/diff_fuzz.py):
+# every disagreement must be a class judged there and in docs/architecture.md.
+# The seed is fixed, so the default run is deterministic (about 5 s).
+diff-fuzz:
+	$(PYTHON) scripts/diff_fuzz.py --seed 1 --check \
+		$(if $(DIFF_FUZZ_SECONDS),--seconds $(DIFF_FUZZ_SECONDS),--inputs $(DIFF_FUZZ_INPUTS))
 
 # ---------------------------------------------------------------- benchmarks
 

@@ -196,11 +196,14 @@ static void body_error(ol_req *r, int error)
     if (c == NULL)
         return;
     if (!(r->flags & REQ_HEAD_SENT)) {
-        int too_large = error == OL_ETOO_LARGE;
+        int too_large = error == OL_ETOO_LARGE, cut = error == OL_EBODY_CUT;
         r->flags |= REQ_HEAD_SENT | REQ_COMPLETE;
         r->status = too_large ? 413 : ol_error_status(error); /* for the access log */
         c->request = NULL;
-        ol_h1_send_error(c, r->status, too_large ? "request body too large" : ol_strerror(error));
+        ol_h1_send_error(c, r->status,
+                         too_large ? "request body too large"
+                         : cut     ? "request body cut short"
+                                   : ol_strerror(error));
         ol_req_detach(r);
         Py_DECREF(r);
     } else {
@@ -336,7 +339,9 @@ PyObject *ol_asgi_send_body(ol_req *r, PyObject *message)
                                             "'http.response.body'.");
         return NULL;
     }
-    if (r->flags & REQ_COMPLETE) {
+    /* A response the server completed itself (an error answer to a broken
+     * body) is the client's doing: ClientDisconnected below, not misuse. */
+    if ((r->flags & REQ_COMPLETE) && !(r->flags & REQ_DISCONNECTED)) {
         PyErr_SetString(PyExc_RuntimeError, "Unexpected ASGI message 'http.response.body' sent, "
                                             "after response already completed.");
         return NULL;
@@ -467,6 +472,15 @@ static void asgi_on_eof(ol_req *r)
 {
     if (r->flags & REQ_WEBSOCKET) { /* a WebSocket client does not half-close */
         ol_asgi_ws_disconnected(r);
+        return;
+    }
+    if (r->conn != NULL && !r->conn->body_done) {
+        /* The client closed its side inside the body: the message can never
+         * be complete. The app hears http.disconnect; the client gets 400
+         * (if no response has begun) rather than a silent close. The
+         * request may be freed by body_error, so it comes last. */
+        asgi_on_disconnect(r);
+        body_error(r, OL_EBODY_CUT);
         return;
     }
     if (r->receive_waiter != NULL && (r->flags & REQ_BODY_DONE))

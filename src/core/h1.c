@@ -533,9 +533,11 @@ static void h1_on_eof(ol_conn *c, int clean)
     }
     /* A clean EOF after a complete request may be a half-close: the client
      * still reads our answer. Tell a listening receive(), but let send() go
-     * on until the socket itself refuses. */
+     * on until the socket itself refuses. A clean EOF inside the body is a
+     * half-close too, but of a message that can never be complete: the
+     * interface answers it 400 if it can (on_eof sees body_done unset). */
     const ol_handler *handler = c->server->handler;
-    if (clean && c->body_done)
+    if (clean)
         handler->on_eof(r);
     else
         handler->on_disconnect(r);

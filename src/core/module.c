@@ -80,6 +80,56 @@ static PyObject *parse_request(PyObject *module, PyObject *arg)
     return result;
 }
 
+/* decode_chunked(): the wire layer's chunked decoder over one buffer. */
+static PyObject *decode_chunked(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    ol_limits limits;
+    ol_limits_default(&limits);
+    ol_header trailers[256];
+    ol_chunked dec;
+    ol_chunked_init(&dec, &limits);
+    dec.trailers = trailers;
+    dec.max_trailers = sizeof(trailers) / sizeof(trailers[0]);
+    const char *p = view.buf;
+    size_t left = (size_t)view.len;
+    PyObject *body = PyBytes_FromStringAndSize(NULL, 0), *result = NULL;
+    int r = OL_CHUNK_DATA;
+    while (body != NULL && r == OL_CHUNK_DATA) {
+        size_t used;
+        ol_span data;
+        r = ol_chunked_decode(&dec, p, left, &used, &data);
+        p += used;
+        left -= used;
+        if (r == OL_CHUNK_DATA)
+            PyBytes_ConcatAndDel(&body, span_bytes(data)); /* NULL on failure */
+    }
+    if (body == NULL) {
+        /* out of memory: the exception is set */
+    } else if (r == OL_INCOMPLETE) {
+        result = Py_NewRef(Py_None);
+    } else if (r < 0) {
+        PyErr_Format(PyExc_ValueError, "%d %s", ol_error_status(r), ol_strerror(r));
+    } else {
+        ol_request fake = {.headers = trailers, .num_headers = dec.num_trailers};
+        PyObject *list = headers_list(&fake);
+        if (list != NULL)
+            result = Py_BuildValue("(OnN)", body, (Py_ssize_t)(p - (const char *)view.buf), list);
+    }
+    Py_XDECREF(body);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+PyDoc_STRVAR(decode_chunked_doc,
+             "decode_chunked(data, /)\n--\n\n"
+             "Decode a chunked body at the start of data with oneloop's decoder. Returns\n"
+             "(body, bytes used, trailers), None if incomplete, or raises\n"
+             "ValueError('<status> <reason>').");
+
 PyDoc_STRVAR(parse_request_doc,
              "parse_request(data, /)\n--\n\n"
              "Parse an HTTP/1.1 request head with oneloop's parser. Returns a dict,\n"
@@ -198,6 +248,7 @@ static PyMethodDef module_methods[] = {
      "atomic_store(buffer, offset, value, /)\n--\n\n"
      "Write an unsigned 64-bit word at offset (8-byte aligned) of a writable\n"
      "buffer with one atomic store (release)."},
+    {"decode_chunked", decode_chunked, METH_O, decode_chunked_doc},
     {"thread_executor", ol_handback_thread, METH_NOARGS,
      "thread_executor()\n--\n\n"
      "The calling thread's ThreadExecutor: runs the work the loop submits while\n"

@@ -32,6 +32,7 @@ typedef struct ol_listener {
 #define OL_ETOO_LARGE    (-1000) /* body beyond --limit-request-body */
 #define OL_ETIMEOUT      (-1001) /* the client stopped sending the body */
 #define OL_EDISCONNECTED (-1002) /* the client went away */
+#define OL_EBODY_CUT     (-1003) /* the client closed its side before the body ended: 400 */
 
 enum ol_interface { OL_WSGI = 1, OL_ASGI2 = 2, OL_ASGI3 = 3 };
 

@@ -90,6 +90,12 @@ static int body_failed(ol_input *in, int error)
                         "timed out reading the request body");
     } else if (error == OL_EDISCONNECTED) {
         PyErr_SetString(r->server->state->client_disconnected, "the client disconnected");
+    } else if (error == OL_EBODY_CUT) {
+        /* A half-close inside the body: the client may still read, and the
+         * message is malformed, so it gets 400 if the app lets this out. */
+        r->error_status = 400;
+        PyErr_SetString(r->server->state->client_disconnected,
+                        "the client closed its side before the request body ended");
     } else {
         r->error_status = ol_error_status(error);
         PyErr_Format(PyExc_ValueError, "malformed request body: %s", ol_strerror(error));
@@ -134,7 +140,7 @@ static int input_fill(ol_input *in, size_t want)
         }
         if (n <= 0) {
             c->flags |= CONN_PEER_CLOSED;
-            return body_failed(in, OL_EDISCONNECTED);
+            return body_failed(in, n == 0 ? OL_EBODY_CUT : OL_EDISCONNECTED);
         }
     }
     return 0;

@@ -35,17 +35,23 @@ void ol_chunked_init(ol_chunked *dec, const ol_limits *limits)
     dec->max_trailer_size = limits->max_trailer_size;
 }
 
-/* chunk-ext-item = ";" ext-name [ "=" ext-val ]; p points at the ';'. On
- * OL_INCOMPLETE *pp is moved to end so the caller can apply its cap. */
+/* chunk-ext-item = BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] (RFC 9112
+ * 7.1.1); p points at the ';'. BWS is there because senders did put
+ * whitespace around ';' and '=', and it cannot change framing: the size is
+ * already read. On OL_INCOMPLETE *pp is moved to end so the caller can apply
+ * its cap. */
 static int skip_extension(const char **pp, const char *end)
 {
-    const char *p = *pp + 1;
+    const char *p = ol__skip_ows(*pp + 1, end);
     const char *name = p;
     p = ol__skip_token(p, end);
     if (p < end && p == name)
         return OL_ECHUNK_EXT;
-    if (p < end && *p == '=') {
-        p++;
+    const char *eq = ol__skip_ows(p, end);
+    if (eq == end) {
+        p = end; /* an '=' may still come */
+    } else if (*eq == '=') {
+        p = ol__skip_ows(eq + 1, end);
         if (p < end && *p == '"') {
             int incomplete;
             const char *q = ol__skip_quoted(p, end, &incomplete);
@@ -78,16 +84,27 @@ static int parse_size_line(ol_chunked *dec, const char *p, const char *end, cons
     if (digits == 0)
         return OL_ECHUNK_SIZE;
 
+    /* Whitespace counts against the extension cap like the extensions it
+     * may precede, so a run of it is bounded too. Whitespace not followed
+     * by ';' (as in "5 \r\n") is an error. */
     const char *ext = p;
-    while (p < end && *p == ';') {
-        int r = skip_extension(&p, end);
-        if (dec->ext_total + (size_t)(p - ext) > dec->max_ext)
+    for (;;) {
+        const char *semi = ol__skip_ows(p, end), *reach = semi;
+        int r = semi == end ? OL_INCOMPLETE : 0;
+        if (r == 0 && *semi == ';') {
+            p = semi;
+            r = skip_extension(&p, end);
+            reach = p;
+        }
+        /* reach, not p: the cap must not depend on whether the byte after
+         * the whitespace has arrived yet. */
+        if (dec->ext_total + (size_t)(reach - ext) > dec->max_ext)
             return OL_ECHUNK_EXT_TOO_LONG;
         if (r != 0)
             return r;
+        if (*semi != ';')
+            break;
     }
-    if (p == end)
-        return OL_INCOMPLETE;
     if (*p != '\r')
         return p == ext ? OL_ECHUNK_SIZE : OL_ECHUNK_EXT;
     if (p + 1 == end)
@@ -131,8 +148,8 @@ static int take_data(ol_chunked *dec, const char **pp, const char *end, ol_span 
 static int take_trailers(ol_chunked *dec, const char **pp, const char *end)
 {
     size_t count;
-    int r = ol_parse_fields(*pp, (size_t)(end - *pp), dec->trailers, dec->max_trailers, &count,
-                            dec->max_trailer_size);
+    int r = ol__parse_field_block(*pp, (size_t)(end - *pp), dec->trailers, dec->max_trailers,
+                                  &count, dec->max_trailer_size, 1);
     if (r < 0)
         return r;
     dec->num_trailers = count;

@@ -37,6 +37,7 @@ static const error_info errors[] = {
     {OL_ETRAILERS_TOO_LARGE, 431, "trailer section too large"},
     {OL_ESTATUS, 500, "invalid status code"},
     {OL_ENOSPACE, 500, "output buffer too small"},
+    {OL_ETRAILER_FIELD, 400, "field not allowed in a trailer section"},
 };
 
 static const error_info *find(int code)

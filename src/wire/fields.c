@@ -11,6 +11,7 @@
  * no control bytes other than HTAB.
  */
 #include <stddef.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -98,8 +99,51 @@ const char *ol__skip_quoted(const char *p, const char *end, int *incomplete)
     return NULL;
 }
 
-int ol_parse_fields(const char *buf, size_t len, ol_header *fields, size_t max_fields,
-                    size_t *count, size_t max_size)
+/*
+ * Fields a trailer section must not carry: RFC 9110 6.5.1 says those needed
+ * before the content can be processed -- framing, routing, connection
+ * control, request modifiers, authentication -- cannot come after it. A
+ * recipient that merged one into the header section (a proxy, a framework)
+ * would let a trailer change what the head already decided, so the message
+ * is refused rather than the field dropped. Content-Type and the other
+ * descriptive content fields are not here: they change nothing about how
+ * the message is framed or routed.
+ */
+static int forbidden_in_trailer(ol_span name)
+{
+    static const char *const names[] = {
+        "content-length",
+        "transfer-encoding",
+        "trailer",
+        "host",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "proxy-connection",
+        "te",
+        "expect",
+        "max-forwards",
+        "range",
+        "if-match",
+        "if-none-match",
+        "if-modified-since",
+        "if-unmodified-since",
+        "if-range",
+        "cache-control",
+        "pragma",
+        "authorization",
+        "proxy-authorization",
+        "content-encoding",
+        "content-range",
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (ol__ieq(name.base, name.len, names[i], strlen(names[i])))
+            return 1;
+    return 0;
+}
+
+int ol__parse_field_block(const char *buf, size_t len, ol_header *fields, size_t max_fields,
+                          size_t *count, size_t max_size, int trailers)
 {
     const char *p = buf, *end = buf + len;
     size_t n = 0;
@@ -107,10 +151,17 @@ int ol_parse_fields(const char *buf, size_t len, ol_header *fields, size_t max_f
         ol__field f;
         const char *next;
         int r = ol__scan_field(p, end, &f, &next);
-        if (r == OL_INCOMPLETE)
+        if (r == OL_INCOMPLETE) {
+            if (trailers && f.have_name && forbidden_in_trailer(f.h.name))
+                return OL_ETRAILER_FIELD; /* as soon as the name proves it */
             return len > max_size ? OL_ETRAILERS_TOO_LARGE : OL_INCOMPLETE;
+        }
         if (r < 0)
             return r;
+        /* Before the size check, as on the incomplete path above, so that
+         * the error does not depend on how the bytes arrived. */
+        if (r == OL__FIELD && trailers && forbidden_in_trailer(f.h.name))
+            return OL_ETRAILER_FIELD;
         if ((size_t)(next - buf) > max_size)
             return OL_ETRAILERS_TOO_LARGE;
         if (r == OL__END) {
@@ -124,4 +175,10 @@ int ol_parse_fields(const char *buf, size_t len, ol_header *fields, size_t max_f
         n++;
         p = next;
     }
+}
+
+int ol_parse_fields(const char *buf, size_t len, ol_header *fields, size_t max_fields,
+                    size_t *count, size_t max_size)
+{
+    return ol__parse_field_block(buf, len, fields, max_fields, count, max_size, 0);
 }

@@ -27,6 +27,11 @@ typedef struct ol__field {
  */
 int ol__scan_field(const char *p, const char *end, ol__field *f, const char **next);
 
+/* ol_parse_fields(); with trailers set, also refuse the fields a trailer
+ * section must not carry (OL_ETRAILER_FIELD). */
+int ol__parse_field_block(const char *buf, size_t len, ol_header *fields, size_t max_fields,
+                          size_t *count, size_t max_size, int trailers);
+
 /* Skip optional whitespace (SP / HTAB). */
 static inline const char *ol__skip_ows(const char *p, const char *end)
 {

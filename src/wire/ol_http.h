@@ -37,8 +37,8 @@ enum {
 
     /* Request line. */
     OL_EMETHOD = -2,              /* method is empty or not a token */
-    OL_EMETHOD_UNKNOWN = -3,      /* a token, but not a method we implement */
-    OL_ETARGET = -4,              /* request-target empty or has a byte outside 0x21-0x7E */
+    OL_EMETHOD_UNKNOWN = -3,      /* unused: any token is an HTTP method */
+    OL_ETARGET = -4,              /* empty, a byte outside 0x21-0x7E, or the wrong form */
     OL_EPROTOCOL = -5,            /* not HTTP/RTSP/ICE, or method not valid for it */
     OL_EVERSION = -6,             /* version is not DIGIT "." DIGIT */
     OL_EVERSION_UNSUPPORTED = -7, /* major version other than 1, or the HTTP/2 preface */
@@ -71,7 +71,10 @@ enum {
     OL_ESTATUS = -26,  /* status code outside 100-999 */
     OL_ENOSPACE = -27, /* output buffer too small */
 
-    OL_ERROR_MIN = -27
+    /* Added later, numbered after the others so no code changes meaning. */
+    OL_ETRAILER_FIELD = -28, /* a field a trailer section must not carry (RFC 9110 6.5.1) */
+
+    OL_ERROR_MIN = -28
 };
 
 /* A short English description of a result code ("invalid chunk size"). */
@@ -243,9 +246,12 @@ void ol_chunked_init(ol_chunked *dec, const ol_limits *limits);
  *                  complete, so the caller must keep those bytes;
  *   an OL_E* error, after which the decoder must not be used again.
  *
- * Syntax is strict: 1*HEXDIG with no whitespace, extensions as
- * ";" token [ "=" ( token / quoted-string ) ] with no whitespace, and CRLF
- * after the size line and after each chunk's data. The decoder never reads
+ * Syntax is strict: 1*HEXDIG with no whitespace in it, extensions as
+ * BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] (RFC 9112
+ * 7.1.1), and CRLF after the size line and after each chunk's data. The
+ * trailer section must not carry the fields RFC 9110 6.5.1 says cannot be
+ * processed after the content (framing, routing, connection control,
+ * request modifiers, authentication): OL_ETRAILER_FIELD. The decoder never reads
  * beyond buf[len - 1] and keeps no pointer into buf between calls.
  */
 int ol_chunked_decode(ol_chunked *dec, const char *buf, size_t len, size_t *consumed,

@@ -38,9 +38,12 @@ typedef struct method {
     unsigned char protocols;
 } method;
 
-/* Methods we implement, most frequent first. The set is llhttp's: the HTTP
+/* Methods we know by name, most frequent first. The set is llhttp's: the HTTP
  * methods of RFC 9110 and the WebDAV/CalDAV/UPnP extensions, plus those of
- * RTSP and ICE so that requests of those protocols are at least parsed. */
+ * RTSP and ICE so that requests of those protocols are at least parsed. Over
+ * HTTP any other token is a method too (RFC 9110 9.1: the set is extensible,
+ * and what an unknown one means is the application's business); RTSP and ICE
+ * requests must use one of theirs. */
 static const method methods[] = {
     {"GET", 3, OL_M_GET, P_HTTP | P_RTSP},
     {"POST", 4, OL_M_POST, P_HTTP | P_RTSP},
@@ -173,6 +176,8 @@ static int parse_version(const char *p, const char *end, ol_request *req, const 
     return 0;
 }
 
+static int is_absolute_form(const char *p, const char *end);
+
 /* An HTTP/0.9 simple request: "GET" SP target CRLF and nothing else. */
 static int parse_simple_request(const char *p, const char *end, ol_request *req, const char **next)
 {
@@ -184,12 +189,106 @@ static int parse_simple_request(const char *p, const char *end, ol_request *req,
         return OL_ELINE;
     if (req->method_id != OL_M_GET)
         return OL_EVERSION;
+    if (req->target.base[0] != '/' && !is_absolute_form(req->target.base, p))
+        return OL_ETARGET; /* the same target forms as GET in HTTP/1.x */
     req->protocol = OL_PROTO_HTTP;
     req->version_major = 0;
     req->version_minor = 9;
     req->flags |= OL_REQ_SIMPLE;
     *next = p + 2;
     return 0;
+}
+
+/* reg-name = *( unreserved / pct-encoded / sub-delims ) (RFC 3986 3.2.2);
+ * '%' is let through without checking its two hex digits. */
+static int is_reg_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) ||
+           strchr("-._~%!$&'()*+,;=", c) != NULL;
+}
+
+/*
+ * host [ ":" port ] in [p, end), the host non-empty (RFC 9110 4.2.1 and
+ * 9.3.6): an IP-literal in brackets, or a reg-name (which covers IPv4). With
+ * port_required, ":" and at least one digit must follow.
+ */
+static int is_host_port(const char *p, const char *end, int port_required)
+{
+    const char *host = p;
+    if (p < end && *p == '[') { /* IP-literal: hex, ':' and '.' up to "]" */
+        for (p++; p < end && (ol__is((unsigned char)*p, OL__HEX) || *p == ':' || *p == '.'); p++)
+            ;
+        if (p == end || *p != ']' || p == host + 1)
+            return 0;
+        p++;
+    } else {
+        while (p < end && is_reg_name_char(*p))
+            p++;
+        if (p == host)
+            return 0;
+    }
+    if (p == end)
+        return !port_required;
+    if (*p != ':' || (port_required && p + 1 == end))
+        return 0;
+    for (p++; p < end; p++)
+        if (!is_digit(*p))
+            return 0;
+    return 1;
+}
+
+/* absolute-form: scheme "://" authority [ path-abempty ] [ "?" query ], with
+ * scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ). Requiring the "//"
+ * keeps "example.com:443" (a valid absolute-URI by syntax alone) out; the
+ * authority is [ userinfo "@" ] host [ ":" port ] with a host (HTTP's
+ * schemes have one), so "s://]x/" is refused. */
+static int is_absolute_form(const char *p, const char *end)
+{
+    const char *s = p;
+    while (p < end && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                       (p > s && (is_digit(*p) || *p == '+' || *p == '-' || *p == '.'))))
+        p++;
+    if (p == s || end - p < 3 || memcmp(p, "://", 3) != 0)
+        return 0;
+    const char *auth = p + 3, *auth_end = auth;
+    while (auth_end < end && *auth_end != '/' && *auth_end != '?' && *auth_end != '#')
+        auth_end++;
+    const char *at = auth_end;
+    while (at > auth && at[-1] != '@')
+        at--;
+    if (at > auth) { /* userinfo: reg-name characters and ':' */
+        for (const char *u = auth; u < at - 1; u++)
+            if (!is_reg_name_char(*u) && *u != ':')
+                return 0;
+        auth = at;
+    }
+    return is_host_port(auth, auth_end, 0);
+}
+
+/* authority-form = uri-host ":" port (RFC 9112 3.2.3), the port required
+ * (RFC 9110 9.3.6). No userinfo, path, query or fragment. */
+static int is_authority_form(const char *p, const char *end)
+{
+    return is_host_port(p, end, 1);
+}
+
+/*
+ * The form of the request-target follows from the method (RFC 9112 3.2):
+ * CONNECT takes authority-form and nothing else; "*" (asterisk-form) only
+ * with OPTIONS; every method may use origin-form ("/...") or absolute-form.
+ * Anything else -- "foo/bar", "example.com:443" with GET -- is not a
+ * request-target at all, and two servers could route it differently.
+ */
+static int check_target_form(const ol_request *req)
+{
+    const char *p = req->target.base, *end = p + req->target.len;
+    if (req->method_id == OL_M_CONNECT)
+        return is_authority_form(p, end) ? 0 : OL_ETARGET;
+    if (req->target.len == 1 && *p == '*')
+        return req->method_id == OL_M_OPTIONS ? 0 : OL_ETARGET;
+    if (*p == '/' || is_absolute_form(p, end))
+        return 0;
+    return OL_ETARGET;
 }
 
 /* request-line = method SP request-target SP HTTP-version CRLF */
@@ -202,11 +301,9 @@ static int parse_request_line(const char *p, const char *end, ol_request *req, c
     if (*p != ' ' || p == start)
         return OL_EMETHOD;
     const method *m = find_method(start, (size_t)(p - start));
-    if (m == NULL)
-        return OL_EMETHOD_UNKNOWN;
     req->method.base = start;
     req->method.len = (size_t)(p - start);
-    req->method_id = m->id;
+    req->method_id = m != NULL ? m->id : OL_M_OTHER;
 
     const char *target = ++p;
     p = ol__scan_target(p, end);
@@ -225,11 +322,13 @@ static int parse_request_line(const char *p, const char *end, ol_request *req, c
     int r = parse_protocol(&p, end, &req->protocol);
     if (r != 0)
         return r;
-    if (!(m->protocols & (1u << req->protocol)))
-        return req->protocol == OL_PROTO_HTTP ? OL_EMETHOD_UNKNOWN : OL_EPROTOCOL;
+    if (req->protocol != OL_PROTO_HTTP && (m == NULL || !(m->protocols & (1u << req->protocol))))
+        return OL_EPROTOCOL;
     r = parse_version(p, end, req, next);
     if (r == 0 && req->method_id == OL_M_PRI)
         return OL_EVERSION_UNSUPPORTED; /* the HTTP/2 connection preface */
+    if (r == 0 && req->protocol == OL_PROTO_HTTP)
+        r = check_target_form(req);
     return r;
 }
 

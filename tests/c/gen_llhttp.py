@@ -5,7 +5,8 @@ Each case becomes its input bytes, what must happen (accept / reject /
 upgrade) and the expected messages rendered the way tests/c/stream.c renders
 what the parser reports. Three adjustments bring the export in line with
 what llhttp itself parsed and with RFC 9112; each is explained where it is
-made.
+made. DEVIATIONS lists the cases where oneloop disagrees with llhttp on
+purpose.
 """
 
 import json
@@ -25,6 +26,18 @@ def restore_input(request: bytes) -> bytes:
 # Cases whose llhttp test declares meta "skipBody": the test harness tells
 # the parser there is no body (as for a response to HEAD).
 SKIP_BODY = {"content-length/032"}
+
+# Where oneloop deliberately parts from llhttp's expectation (listed, with the
+# reason, in docs/architecture.md): case id -> (expect, messages as rendered).
+DEVIATIONS = {
+    # RFC 9110 9.1: any token is a method; llhttp knows a fixed list. Over
+    # HTTP these reach the application, which answers 405/501 as it likes.
+    "invalid/041": ("accept", b"ANNOUNCE /music/sweet/music 1.0\nHost: example.com\n\n\n"),
+    "invalid/051": ("accept", b"MKCOLA / 1.1\n\n\n"),
+    # RFC 9112 3.2.4: asterisk-form is only for a server-wide OPTIONS; SSDP's
+    # "M-SEARCH *" belongs to HTTP over UDP, not to an HTTP/1.1 server.
+    "method/076": ("reject", b""),
+}
 
 # Must match the enum in test_llhttp.c.
 EXPECT = {"accept": 0, "reject": 1, "upgrade": 2}
@@ -69,6 +82,9 @@ def main(src: str, dst: str) -> None:
     for case in corpus["cases"]:
         request = restore_input(case["request"].encode("latin-1"))
         expected = b"".join(render(m) for m in case["messages"])
+        expect = case["expect"]
+        if case["id"] in DEVIATIONS:
+            expect, expected = DEVIATIONS[case["id"]]
         fields = [
             c_string(case["id"].encode()),
             c_string(case["title"].encode("utf-8")),
@@ -78,7 +94,7 @@ def main(src: str, dst: str) -> None:
             str(len(request)),
             c_string(expected),
             str(len(expected)),
-            str(EXPECT[case["expect"]] | (SKIP_BODY_FLAG if case["id"] in SKIP_BODY else 0)),
+            str(EXPECT[expect] | (SKIP_BODY_FLAG if case["id"] in SKIP_BODY else 0)),
         ]
         rows.append("    {" + ", ".join(fields) + "},")
     with open(dst, "w", encoding="utf-8") as f:

@@ -135,6 +135,31 @@ def test_half_closed_client_still_gets_the_response(serve, app, path):
         assert (status, body) == (200, f"GET {path}".encode())
 
 
+CUT_BODIES = {
+    # gunicorn's rfc9112_chunked_missing_final_crlf_01: the trailer section
+    # never ends
+    "chunked-after-last-chunk": b"Transfer-Encoding: chunked\r\n\r\n0\r\n",
+    "chunked-mid-chunk": b"Transfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    "content-length": b"Content-Length: 10\r\n\r\nabc",
+}
+
+
+@pytest.mark.parametrize("name", list(CUT_BODIES))
+def test_body_cut_by_a_half_close_is_answered_400(serve, app, name):
+    """A client that closes its side before the body ends sent a message that
+    can never be complete: it gets 400 and the connection closes, instead of
+    a silent close (or whatever the app makes of the disconnect)."""
+    server = serve(app)
+    with connect(server) as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: test\r\n" + CUT_BODIES[name])
+        c.sock.shutdown(socket.SHUT_WR)
+        status, headers, _ = c.response()
+        assert status == 400
+        assert headers.get("connection") == "close"
+        assert c.read_to_eof() == b""
+    assert_serves(server)
+
+
 def test_max_keep_alive_requests(serve, app):
     server = serve(app, "--max-keep-alive-requests", "3")
     with connect(server) as c:
@@ -708,7 +733,31 @@ MALFORMED = {
         b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n2\r\nab0\r\n\r\n",
         400,
     ),
-    "unknown-method": (b"BREW /p/x HTTP/1.1\r\n" + H + b"\r\n", 501),
+    # RFC 9112 3.2: the form of the target follows from the method
+    "asterisk-with-get": (b"GET * HTTP/1.1\r\n" + H + b"\r\n", 400),
+    "authority-form-with-get": (b"GET example.com:443 HTTP/1.1\r\n" + H + b"\r\n", 400),
+    "relative-target": (b"GET p/x HTTP/1.1\r\n" + H + b"\r\n", 400),
+    "connect-origin-form": (b"CONNECT /p/x HTTP/1.1\r\n" + H + b"\r\n", 400),
+    # field-vchar excludes every control but HTAB
+    "bel-in-value": (b"GET /p/x HTTP/1.1\r\n" + H + b"X-A: plain\x07injected\r\n\r\n", 400),
+    "esc-in-value": (b"GET /p/x HTTP/1.1\r\n" + H + b"X-A: \x1b[2J\r\n\r\n", 400),
+    # RFC 9110 6.5.1: framing, routing and authentication fields cannot come
+    # after the content; a trailer carrying one is refused
+    "content-length-trailer": (
+        b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nContent-Length: 50\r\n\r\n",
+        400,
+    ),
+    "host-trailer": (
+        b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nHost: evil.example\r\n\r\n",
+        400,
+    ),
+    "transfer-encoding-trailer": (
+        b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        400,
+    ),
     "http-2.0": (b"GET /p/x HTTP/2.0\r\n" + H + b"\r\n", 505),
     "http-3.0": (b"GET /p/x HTTP/3.0\r\n" + H + b"\r\n", 505),
     "http-0.9": (b"GET /p/x\r\n\r\n", 505),
@@ -744,11 +793,21 @@ TOLERATED = {
         b"3\r\nabc\r\n0\r\n\r\n",
         b"abc",
     ),
-    # a Content-Length trailer must not change the framing
-    "content-length-trailer": (
+    # a trailer that neither frames, routes nor authenticates is fine
+    "content-type-trailer": (
         b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
-        b"3\r\nabc\r\n0\r\nContent-Length: 50\r\n\r\n",
+        b"3\r\nabc\r\n0\r\nContent-Type: text/plain\r\n\r\n",
         b"abc",
+    ),
+    # RFC 9110 9.1: any token is a method; the app sees it
+    "unknown-method": (b"BREW /p/x HTTP/1.1\r\n" + H + b"\r\n", b"BREW /p/x"),
+    "method-leading-dash": (b"-BLARGH /p/x HTTP/1.1\r\n" + H + b"\r\n", b"-BLARGH /p/x"),
+    "method-underscore": (b"FOO_BAR /p/x HTTP/1.1\r\n" + H + b"\r\n", b"FOO_BAR /p/x"),
+    # RFC 9112 7.1.1: BWS around ';' and '=' in chunk extensions
+    "chunk-ext-bws": (
+        b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+        b'5; some; parameters=stuff\r\nhello\r\n6 ;blah = "x"\r\n world\r\n0\r\n\r\n',
+        b"hello world",
     ),
     # RFC 9110 2.5: a higher minor version is served as the highest we know
     "http-1.2": (b"GET /p/x HTTP/1.2\r\n" + H + b"\r\n", b"GET /p/x"),
@@ -769,6 +828,17 @@ def test_tolerated_request_forms(serve, app, name):
         status, headers, body = c.response()
         assert (status, body) == (200, want)
         assert "close" not in headers.get("connection", "")
+        assert c.response()[2] == b"GET /p/next"
+
+
+def test_absolute_form_reaches_the_app(serve, app):
+    """RFC 9112 3.2.2: any method may use absolute-form; the app sees the
+    path (WSGI's RAW_URI keeps the target as sent)."""
+    server = serve(app)
+    with connect(server) as c:
+        c.send(b"GET http://test/p/x HTTP/1.1\r\n" + H + b"\r\n" + get("/p/next"))
+        status, _, body = c.response()
+        assert status == 200 and body in (b"GET /p/x", b"GET http://test/p/x")
         assert c.response()[2] == b"GET /p/next"
 
 
