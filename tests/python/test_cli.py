@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -813,10 +814,13 @@ def test_access_log_combined_and_json_formats(serve):
 
 
 def _leave_mid_body(server, path: str = "/upload") -> None:
+    """A client that goes away in the middle of its body: its connection is
+    reset (a clean half-close there is a cut body, answered 400)."""
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n".encode())
         s.sendall(b"0123456789")
         time.sleep(0.2)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 @pytest.mark.parametrize("app", ["cli_apps:asgi_stream", "cli_apps:wsgi_stream"])
