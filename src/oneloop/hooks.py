@@ -22,7 +22,9 @@ worker_exit, on a loop of its own elsewhere (no loop runs there).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,32 +53,35 @@ def call(config: Config, name: str, *args: Any) -> None:
     """Call hook `name` if the config has it, where no event loop runs (the
     supervisor; a worker before its loop): a coroutine hook runs on a loop
     of its own. Errors are logged (raised as HookFailed for FATAL ones)."""
-    hook = config.hooks.get(name)
-    if hook is None:
-        return
-    try:
-        result = hook(*args)
+    with _reported(name):
+        result = _invoke(config, name, args)
         if inspect.isawaitable(result):
             asyncio.run(_awaited(result))
-    except Exception as exc:
-        _failed(name, exc)
 
 
 async def call_on_loop(config: Config, name: str, *args: Any) -> None:
     """The same, on the worker's loop: a coroutine hook is awaited there."""
-    hook = config.hooks.get(name)
-    if hook is None:
-        return
-    try:
-        result = hook(*args)
+    with _reported(name):
+        result = _invoke(config, name, args)
         if inspect.isawaitable(result):
             await result
-    except Exception as exc:
-        _failed(name, exc)
+
+
+def _invoke(config: Config, name: str, args: tuple) -> Any:
+    hook = config.hooks.get(name)
+    return None if hook is None else hook(*args)
 
 
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
+
+
+@contextlib.contextmanager
+def _reported(name: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        _failed(name, exc)
 
 
 def _failed(name: str, exc: Exception) -> None:
@@ -161,12 +166,9 @@ def wrap_app(app: Any, interface: str, config: Config, worker: Any) -> Any:
 
 
 def _guarded(name: str, hook: Any, *args: Any) -> None:
-    if hook is None:
-        return
-    try:
-        hook(*args)
-    except Exception as exc:
-        _failed(name, exc)
+    if hook is not None:
+        with _reported(name):
+            hook(*args)
 
 
 class _ThenCall:
