@@ -7,6 +7,7 @@ problem and exit non-zero; no traceback wall.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -110,8 +111,20 @@ def main(argv: list[str] | None = None) -> int:
         args["_parser"].error(str(exc))
     from .worker import run_config
 
+    # SIGHUP reads the configuration again: relative --config and --env-file
+    # paths, and ./pyproject.toml, from where oneloop started, not --chdir.
+    started_in = os.getcwd()
+
+    def reread(environ: dict[str, str]) -> cfg.Config:
+        now_in = os.getcwd()
+        os.chdir(started_in)
+        try:
+            return resolve(args, environ)
+        finally:
+            os.chdir(now_in)
+
     try:
-        return run_config(config, lambda environ: resolve(args, environ))
+        return run_config(config, reread)
     except AppLoadError as exc:
         if exc.details:
             print(exc.details, file=sys.stderr, end="")

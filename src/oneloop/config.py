@@ -173,6 +173,10 @@ class Config:
     workers_lifetime: float = 0.0
     pid: str | None = None
     umask: int | None = None
+    user: str | None = None
+    group: str | None = None
+    initgroups: bool = False
+    chdir: str | None = None
     reload: bool = False
     reload_dir: list[str] = field(default_factory=list)
     reload_include: list[str] = field(default_factory=list)
@@ -377,6 +381,27 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         "socket is created with mode 666 minus it (default: 666, so a proxy running as "
         "another user can connect; the process's mask is left as it is)",
     ),
+    "user": (
+        str,
+        "run the workers as this user (a name or a numeric id): the supervisor binds the "
+        "listeners as root, each worker drops to this user before it imports the app; needs "
+        "root (default: the user oneloop runs as)",
+    ),
+    "group": (
+        str,
+        "run the workers in this group (a name or a numeric id; default: --user's primary "
+        "group); needs root",
+    ),
+    "initgroups": (
+        _bool,
+        "with --user, give the workers the user's supplementary groups from /etc/group "
+        "(default: off, the workers are in --group only)",
+    ),
+    "chdir": (
+        str,
+        "change to this directory before loading the app (relative --app-dir, --pid, log "
+        "and socket paths are then relative to it)",
+    ),
     "reload": (
         _bool,
         "development: restart the workers when a source file changes (not for production)",
@@ -437,6 +462,7 @@ FLAGS = {
     "date_header",
     "reload",
     "ws_per_message_deflate",
+    "initgroups",
 }
 
 

@@ -45,9 +45,6 @@ GUNICORN_ONLY = {
     "daemon",
     "preload_app",
     "sendfile",
-    "user",
-    "group",
-    "chdir",
     "proc_name",
     "default_proc_name",
     "raw_env",
@@ -68,7 +65,6 @@ GUNICORN_ONLY = {
     "spew",
     "check_config",
     "print_config",
-    "initgroups",
     "tmp_upload_dir",
     "secure_scheme_headers",
     "proxy_protocol",
@@ -102,10 +98,10 @@ HOOKS = {
     "on_exit",
     "pre_request",
     "post_request",
-}
-UNSUPPORTED_HOOKS = {
     "worker_int",
     "worker_abort",
+}
+UNSUPPORTED_HOOKS = {
     "pre_exec",
     "ssl_context",
 }

@@ -7,6 +7,8 @@ calls them and with its arguments:
     pre_fork(server, worker)       supervisor, before a worker is forked
     post_fork(server, worker)      the worker, right after the fork
     post_worker_init(worker)       the worker, once its app is loaded and it serves
+    worker_int(worker)             the worker, on SIGINT or SIGQUIT (a fast stop)
+    worker_abort(worker)           the worker, on SIGABRT: --timeout, before SIGKILL
     worker_exit(server, worker)    the worker, as it exits
     child_exit(server, worker)     supervisor, once a worker has exited
     nworkers_changed(server, new, old)   supervisor, when the target changes
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +59,7 @@ def call(config: Config, name: str, *args: Any) -> None:
     with _reported(name):
         result = _invoke(config, name, args)
         if inspect.isawaitable(result):
-            asyncio.run(_awaited(result))
+            _run_to_end(result)
 
 
 async def call_on_loop(config: Config, name: str, *args: Any) -> None:
@@ -74,6 +77,30 @@ def _invoke(config: Config, name: str, args: tuple) -> Any:
 
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
+
+
+def _run_to_end(awaitable: Any) -> None:
+    """Await a hook's coroutine on a loop of its own; in a thread of its own
+    when this thread's loop is running but stuck (worker_abort is called
+    from a signal handler while the worker's loop is wedged)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_awaited(awaitable))
+        return
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(_awaited(awaitable))
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="oneloop-hook")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 @contextlib.contextmanager

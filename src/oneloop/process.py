@@ -1,5 +1,5 @@
 """Process chores shared by the supervisor and a lone worker: the pid file,
-the --env-file variables, and dying with the parent."""
+the --env-file variables, dying with the parent, and the names `ps` shows."""
 
 from __future__ import annotations
 
@@ -88,9 +88,22 @@ _PR_SET_NAME = 15
 def set_name(name: str) -> None:
     """The process's name as ps -o comm, top, pstree and pkill show it
     (Linux keeps 15 bytes): the supervisor and each worker told apart
-    without a dependency (the command line itself stays as it was)."""
+    without a dependency. Called after set_title, which sets it too."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def set_title(title: str) -> None:
+    """The command line `ps`, `ps aux` and `top -c` show, as gunicorn sets
+    it (`oneloop: worker 2 [mysite.wsgi:application]`), with the
+    setproctitle package. Without it the command line stays as it was and
+    set_name's short name is all there is."""
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    with contextlib.suppress(Exception):  # cosmetic: never a reason not to serve
+        setproctitle.setproctitle(title)

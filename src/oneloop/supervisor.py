@@ -15,6 +15,7 @@ memory (oneloop.heartbeat).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import faulthandler
 import math
@@ -29,13 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import hooks, logs, process, systemd
+from . import hooks, logs, privileges, process, systemd
 from .binding import Listener, make_ssl_context, open_listeners
 from .config import Config, ConfigError
 from .heartbeat import BOOTING, READY, STOPPING, Slot
 from .logs import error_log
 from .reload import Watcher
-from .worker import Host, jittered_max_requests
+from .worker import Host, app_name, jittered_max_requests
 
 TICK = 0.1  # seconds between looks at the heartbeats
 ABORT_GRACE = 1.0  # from SIGABRT (the worker dumps its stacks) to SIGKILL
@@ -97,6 +98,14 @@ class SupervisedHost(Host):
     async def worker_exit(self, config: Config) -> None:
         await hooks.call_on_loop(config, "worker_exit", self.server, self.info)
 
+    def interrupted(self, config: Config) -> None:
+        # On the loop, from its INT/QUIT handler: the hook runs next, before
+        # the fast stop it announces.
+        if "worker_int" in config.hooks:
+            asyncio.get_running_loop().create_task(
+                hooks.call_on_loop(config, "worker_int", self.info)
+            )
+
     def booted(self, worker: object) -> None:
         self.slot.state = READY
 
@@ -117,18 +126,25 @@ def _ignore() -> None:
     pass
 
 
-def _dump_stacks_on_abort() -> None:
+def _dump_stacks_on_abort(on_abort: Callable[[], None]) -> None:
     """On SIGABRT (sent for --timeout) print every thread's stack, from C,
-    so a loop stuck without ever running Python is shown too; then exit
-    when Python code can run. faulthandler hands the signal back to the
-    Python handler set first, so no core is dumped; SIGKILL follows if the
-    process cannot even do that."""
-    signal.signal(signal.SIGABRT, _exit_aborted)
+    so a loop stuck without ever running Python is shown too; then, when
+    Python code can run, call `on_abort` (the worker_abort hook) and exit.
+    faulthandler hands the signal back to the Python handler set first, so
+    no core is dumped; SIGKILL follows ABORT_GRACE later if the process
+    cannot even do that."""
+
+    def exit_aborted(sig: int, frame: object) -> None:
+        try:
+            on_abort()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):  # exiting anyway
+                    stream.flush()
+            os._exit(128 + signal.SIGABRT)
+
+    signal.signal(signal.SIGABRT, exit_aborted)
     faulthandler.enable(all_threads=True)
-
-
-def _exit_aborted(sig: int, frame: object) -> None:
-    os._exit(128 + signal.SIGABRT)
 
 
 def _describe(status: int) -> str:
@@ -142,10 +158,14 @@ class Supervisor:
     gives the configuration anew on SIGHUP (None: keep this one)."""
 
     def __init__(
-        self, config: Config, reread: Callable[[dict[str, str]], Config] | None = None
+        self,
+        config: Config,
+        reread: Callable[[dict[str, str]], Config] | None = None,
+        identity: privileges.Identity | None = None,
     ) -> None:
         self.config = config
         self.reread = reread
+        self.identity = identity  # --user/--group: whom the workers run as
         self.base_environ = dict(os.environ)  # before --env-file
         self.pid = os.getpid()
         self.listeners: list[Listener] = []
@@ -187,10 +207,12 @@ class Supervisor:
         return self.target
 
     def run(self) -> int:
+        process.set_title(f"oneloop: master [{app_name(self.config.app)}]")
         process.set_name("oneloop-master")
         process.apply_env_file(self.config.env_file_vars)
         hooks.call(self.config, "on_starting", self)
         self.listeners = open_listeners(self.config)
+        privileges.give(self.identity, [li.created_path for li in self.listeners])
         hooks.call(self.config, "nworkers_changed", self, self.target, None)
         try:
             with process.pidfile(self.config.pid):
@@ -274,6 +296,8 @@ class Supervisor:
 
     def _reopen_logs(self) -> None:
         logs.reopen_files()
+        # Made anew by root after a rotation: the workers reopen them too.
+        privileges.give(self.identity, [self.config.error_logfile, self.config.access_logfile])
         for child in self.children.values():
             self._send(child, signal.SIGUSR1)  # a booting worker ignores it
 
@@ -291,6 +315,7 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:
             info.pid = os.getpid()
+            process.set_title(f"oneloop: worker {info.age} [{app_name(self.config.app)}]")
             process.set_name(f"oneloop-w{info.age}")
             self._become_worker(slot, max_requests, mask, info)  # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -311,14 +336,27 @@ class Supervisor:
             self._close_inherited(slot)
             systemd.forget_environment()
             if process.die_with_parent(self.pid):
-                _dump_stacks_on_abort()
+                _dump_stacks_on_abort(lambda: hooks.call(self.config, "worker_abort", info))
                 hooks.call(self.config, "post_fork", self, info)
-                host = SupervisedHost(slot, self.pid, self, info)
-                code = run_worker(self.config, self.listeners, host, max_requests)
+                # Root given up before the app is imported (as gunicorn: after
+                # post_fork). Changing credentials clears the parent-death
+                # signal: ask for it again.
+                try:
+                    privileges.drop(self.identity, self.config.app_dir)
+                except ConfigError as exc:
+                    slot.set_error(str(exc))
+                    raise SystemExit(1) from None
+                if process.die_with_parent(self.pid):
+                    host = SupervisedHost(slot, self.pid, self, info)
+                    code = run_worker(self.config, self.listeners, host, max_requests)
+                else:
+                    code = 0
             else:
                 code = 0
         except KeyboardInterrupt:
-            code = 0  # INT while booting: the terminal's Ctrl-C reached us too
+            # INT or QUIT while booting (the terminal's Ctrl-C reached us too).
+            hooks.call(self.config, "worker_int", info)
+            code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException as exc:
@@ -640,6 +678,8 @@ class Supervisor:
             return
         if _listening(config) != _listening(self.config):
             error_log.warning("Reload: new listening addresses take effect only on a restart")
+        if _identity(config) != _identity(self.config):
+            error_log.warning("Reload: --user, --group and --chdir take effect only on a restart")
         for listener in self.listeners:
             if listener.ssl_context is not None and tls is not None:
                 listener.ssl_context = tls  # new certificates for new workers
@@ -726,6 +766,10 @@ class Supervisor:
 
 def _listening(config: Config) -> tuple:
     return (config.bind, config.host, config.port, config.uds, config.fd, config.reuse_port)
+
+
+def _identity(config: Config) -> tuple:
+    return (config.user, config.group, config.initgroups, config.chdir)
 
 
 def run_worker(

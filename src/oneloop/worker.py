@@ -23,7 +23,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from . import bridge, hooks, logs, process, selfcheck, systemd
+from . import bridge, hooks, logs, privileges, process, selfcheck, systemd
 from ._core import Server
 from .binding import Listener, open_listeners
 from .config import Config, ConfigError
@@ -92,6 +92,9 @@ class Host:
 
     async def worker_exit(self, config: Config) -> None:
         """The worker is leaving (the worker_exit hook, under a supervisor)."""
+
+    def interrupted(self, config: Config) -> None:
+        """INT or QUIT reached the worker's loop (the worker_int hook, under a supervisor)."""
 
     def reopen_logs(self) -> None:
         logs.reopen_files()
@@ -266,8 +269,9 @@ class Worker:
             self._close_listeners()
 
     def _handle_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig, fast in ((signal.SIGTERM, False), (signal.SIGINT, True), (signal.SIGQUIT, True)):
-            loop.add_signal_handler(sig, self.stop, fast)
+        loop.add_signal_handler(signal.SIGTERM, self.stop, False)
+        for sig in (signal.SIGINT, signal.SIGQUIT):
+            loop.add_signal_handler(sig, self._interrupted)
         loop.add_signal_handler(signal.SIGUSR1, self.host.reopen_logs)
         for sig, handler in self.host.signals().items():
             loop.add_signal_handler(sig, handler)
@@ -295,6 +299,10 @@ class Worker:
             return 0
         served = core.total_requests
         return served if served >= self.max_requests else 0
+
+    def _interrupted(self) -> None:
+        self.host.interrupted(self.config)
+        self.stop(fast=True)
 
     def stop(self, fast: bool = False) -> None:
         """Begin shutting down: graceful (finish in-flight requests) or fast."""
@@ -382,28 +390,48 @@ class _ErrorStream:
         sys.stderr.flush()
 
 
+def app_name(app: Any) -> str:
+    """The app as the process title names it: MODULE:ATTRIBUTE, or the
+    object's qualified name when it was given as an object."""
+    if isinstance(app, str):
+        return app
+    module = getattr(app, "__module__", None) or type(app).__module__
+    name = getattr(app, "__qualname__", None) or type(app).__qualname__
+    return f"{module}:{name}"
+
+
 def run_config(config: Config, reread: Callable[[dict[str, str]], Config] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the exit status. With --workers 1 or more
     under the supervisor, which calls `reread(environ)` on SIGHUP for the
     new configuration; with --workers 0 in this process."""
+    privileges.change_dir(config.chdir)  # first: relative paths are relative to it
+    identity = privileges.resolve(config)  # a bad --user stops us before anything is made
     if config.umask is not None:
         os.umask(config.umask)  # before any file is made: logs, sockets, pid file
     logs.configure(config)
+    privileges.give(identity, [config.error_logfile, config.access_logfile])
     if config.workers > 0:
         from .supervisor import Supervisor
 
-        return Supervisor(config, reread).run()
-    return run_alone(config)
+        return Supervisor(config, reread, identity).run()
+    return run_alone(config, identity)
 
 
-def run_alone(config: Config) -> int:
+def run_alone(config: Config, identity: privileges.Identity | None = None) -> int:
     if config.hooks:
         names = ", ".join(sorted(config.hooks))
         raise ConfigError(f"server hooks ({names}) need the supervisor: use --workers 1 or more")
+    process.set_title(f"oneloop: worker [{app_name(config.app)}]")
     process.apply_env_file(config.env_file_vars)
     with process.pidfile(config.pid):
         try:
-            worker = Worker(config)
+            listeners = None
+            if identity is not None:
+                # Bind as root (port 80), then give root up before the app is imported.
+                listeners = open_listeners(config)
+                privileges.give(identity, [li.created_path for li in listeners])
+                privileges.drop(identity, config.app_dir)
+            worker = Worker(config, listeners)
             worker.run()
         except LifespanFailure as exc:
             error_log.error("%s", exc)

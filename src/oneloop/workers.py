@@ -106,6 +106,13 @@ class _GunicornHost(Host):
         self.worker.log.reopen_files()
         _route_error_log(self.worker.log)
 
+    def interrupted(self, config: Any) -> None:
+        # gunicorn's handle_quit runs worker_int; the loop took the signal.
+        try:
+            self.worker.cfg.worker_int(self.worker)
+        except Exception:
+            self.worker.log.exception("Exception in worker_int hook")
+
     def signals(self) -> dict:
         return {signal.SIGHUP: _ignore, signal.SIGWINCH: _ignore}
 
