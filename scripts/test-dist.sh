@@ -72,6 +72,16 @@ EOF
         [ -n "$body" ] && break
         sleep 0.1
     done
+    # setproctitle, a dependency, came with the wheel: `ps` names the supervisor.
+    title=$(tr '\0' ' ' <"/proc/$server/cmdline")
+    case "$title" in
+        "oneloop: master [hello:app]"*) ;;
+        *)
+            echo "test-dist: $(basename "$whl"): process title '$title', not 'oneloop: master [hello:app]'" >&2
+            kill -TERM "$server"
+            exit 1
+            ;;
+    esac
     kill -TERM "$server"
     wait "$server" || {
         cat "$WORK/serve.log"

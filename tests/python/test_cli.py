@@ -1146,7 +1146,7 @@ def test_config_file_precedence_cli_over_env_over_file(tmp_path):
     [
         ("wrokers = 2\n", ["unknown setting 'wrokers'"]),
         ("worker_class = 'gevent'\n", ["gunicorn's setting 'worker_class'", "no oneloop"]),
-        ("def worker_abort(worker):\n    pass\n", ["server hook 'worker_abort'"]),
+        ("def pre_exec(server):\n    pass\n", ["server hook 'pre_exec'"]),
         ("workers = 'many'\n", ["workers"]),
         ("raise RuntimeError('typo')\n", ["settings.py", "typo"]),
     ],

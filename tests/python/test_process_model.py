@@ -1416,3 +1416,102 @@ def test_processes_are_named_for_ps_and_top(supervise):
     comm = {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in sup.workers()}
     assert Path(f"/proc/{sup.proc.pid}/comm").read_text().strip() == "oneloop-master"
     assert sorted(comm.values()) == ["oneloop-w1", "oneloop-w2"], comm
+
+
+def _events(path: Path, name: str, count: int, timeout: float = 10.0) -> list[str]:
+    """The lines of hook `name` in the events file, once there are `count`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        found = [line for line in lines if line.split()[0] == name]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
+def test_worker_int_hook_runs_in_each_worker_on_a_fast_stop(supervise, tmp_path, sig):
+    """INT or QUIT to the supervisor: each worker gets QUIT and calls
+    worker_int in its own process before it leaves, as gunicorn's do."""
+    events = tmp_path / "events"
+    sup = supervise(f"{APP}:app", "-c", HOOKS_CONF, env={"HOOK_EVENTS": str(events)}, ready=2)
+    sup.wait_log("2 workers serving")
+    assert sup.stop(sig) == 0
+    assert _events(events, "worker_int", 2) == ["worker_int True"] * 2, events.read_text()
+    lines = events.read_text().splitlines()
+    # Before the worker leaves: worker_int, then worker_exit.
+    assert lines.index("worker_int True") < lines.index("worker_exit True"), lines
+
+
+def test_worker_int_hook_on_a_worker_signalled_directly(supervise, tmp_path):
+    events = tmp_path / "events"
+    sup = supervise(f"{APP}:app", "-c", HOOKS_CONF, env={"HOOK_EVENTS": str(events)}, ready=2)
+    victim = sorted(sup.serving())[0]
+    os.kill(victim, signal.SIGINT)
+    assert _events(events, "worker_int", 1) == ["worker_int True"]
+    sup.wait_gone({victim})
+
+
+def test_a_failing_worker_int_hook_is_logged_by_name(supervise, tmp_path):
+    env = {"HOOK_EVENTS": str(tmp_path / "events"), "HOOK_FAIL": "worker_int"}
+    sup = supervise(f"{APP}:app", "-c", HOOKS_CONF, env=env, ready=2)
+    sup.wait_log("2 workers serving")  # the supervisor QUITs only workers it knows serve
+    assert sup.stop(signal.SIGINT) == 0
+    log = sup.log()
+    assert log.count("The worker_int hook failed: RuntimeError('worker_int broke')") == 2, log
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_worker_abort_hook_runs_when_the_timeout_kills_a_worker(supervise, tmp_path, fail):
+    """A loop wedged past --timeout: the supervisor sends SIGABRT, the
+    worker dumps its stacks and calls worker_abort (in its own process)
+    before it exits; SIGKILL would follow a second later."""
+    events = tmp_path / "events"
+    env = {"HOOK_EVENTS": str(events)}
+    if fail:
+        env["HOOK_FAIL"] = "worker_abort"
+    sup = supervise(f"{APP}:app", "-c", HOOKS_CONF, "--timeout", "1", env=env, ready=2)
+    threading.Thread(target=_try_get, args=(sup.url + "/wedge?t=30", 10), daemon=True).start()
+    log = sup.wait_log(r"its event loop has been blocked", timeout=5)
+    victim = int(re.search(r"Worker pid (\d+): its event loop has been blocked", log)[1])
+    sup.wait_gone({victim}, timeout=5)
+    if fail:
+        log = sup.wait_log(r"The worker_abort hook failed: RuntimeError\('worker_abort broke'\)")
+        assert _events(events, "worker_abort", 1, timeout=0) == []
+    else:
+        assert _events(events, "worker_abort", 1) == ["worker_abort True"]
+    sup.wait_serving(2, timeout=5)
+
+
+def test_process_titles_name_the_master_and_each_worker(supervise):
+    """`ps` shows gunicorn-style titles (setproctitle): the command line of
+    the supervisor and of each worker, numbered; the short names stay."""
+    sup = supervise(f"{APP}:app", "-w", "2", ready=2)
+
+    def cmdline(pid: int) -> str:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode()
+
+    assert cmdline(sup.proc.pid) == f"oneloop: master [{APP}:app]"
+    titles = sorted(cmdline(pid) for pid in sup.workers())
+    assert titles == [f"oneloop: worker 1 [{APP}:app]", f"oneloop: worker 2 [{APP}:app]"]
+    assert Path(f"/proc/{sup.proc.pid}/comm").read_text().strip() == "oneloop-master"
+    ps = subprocess.run(["ps", "-o", "args=", "-p", str(sup.proc.pid)], capture_output=True)
+    assert ps.stdout.decode().strip() == f"oneloop: master [{APP}:app]"
+
+
+def test_a_lone_worker_has_a_title_too(supervise):
+    sup = supervise(f"{APP}:app", "--workers", "0", ready=None)
+    sup.wait_log("Serving ")
+    title = Path(f"/proc/{sup.proc.pid}/cmdline").read_bytes().rstrip(b"\0").decode()
+    assert title == f"oneloop: worker [{APP}:app]"
+
+
+def test_without_setproctitle_the_command_line_stays(supervise, tmp_path):
+    """setproctitle is optional at run time: without it, only the short names."""
+    blocker = tmp_path / "no_setproctitle"
+    blocker.mkdir()
+    (blocker / "setproctitle.py").write_text("raise ImportError('not installed')\n")
+    sup = supervise(f"{APP}:app", "-w", "1", env={"PYTHONPATH": str(blocker)}, ready=1)
+    cmdline = Path(f"/proc/{sup.proc.pid}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[1:3] == [b"-m", b"oneloop"], cmdline
+    assert Path(f"/proc/{sup.proc.pid}/comm").read_text().strip() == "oneloop-master"

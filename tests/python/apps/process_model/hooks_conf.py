@@ -67,3 +67,11 @@ def post_request(worker, req, environ, resp):
         _note(
             "post_request", req.method, req.path, resp.status.split()[0], worker.pid == os.getpid()
         )
+
+
+def worker_int(worker):
+    _note("worker_int", worker.pid == os.getpid())
+
+
+def worker_abort(worker):
+    _note("worker_abort", worker.pid == os.getpid())
