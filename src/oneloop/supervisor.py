@@ -296,7 +296,7 @@ class Supervisor:
 
     def _reopen_logs(self) -> None:
         logs.reopen_files()
-        # Made anew by root after a rotation: the workers reopen them too.
+        # Made anew by root after a rotation: the workers' before they reopen them.
         privileges.give(self.identity, [self.config.error_logfile, self.config.access_logfile])
         for child in self.children.values():
             self._send(child, signal.SIGUSR1)  # a booting worker ignores it
