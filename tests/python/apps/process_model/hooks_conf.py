@@ -73,5 +73,6 @@ def worker_int(worker):
     _note("worker_int", worker.pid == os.getpid())
 
 
-def worker_abort(worker):
+async def worker_abort(worker):
+    # async: awaited on a loop of its own, the worker's being wedged
     _note("worker_abort", worker.pid == os.getpid())
