@@ -1515,3 +1515,54 @@ def test_without_setproctitle_the_command_line_stays(supervise, tmp_path):
     cmdline = Path(f"/proc/{sup.proc.pid}/cmdline").read_bytes().split(b"\0")
     assert cmdline[1:3] == [b"-m", b"oneloop"], cmdline
     assert Path(f"/proc/{sup.proc.pid}/comm").read_text().strip() == "oneloop-master"
+
+
+def test_gunicorn_worker_class_calls_worker_int(gunicorn, tmp_path):
+    """Under gunicorn's arbiter the loop takes INT/QUIT, and still calls
+    gunicorn's worker_int hook, as gunicorn's own workers do."""
+    events = tmp_path / "events"
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        "import os\n\n\ndef worker_int(worker):\n"
+        f"    with open({str(events)!r}, 'a') as f:\n"
+        "        f.write(f'worker_int {worker.pid == os.getpid()}\\n')\n"
+    )
+    url, log, proc = gunicorn("-c", str(conf), "-w", "2", f"{APP}:app")
+    _wait_workers(url, log, proc, 2)
+    proc.send_signal(signal.SIGINT)  # the arbiter QUITs its workers
+    assert proc.wait(15) == 0, log.read_text()
+    assert _events(events, "worker_int", 2) == ["worker_int True"] * 2, log.read_text()
+
+
+def test_chdir_then_hup_reads_the_configuration_from_where_oneloop_started(tmp_path):
+    """--chdir moves the server (the app is found there with the default
+    --app-dir), but a HUP still reads a relative -c and --env-file from the
+    directory oneloop was started in."""
+    start = tmp_path / "project"
+    start.mkdir()
+    (start / "settings.py").write_text("workers = 1\n")
+    (start / "app.env").write_text("GREETING=one\n")
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    err = tmp_path / "err"
+    with open(err, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "oneloop", "--fd", str(sock.fileno()), "-c", "settings.py",
+             "--env-file", "app.env", "--chdir", str(APPS), f"{APP}:app"],
+            stdout=out, stderr=subprocess.STDOUT, pass_fds=[sock.fileno()], cwd=start,
+            env={**_clean_environ(), "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+        )  # fmt: skip
+    sock.close()
+    try:
+        sup = Supervisor(proc, port, err, err)
+        sup.wait_serving(1)
+        assert Path(f"/proc/{proc.pid}/cwd").resolve() == APPS.resolve()
+        (start / "settings.py").write_text("workers = 2\n")
+        proc.send_signal(signal.SIGHUP)
+        log = sup.wait_log("Reload complete: 2 new workers serving")
+        assert "keeping the configuration" not in log, log
+    finally:
+        proc.kill()
+        proc.wait(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
