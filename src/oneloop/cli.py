@@ -17,7 +17,7 @@ from . import selfcheck
 from .config import OPTIONS, ConfigError
 from .loading import AppLoadError
 
-_METAVARS = {"bind": "ADDRESS", "pid": "FILE", "port": "PORT", "fd": "FD"}
+_METAVARS = {"bind": "ADDRESS", "pid": "FILE", "port": "PORT", "fd": "FD", "chdir": "DIR"}
 _SIZES = {"limit_request_line", "limit_request_field_size", "limit_request_body"}
 
 
