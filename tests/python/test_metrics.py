@@ -121,10 +121,15 @@ def test_a_load_run_is_counted_exactly_across_workers(supervise):
     expected: Counter = Counter()
     clients: list[Counting] = []
     lock = threading.Lock()
+    midway = threading.Barrier(9)  # the clients and the scraper
+    resume = threading.Event()
 
     def run(n: int) -> None:
         c = Counting(sup.port)
         for i in range(60):
+            if i == 30:
+                midway.wait()
+                resume.wait()
             method, path, body = plan[(i + n) % len(plan)]
             status = c.request(method, path, body)
             with lock:
@@ -135,8 +140,19 @@ def test_a_load_run_is_counted_exactly_across_workers(supervise):
     threads = [threading.Thread(target=run, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
+    # Scraped in the middle of the run, with every client between two
+    # requests: exactly what they have had answered so far.
+    midway.wait()
+    with lock:
+        so_far = Counter(expected)
+    assert requests_by(scrape(mport)) == so_far and sum(so_far.values()) == 240
+    resume.set()
+    seen = []  # and while it runs: totals only grow
+    while any(t.is_alive() for t in threads):
+        seen.append(sum(requests_by(scrape(mport)).values()))
     for t in threads:
         t.join()
+    assert seen == sorted(seen) and all(240 <= n <= 480 for n in seen), seen
     samples = scrape(mport)
     assert requests_by(samples) == expected
     assert sum(expected.values()) == 480
