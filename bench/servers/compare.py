@@ -35,7 +35,8 @@ def paired(targets, base_dir: str, this_dir: str) -> tuple[servers.Target, ...]:
             out.append(t)
         elif t.is_oneloop:
             out.append(dataclasses.replace(t, pythonpath=this_dir))
-            out.append(dataclasses.replace(t, label=f"{t.label} (base)", pythonpath=base_dir))
+            if not t.options:  # options of this build the base may not have
+                out.append(dataclasses.replace(t, label=f"{t.label} (base)", pythonpath=base_dir))
     return tuple(out)
 
 

@@ -41,6 +41,18 @@ def wsgi(app: str) -> tuple[Target, ...]:
     )
 
 
+# What metrics cost: the same oneloop with the supervisor serving them and
+# the health path set (the core counts either way; this row adds the rest).
+METRICS = ("--metrics-bind", "127.0.0.1:0", "--health-path", "/healthz")
+
+
+def with_metrics(targets: tuple[Target, ...]) -> tuple[Target, ...]:
+    ours = next(t for t in targets if t.is_oneloop)
+    extra = Target(ours.server, ours.interface, ours.app, "oneloop, metrics on", options=METRICS)
+    i = targets.index(ours) + 1
+    return (*targets[:i], extra, *targets[i:])
+
+
 FLASK_SYNC = (
     Target("oneloop", "wsgi", "flask_apps:sync_app", "oneloop"),
     Target("gunicorn", "wsgi", "flask_apps:sync_app", "gunicorn gthread"),
@@ -63,7 +75,7 @@ SCENARIOS = (
         "asgi-plaintext",
         "ASGI plaintext",
         "GET / answered with a fixed 13-byte body by a bare ASGI app; 64 connections.",
-        (FLOOR, *asgi("plaintext")),
+        (FLOOR, *with_metrics(asgi("plaintext"))),
         WRK,
     ),
     Scenario(
@@ -77,7 +89,7 @@ SCENARIOS = (
         "wsgi-plaintext",
         "WSGI plaintext",
         "GET / answered with a fixed 13-byte body by a bare WSGI app; 64 connections.",
-        (FLOOR, *wsgi("plaintext")),
+        (FLOOR, *with_metrics(wsgi("plaintext"))),
         WRK,
     ),
     Scenario(
@@ -130,7 +142,7 @@ SCENARIOS = (
         "ASGI plaintext, pipelined",
         "As ASGI plaintext, with 16 requests per write on each of 64 connections "
         "(wrk with a pipelining script; wrk cannot measure latency when it pipelines).",
-        (FLOOR, *asgi("plaintext")),
+        (FLOOR, *with_metrics(asgi("plaintext"))),
         PIPELINED,
     ),
     Scenario(
@@ -138,7 +150,7 @@ SCENARIOS = (
         "WSGI plaintext, pipelined",
         "As WSGI plaintext, with 16 requests per write on each of 64 connections "
         "(wrk with a pipelining script; wrk cannot measure latency when it pipelines).",
-        (FLOOR, *wsgi("plaintext")),
+        (FLOOR, *with_metrics(wsgi("plaintext"))),
         PIPELINED,
     ),
 )

@@ -714,7 +714,7 @@ static void app_finished(ol_req *r, PyObject *exc)
 {
     ol_server *srv = r->server;
     ol_state *st = srv->state;
-    srv->active--;
+    ol_meter_set(&srv->meter.m->in_flight, --srv->active);
     Py_CLEAR(r->receive_waiter);
     Py_CLEAR(r->send_waiter);
     /* The server never cancels an app, so a CancelledError is the app's own
@@ -824,7 +824,7 @@ static void asgi_run(ol_req *r)
 {
     PyObject *scope = r->scope;
     r->scope = NULL;
-    r->server->active++;
+    ol_meter_set(&r->server->meter.m->in_flight, ++r->server->active);
     start_app(r->conn, r, scope);
     Py_DECREF(scope);
 }

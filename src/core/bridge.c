@@ -462,13 +462,16 @@ static void run_call(ol_server *srv, ol_call *call, ol_handback *executor, ol_re
         !(r->flags & REQ_DISCONNECTED))
         client_fd = r->conn->fd;
     int wake_loop = 0;
+    double began = ol_now();
     if (srv->gate == NULL || !start_here(srv, call))
         wake_loop = enqueue(srv, call, 0);
     int reason = 0;
     if (!__atomic_load_n(&call->done, __ATOMIC_ACQUIRE))
         reason = wait_call(srv, call, executor, wake_loop, client_fd, timeout);
-    if (!reason)
+    if (!reason) {
+        ol_meter_observe(&srv->meter, &srv->meter.m->bridge, (uint64_t)((ol_now() - began) * 1e6));
         return;
+    }
     __atomic_store_n(&call->cancel, 1, __ATOMIC_RELEASE);
     if (enqueue(srv, call, 1))
         wake_bridge(srv);

@@ -115,6 +115,18 @@ static void release_python(ol_conn *c)
     Py_CLEAR(c->tls_out);
 }
 
+void ol_conn_set_phase(ol_conn *c, int phase)
+{
+    if (c->phase == phase)
+        return;
+    ol_meter *mt = &c->server->meter;
+    if (c->phase != OL_PHASE_NONE)
+        ol_meter_add(mt, &mt->m->connections[c->phase], (uint64_t)-1);
+    if (phase != OL_PHASE_NONE)
+        ol_meter_add(mt, &mt->m->connections[phase], 1);
+    c->phase = (uint8_t)phase;
+}
+
 /* Close the socket at once. The connection leaves the server's list and the
  * reference the list held is dropped. Needs the GIL. */
 void ol_conn_abort(ol_conn *c)
@@ -129,6 +141,7 @@ void ol_conn_abort(ol_conn *c)
     if ((c->flags & CONN_CORKED) && ol_conn_pending(c) > 0)
         ol_conn_flush(c);
     c->flags |= CONN_CLOSED | CONN_CLOSING;
+    ol_conn_set_phase(c, OL_PHASE_NONE);
     ol_server *srv = c->server;
     /* Out of the set, and its handle retired: an event for it that is
      * already fetched will not be delivered (reactor.h). */
@@ -191,6 +204,7 @@ int ol_conn_linger_read(ol_conn *c)
         while (n < 0 && errno == EINTR);
         if (n <= 0)
             return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+        OL_COUNT(c->server, bytes_in, n);
     }
     return 1;
 }
@@ -244,6 +258,8 @@ void ol_conn_register(ol_server *srv, ol_conn *c)
         srv->conns.head->prev = c;
     srv->conns.head = c;
     srv->conns.n++;
+    OL_COUNT(srv, connections_total, 1);
+    ol_conn_set_phase(c, OL_PHASE_READING);
     watch_locked(c);
     ol_conns_unlock(srv);
 }
@@ -516,6 +532,7 @@ int ol_conn_lend(ol_conn *c)
         errno = err;
         return -1;
     }
+    ol_conn_set_phase(c, OL_PHASE_WEBSOCKET); /* what apps take a socket over for */
     /* Under the list lock: ol_conns_shut_lent() reads the flag there. */
     ol_conns_lock(c->server);
     c->flags |= CONN_LENT | CONN_SHARED;
@@ -605,6 +622,7 @@ Py_ssize_t ol_conn_recv(ol_conn *c)
         n = recv(c->fd, into, space, 0);
     while (n < 0 && errno == EINTR);
     if (n > 0) {
+        OL_COUNT(c->server, bytes_in, n);
         if (!direct) {
             /* A full read: more is streaming in (a body, a large message);
              * room for the next chunk lets it go straight in. */
@@ -675,13 +693,15 @@ int ol_conn_wait_writable(ol_conn *c)
 
 /* writev() that never raises SIGPIPE: a client gone mid-response must not
  * kill a process whose SIGPIPE is not ignored (an embedding app's). */
-static ssize_t send_iov(int fd, const struct iovec *iov, int n)
+static ssize_t send_iov(ol_conn *c, const struct iovec *iov, int n)
 {
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
     ssize_t w;
     do
-        w = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        w = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
     while (w < 0 && errno == EINTR);
+    if (w > 0)
+        OL_COUNT(c->server, bytes_out, w);
     return w;
 }
 
@@ -693,7 +713,7 @@ static int writev_blocking(ol_conn *c, struct iovec *iov, int n)
         ssize_t w;
         int err;
         Py_BEGIN_ALLOW_THREADS
-        w = send_iov(c->fd, iov, n);
+        w = send_iov(c, iov, n);
         err = errno;
         Py_END_ALLOW_THREADS
         if (w < 0) {
@@ -754,7 +774,7 @@ static ssize_t send_after_pending(ol_conn *c, const struct iovec *iov, int n)
         all[k++] = (struct iovec){c->wbuf + c->woff, pending};
     int m = n < SEND_IOV_MAX ? n : SEND_IOV_MAX;
     memcpy(all + k, iov, (size_t)m * sizeof(*iov));
-    ssize_t w = send_iov(c->fd, all, k + m);
+    ssize_t w = send_iov(c, all, k + m);
     if (w < 0)
         return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
     size_t from_pending = (size_t)w < pending ? (size_t)w : pending;
@@ -861,6 +881,7 @@ int ol_conn_flush(ol_conn *c)
             c->flags |= CONN_PEER_CLOSED;
             return -1;
         }
+        OL_COUNT(c->server, bytes_out, w);
         c->woff += (size_t)w;
         c->send_deadline = ol_deadline(c->server->now, c->server->cfg.send_timeout); /* progress */
     }

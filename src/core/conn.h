@@ -85,6 +85,7 @@ struct ol_conn {
     int refs; /* atomic */
     unsigned flags;
     uint32_t events; /* the epoll interest set as last registered */
+    uint8_t phase;   /* what it is doing, for the metrics (enum ol_phase) */
     const ol_proto *proto;
     ol_server *server;
     ol_listener *listener;
@@ -135,6 +136,9 @@ void ol_conn_incref(ol_conn *c);
 void ol_conn_decref(ol_conn *c);
 /* The client's address as (host, port), or None; borrowed, cached. GIL. */
 PyObject *ol_conn_client(ol_conn *c);
+/* What the connection is doing now (metrics.h's enum ol_phase): the
+ * open-connections gauges follow. Its holder. */
+void ol_conn_set_phase(ol_conn *c, int phase);
 /* Close now; idempotent. GIL. */
 void ol_conn_abort(ol_conn *c);
 /* Stop reading; once output drains, shut the write side and linger,

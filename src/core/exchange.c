@@ -381,6 +381,17 @@ int ol_response_body(ol_req *r, const char *data, size_t len, int more)
     return e;
 }
 
+/* The exchange's line in the metrics: its status (499 if the client left
+ * before one was sent, as in the access log) and, for a request, its
+ * duration; a WebSocket session's length says nothing of latency. */
+static void meter(const ol_req *r)
+{
+    ol_server *srv = r->server;
+    int status = r->status ? r->status : 499;
+    int session = (r->flags & REQ_WEBSOCKET) || status == 101;
+    ol_meter_response(&srv->meter, r->method_id, status, session ? -1 : ol_now() - r->started);
+}
+
 /* Once per exchange, however it ends. */
 static void log_access(ol_req *r)
 {
@@ -388,6 +399,7 @@ static void log_access(ol_req *r)
     if (r->flags & REQ_LOGGED)
         return;
     r->flags |= REQ_LOGGED;
+    meter(r);
     if (srv->on_access == NULL)
         return;
     PyObject *res = PyObject_CallOneArg(srv->on_access, (PyObject *)r);
@@ -650,6 +662,7 @@ int ol_req_set_head(ol_req *r, const ol_request *h)
         r->flags |= REQ_HTTP10;
     if (!(h->flags & OL_REQ_KEEP_ALIVE))
         r->flags &= ~REQ_KEEP_ALIVE;
+    r->method_id = h->method_id;
     r->method = method_str(st, h);
     r->target = PyBytes_FromStringAndSize(h->target.base, (Py_ssize_t)h->target.len);
     r->client = Py_XNewRef(ol_conn_client(r->conn));

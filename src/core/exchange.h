@@ -84,6 +84,7 @@ struct ol_req {
     uint64_t content_length;  /* when REQ_HAS_LENGTH */
     uint64_t sent;            /* body bytes written */
     double started;           /* monotonic time the head was complete */
+    int method_id;            /* enum ol_method (ol_http.h) */
     PyObject *method;         /* str */
     PyObject *target;         /* bytes, as received */
     PyObject *client;         /* (host, port) or None */

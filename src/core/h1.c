@@ -35,22 +35,33 @@ static void drop_gil(PyThreadState **ts)
 /* ------------------------------------------------------------------------ */
 /* Error responses written by the server itself                             */
 
-/* An error response; `extra` is more header lines ("Name: value\r\n"). */
-static void send_error_with(ol_conn *c, int status, const char *extra, const char *text)
+/* A short text/plain response of the server's own; `extra` is more header
+ * lines ("Name: value\r\n"). Its body is left off for HEAD. */
+static void write_plain(ol_conn *c, int status, const char *extra, const char *text, int close,
+                        int head_only)
 {
     ol_server *srv = c->server;
     char head[640], date[64] = "";
     size_t len = strlen(text);
     if (srv->cfg.date_header)
         snprintf(date, sizeof(date), "Date: %s\r\n", ol_date_cache_get(&srv->date, time(NULL)));
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n%s%s%s\r\n",
-                     status, ol_reason_phrase(status), len + 1, extra, date,
-                     srv->cfg.server_header ? "Server: oneloop\r\n" : "");
+    int n =
+        snprintf(head, sizeof(head),
+                 "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                 "Content-Length: %zu\r\n%s%s%s%s\r\n",
+                 status, ol_reason_phrase(status), len + 1, close ? "Connection: close\r\n" : "",
+                 extra, date, srv->cfg.server_header ? "Server: oneloop\r\n" : "");
     struct iovec iov[3] = {{head, (size_t)n}, {(void *)text, len}, {"\n", 1}};
     if (n > 0 && (size_t)n < sizeof(head))
-        ol_conn_writev(c, iov, 3);
+        ol_conn_writev(c, iov, head_only ? 1 : 3);
+}
+
+/* An error response, then the connection closes. */
+static void send_error_with(ol_conn *c, int status, const char *extra, const char *text)
+{
+    ol_meter_rejection(&c->server->meter, status);
+    write_plain(c, status, extra, text, 1, 0);
+    ol_conn_set_phase(c, OL_PHASE_WRITING);
     ol_conn_close_gracefully(c);
 }
 
@@ -259,6 +270,43 @@ static int refuse(ol_conn *c, const ol_request *h)
     return 0;
 }
 
+/* Does the head ask for the path of --health-path (any query)? */
+static int is_health_check(const ol_config *cfg, const ol_request *h)
+{
+    if (cfg->health_path == NULL)
+        return 0;
+    const char *q = memchr(h->target.base, '?', h->target.len);
+    size_t len = q != NULL ? (size_t)(q - h->target.base) : h->target.len;
+    return len == cfg->health_path_len && memcmp(h->target.base, cfg->health_path, len) == 0;
+}
+
+/*
+ * --health-path, answered by the core without calling the app, so a load
+ * balancer learns whether this worker serves, not whether the app's slowest
+ * dependency answers: 200, or 503 once the worker drains (a balancer
+ * stops sending here before the listener closes). GET and HEAD only; other
+ * methods go to the app. 1 if answered. GIL held.
+ */
+static int answer_health(ol_conn *c, const ol_request *h, size_t head_len)
+{
+    ol_server *srv = c->server;
+    int method = h->method_id;
+    if ((method != OL_M_GET && method != OL_M_HEAD) || !is_health_check(&srv->cfg, h))
+        return 0;
+    if (begin_body(c, h) < 0) { /* a body sent along is skipped like an unread one */
+        ol_h1_send_error(c, 500, "Internal Server Error");
+        return 1;
+    }
+    ol_conn_consume(c, head_len);
+    int draining = ol_server_is_draining(srv);
+    int keep_alive = (h->flags & OL_REQ_KEEP_ALIVE) && h->version_minor >= 1 && !draining;
+    OL_COUNT(srv, health_checks, 1);
+    write_plain(c, draining ? 503 : 200, "Cache-Control: no-store\r\n",
+                draining ? "draining" : "OK", !keep_alive, method == OL_M_HEAD);
+    ol_h1_request_done(c, keep_alive);
+    return 1;
+}
+
 /* --limit-concurrency: with that many exchanges in the app (requests and
  * WebSocket sessions), the next is answered 503 by the core without
  * calling the app, and the client told when to retry; it is never queued
@@ -327,6 +375,7 @@ static int begin_exchange(ol_conn *c, const ol_request *h, size_t head_len,
     if ((h->flags & OL_REQ_EXPECT_CONTINUE) && !c->body_done && h->version_minor >= 1)
         r->flags |= REQ_CONTINUE;
     c->request = (ol_req *)Py_NewRef(r);
+    ol_conn_set_phase(c, OL_PHASE_APP);
     srv->handler->run(r);
     srv->handler->release(r);
     return 0;
@@ -370,6 +419,7 @@ static int next_request(ol_conn *c, PyThreadState **ts)
         /* First byte of a new head: the header deadline starts now and
          * does not move however slowly the rest trickles in. */
         c->flags &= ~CONN_IDLE;
+        ol_conn_set_phase(c, OL_PHASE_READING);
         ol_conn_set_deadline(c, ol_deadline(ts ? ol_now() : srv->now, srv->cfg.header_timeout));
     }
     int r = ol_parse_request(&c->parser, c->rbuf, c->rlen, &head, &srv->cfg.limits);
@@ -384,7 +434,7 @@ static int next_request(ol_conn *c, PyThreadState **ts)
     if (r < 0) {
         answer_parse_error(c, r);
         result = -1;
-    } else if (refuse(c, &head) || over_capacity(c) ||
+    } else if (refuse(c, &head) || answer_health(c, &head, (size_t)r) || over_capacity(c) ||
                (ws = websocket_handshake(c, &head, &hs)) < 0) {
         result = -1;
     } else if (begin_exchange(c, &head, (size_t)r, ws ? &hs : NULL) < 0) {
@@ -497,10 +547,12 @@ void ol_h1_request_done(ol_conn *c, int keep_alive)
      * send its next request into our close. That request is answered, with
      * "Connection: close". */
     if (!keep_alive) {
+        ol_conn_set_phase(c, OL_PHASE_WRITING);
         ol_conn_close_gracefully(c);
         return;
     }
     c->flags |= CONN_IDLE;
+    ol_conn_set_phase(c, ol_conn_pending(c) > 0 ? OL_PHASE_WRITING : OL_PHASE_IDLE);
     ol_conn_set_deadline(c, ol_deadline(srv->now, srv->cfg.keep_alive));
     c->discard_left = 65536; /* an unread body up to this size is skipped, not fatal */
     /* A response finished by the app after it suspended: pipelined input
@@ -548,6 +600,8 @@ static void h1_on_drained(ol_conn *c)
 {
     if (c->request != NULL)
         c->server->handler->on_drain(c->request);
+    else if ((c->flags & CONN_IDLE) && c->phase == OL_PHASE_WRITING)
+        ol_conn_set_phase(c, OL_PHASE_IDLE);
 }
 
 /* The connection closes: the exchange in flight learns its client is gone,

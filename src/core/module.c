@@ -249,6 +249,12 @@ static PyMethodDef module_methods[] = {
      "Write an unsigned 64-bit word at offset (8-byte aligned) of a writable\n"
      "buffer with one atomic store (release)."},
     {"decode_chunked", decode_chunked, METH_O, decode_chunked_doc},
+    {"metrics_layout", ol_metrics_layout, METH_NOARGS,
+     "metrics_layout()\n--\n\n"
+     "The words of a worker's metrics block, in order: (family, labels, kind) each."},
+    {"metrics_snapshot", ol_metrics_snapshot, METH_O,
+     "metrics_snapshot(buffer, /)\n--\n\n"
+     "Every word of a metrics block, each read with one atomic load, as a tuple of ints."},
     {"thread_executor", ol_handback_thread, METH_NOARGS,
      "thread_executor()\n--\n\n"
      "The calling thread's ThreadExecutor: runs the work the loop submits while\n"

@@ -306,6 +306,7 @@ static void run(ol_server *srv, PyThreadState **ts)
     pthread_mutex_lock(p->lock);
     int id = p->next_id++;
     p->alive++;
+    OL_COUNT(srv, pool_threads, 1);
     while (!p->stopping) {
         if (!p->token_free) {
             p->waiting++;
@@ -334,7 +335,11 @@ static void run(ol_server *srv, PyThreadState **ts)
             if (p->monitor_asleep)
                 pthread_cond_signal(&p->monitor_cv);
             pthread_mutex_unlock(p->lock);
+            if (c != NULL)
+                OL_COUNT(srv, pool_busy, 1);
             serve_event(srv, kind, object, ev.events, ts);
+            if (c != NULL)
+                OL_COUNT(srv, pool_busy, -1);
             if (c != NULL && __atomic_load_n(&p->stopping, __ATOMIC_ACQUIRE) &&
                 !(c->flags & CONN_CLOSED))
                 abort_conn(c, ts); /* the server closes: nobody will serve it */
@@ -353,6 +358,7 @@ static void run(ol_server *srv, PyThreadState **ts)
     /* The server closed while this thread was still in a view: the set it
      * polled could not be closed under it, and is closed now. */
     int close_reactor = --p->alive == 0 && p->close_reactor_last;
+    OL_COUNT(srv, pool_threads, -1);
     pthread_mutex_unlock(p->lock);
     if (close_reactor)
         ol_reactor_close(&srv->reactor);

@@ -146,6 +146,39 @@ static int read_config(ol_server *srv, PyObject *cfg)
     return 0;
 }
 
+/* The metrics block (config `metrics`: a writable buffer shared with the
+ * supervisor, or None for a private one) and --health-path. */
+static int read_metrics_config(ol_server *srv, PyObject *cfg)
+{
+    PyObject *block = NULL, *health = NULL;
+    if (PyObject_HasAttrString(cfg, "metrics") && get_object(cfg, "metrics", &block) < 0)
+        return -1;
+    if (block != NULL) {
+        int e = PyObject_GetBuffer(block, &srv->metrics_view, PyBUF_WRITABLE);
+        Py_DECREF(block);
+        if (e < 0)
+            return -1;
+    }
+    if (ol_meter_init(&srv->meter, srv->metrics_view.obj ? &srv->metrics_view : NULL,
+                      srv->threaded) < 0)
+        return -1;
+    if (PyObject_HasAttrString(cfg, "health_path") && get_object(cfg, "health_path", &health) < 0)
+        return -1;
+    if (health == NULL)
+        return 0;
+    srv->health_path =
+        PyUnicode_Check(health) ? PyUnicode_AsEncodedString(health, "latin-1", "strict") : NULL;
+    Py_DECREF(health);
+    if (srv->health_path == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "health_path must be a str");
+        return -1;
+    }
+    srv->cfg.health_path = PyBytes_AS_STRING(srv->health_path);
+    srv->cfg.health_path_len = (size_t)PyBytes_GET_SIZE(srv->health_path);
+    return 0;
+}
+
 static int read_listeners(ol_server *srv, PyObject *list)
 {
     PyObject *seq = PySequence_Fast(list, "listeners must be a sequence");
@@ -219,7 +252,8 @@ static int server_init(ol_server *srv, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_OSError, "cannot initialise the connection list lock");
         return -1;
     }
-    if (read_config(srv, cfg) < 0 || read_listeners(srv, listeners) < 0)
+    if (read_config(srv, cfg) < 0 || read_metrics_config(srv, cfg) < 0 ||
+        read_listeners(srv, listeners) < 0)
         return -1;
     if (get_object(cfg, "root_path", &srv->root_path) < 0 ||
         get_object(cfg, "on_error", &srv->on_error) < 0 ||
@@ -483,6 +517,8 @@ static int server_clear(ol_server *srv)
     Py_CLEAR(srv->root_path);
     Py_CLEAR(srv->root_path_bytes);
     Py_CLEAR(srv->asgi_info);
+    Py_CLEAR(srv->health_path);
+    srv->cfg.health_path = NULL;
     for (int i = 0; i < srv->nlisteners; i++) {
         Py_CLEAR(srv->listeners[i].sock);
         Py_CLEAR(srv->listeners[i].server_addr);
@@ -509,6 +545,8 @@ static void server_dealloc(ol_server *srv)
     ol_reactor_close(&srv->reactor);
     PyMem_Free(srv->listeners);
     PyMem_Free(srv->h1.fields);
+    if (srv->metrics_view.obj != NULL)
+        PyBuffer_Release(&srv->metrics_view);
     type->tp_free((PyObject *)srv);
     Py_DECREF(type);
 }
@@ -523,6 +561,7 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     srv->state = ol_state_of_type(type);
     ol_reactor_init(&srv->reactor);
     srv->bridge.fd = srv->watch.fd = -1;
+    ol_meter_init(&srv->meter, NULL, 0); /* counted privately until configured */
     return (PyObject *)srv;
 }
 

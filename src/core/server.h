@@ -14,6 +14,7 @@
 
 #include "conn.h"
 #include "exchange.h"
+#include "metrics.h"
 #include "reactor.h"
 #include "state.h"
 
@@ -60,6 +61,8 @@ typedef struct ol_config {
     double ws_ping_interval; /* 0 = no keepalive pings */
     double ws_ping_timeout;  /* for the pong and the closing handshake; 0 = no limit */
     int ws_deflate;          /* accept permessage-deflate offers */
+    const char *health_path; /* --health-path, answered by the core; NULL = none */
+    size_t health_path_len;
 } ol_config;
 
 struct ol_server {
@@ -75,7 +78,10 @@ struct ol_server {
     size_t active; /* requests in flight */
     unsigned long long total_requests;
     ol_date_cache date;
-    double now; /* monotonic seconds, refreshed per wake-up (GIL) */
+    ol_meter meter;         /* the counters (metrics.h) */
+    Py_buffer metrics_view; /* the shared block they live in, when given */
+    PyObject *health_path;  /* bytes backing cfg.health_path, or NULL */
+    double now;             /* monotonic seconds, refreshed per wake-up (GIL) */
 
     /* The epoll set, its handles and the tick (reactor.c). */
     ol_reactor reactor;
@@ -156,6 +162,10 @@ static inline int ol_server_is_draining(ol_server *srv)
 {
     return __atomic_load_n(&srv->draining, __ATOMIC_ACQUIRE);
 }
+
+/* Count into the server's metrics block (metrics.h): a counter or gauge
+ * word of ol_metrics, by name. Any thread. */
+#define OL_COUNT(srv, field, v) ol_meter_add(&(srv)->meter, &(srv)->meter.m->field, (uint64_t)(v))
 
 extern PyType_Spec ol_server_spec;
 

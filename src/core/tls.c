@@ -132,6 +132,7 @@ Py_ssize_t ol_tls_recv(ol_conn *c)
         return (errno == EAGAIN || errno == EWOULDBLOCK) ? -1 : -2;
     if (n == 0)
         return 0;
+    OL_COUNT(c->server, bytes_in, n);
     PyObject *r = PyObject_CallMethod(c->tls_in, "write", "y#", raw, n);
     if (r == NULL)
         return -2;

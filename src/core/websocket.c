@@ -215,6 +215,7 @@ int ol_ws_accept_upgrade(ol_conn *c, const ol_ws_handshake *hs, PyObject *subpro
      * handshake are frames. */
     c->ws = ws;
     c->proto = &ol_ws_protocol;
+    ol_conn_set_phase(c, OL_PHASE_WEBSOCKET);
     c->flags &= ~(CONN_IDLE | CONN_CORKED);
     int e = ol_conn_write(c, head, len);
     PyMem_Free(head);
@@ -249,6 +250,7 @@ int ol_ws_send(ol_conn *c, int text, const char *data, size_t len)
         return -1;
     int opcode = text ? OL_WS_TEXT : OL_WS_BINARY;
     ws->bytes_out += len;
+    OL_COUNT(c->server, ws_messages_out, 1);
     if (ws->zlib == NULL || len < DEFLATE_MIN)
         return write_frame(c, opcode, 0, data, len);
     ol_ws_buf out = {0};
@@ -353,6 +355,7 @@ static int deliver(ol_conn *c, int text, const char *data, size_t len)
     ws->bytes_in += len;
     if (ws->state != WS_OPEN || c->request == NULL)
         return 0; /* closing: data frames are read and dropped */
+    OL_COUNT(c->server, ws_messages_in, 1);
     int r = c->server->handler->ws_message(c->request, text, data, len);
     if (r < 0) {
         ol_log_error(c->server, "cannot deliver a WebSocket message");

@@ -1015,6 +1015,7 @@ static int send_file(ol_req *r, int fd, off_t offset, off_t size)
         if (n > 0) {
             size -= n;
             r->sent += (uint64_t)n;
+            OL_COUNT(r->server, bytes_out, n);
         } else if (n == 0) {
             break; /* the file shrank */
         } else if (err == EAGAIN) {
@@ -1222,9 +1223,9 @@ static int wsgi_prepare(ol_req *r, const ol_request *h)
 static void wsgi_run(ol_req *r)
 {
     ol_server *srv = r->server;
-    srv->active++;
+    ol_meter_set(&srv->meter.m->in_flight, ++srv->active);
     run_app(r->conn, r);
-    srv->active--;
+    ol_meter_set(&srv->meter.m->in_flight, --srv->active);
 }
 
 static void wsgi_ignore(ol_req *r)

@@ -35,6 +35,13 @@ def _non_negative_int(value: Any) -> int:
     return n
 
 
+def _health_path(value: Any) -> str:
+    path = str(value)
+    if not path.startswith("/") or any(c in path for c in "? #") or not path.isprintable():
+        raise ValueError("must be a path starting with '/', without a query")
+    return path
+
+
 def _umask(value: Any) -> int:
     """A file mode creation mask: octal as in a shell (022, 0o022) or an int."""
     if isinstance(value, int):
@@ -157,6 +164,8 @@ class Config:
     loop_stall_warning: float = 0.5
     max_keep_alive_requests: int = 0
     limit_concurrency: int = 0
+    health_path: str | None = None
+    metrics_bind: str | None = None
     # WebSockets
     ws: str = "auto"
     ws_max_size: int = 16 * 1024 * 1024
@@ -314,6 +323,16 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         _non_negative_int,
         "requests (and WebSocket sessions) in the app at once per worker; beyond, the core "
         "answers 503 with Retry-After without calling the app (default: 0 = no limit)",
+    ),
+    "health_path": (
+        _health_path,
+        "answer GET/HEAD of this path (e.g. /healthz) in the core, without calling the app: "
+        "200 while the worker serves, 503 once it drains (default: none)",
+    ),
+    "metrics_bind": (
+        str,
+        "serve Prometheus metrics of all workers on this HOST:PORT or unix:PATH, from the "
+        "supervisor, at /metrics (default: none)",
     ),
     "ws": (
         _choice("auto", "on", "off"),
@@ -513,6 +532,8 @@ def build(values: dict[str, Any]) -> Config:
         setattr(config, name, value)
     if config.ssl_keyfile and not config.ssl_certfile:
         raise ConfigError("--ssl-keyfile needs --ssl-certfile")
+    if config.metrics_bind and config.workers == 0:
+        raise ConfigError("--metrics-bind needs the supervisor: use --workers 1 or more")
     if config.reload and config.workers == 0:
         raise ConfigError("--reload needs the supervisor: use --workers 1 or more")
     return config

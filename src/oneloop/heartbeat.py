@@ -14,7 +14,8 @@ import mmap
 import struct
 import time
 
-from ._core import atomic_load, atomic_store
+from . import metrics
+from ._core import atomic_load, atomic_store, metrics_snapshot
 
 BOOTING, READY, STOPPING = 0, 1, 2
 
@@ -37,8 +38,23 @@ class Slot:
     across fork(); the worker stores, the supervisor loads, no lock."""
 
     def __init__(self) -> None:
-        self._mem = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous and shared
+        # The heartbeat's page, then the worker's metrics block (metrics.py).
+        pages = 1 + metrics.block_pages()
+        self._mem = mmap.mmap(-1, pages * mmap.PAGESIZE)  # anonymous and shared
         self.beat()
+
+    def metrics_block(self) -> memoryview:
+        """The worker's metrics block, for its C core to count into. The
+        view keeps the mapping exported: the worker never closes it."""
+        return memoryview(self._mem)[mmap.PAGESIZE :]
+
+    def metrics(self) -> tuple[int, ...]:
+        """Every word of the metrics block, each read with one atomic load."""
+        with memoryview(self._mem) as whole, whole[mmap.PAGESIZE :] as block:
+            return metrics_snapshot(block)
+
+    def set_loop_lag(self, seconds: float) -> None:
+        atomic_store(self._mem, mmap.PAGESIZE + metrics.LAG_OFFSET, max(0, int(seconds * 1e6)))
 
     def beat(self) -> None:
         atomic_store(self._mem, _BEAT_AT, time.monotonic_ns())

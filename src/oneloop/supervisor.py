@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import hooks, logs, privileges, process, systemd
+from . import hooks, logs, metrics, privileges, process, systemd
 from .binding import Listener, make_ssl_context, open_listeners
 from .config import Config, ConfigError
 from .heartbeat import BOOTING, READY, STOPPING, Slot
@@ -80,6 +80,7 @@ class Child:
     replace_at: float = math.inf  # --workers-lifetime: its replacement starts then
     over_rss_since: float | None = None  # --workers-max-rss: above the limit since
     replacing: bool = False  # a replacement is booting; it stops once that one serves
+    exit_reason: str = ""  # why it was let go, for the metrics (metrics.EXIT_REASONS)
 
 
 class SupervisedHost(Host):
@@ -109,7 +110,11 @@ class SupervisedHost(Host):
     def booted(self, worker: object) -> None:
         self.slot.state = READY
 
-    def beat(self) -> bool:
+    def metrics_block(self) -> Any:
+        return self.slot.metrics_block()
+
+    def beat(self, lag: float = 0.0) -> bool:
+        self.slot.set_loop_lag(lag)
         self.slot.beat()
         return os.getppid() == self.parent
 
@@ -190,6 +195,8 @@ class Supervisor:
         self.notifier = systemd.Notifier()
         self.watcher: Watcher | None = None
         self._wake: tuple[int, int] | None = None
+        self.supervision = metrics.Supervision()
+        self.metrics_endpoint: metrics.Endpoint | None = None
 
     # -- the main loop ----------------------------------------------------
 
@@ -213,6 +220,11 @@ class Supervisor:
         hooks.call(self.config, "on_starting", self)
         self.listeners = open_listeners(self.config)
         privileges.give(self.identity, [li.created_path for li in self.listeners])
+        if self.config.metrics_bind:
+            self.metrics_endpoint = metrics.Endpoint(
+                self.config.metrics_bind, self.metrics_text, self.config.umask
+            )
+            error_log.info("Metrics on %s", self.metrics_endpoint.url)
         hooks.call(self.config, "nworkers_changed", self, self.target, None)
         try:
             with process.pidfile(self.config.pid):
@@ -248,7 +260,13 @@ class Supervisor:
         watched = self.watcher.fileno() if self.watcher is not None else None
         if watched is not None:
             fds.append(watched)
-        readable, _, _ = select.select(fds, [], [], TICK)
+        endpoint, writers = self.metrics_endpoint, []
+        if endpoint is not None:
+            fds += endpoint.readers()
+            writers = endpoint.writers()
+        readable, writable, _ = select.select(fds, writers, [], TICK)
+        if endpoint is not None:
+            endpoint.handle(readable, writable, time.monotonic())
         if self._wake[0] in readable:
             while True:
                 try:
@@ -307,6 +325,7 @@ class Supervisor:
         slot = Slot()
         max_requests = jittered_max_requests(self.config)
         self.spawned += 1
+        self.supervision.starts += 1
         info = hooks.WorkerInfo(age=self.spawned, cfg=self.config)
         hooks.call(self.config, "pre_fork", self, info)
         # Signals stay blocked across fork() until the child has put back
@@ -388,6 +407,8 @@ class Supervisor:
             self.watcher.close()
         for child in self.children.values():
             child.slot.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close(remove_file=False)
         self.notifier.close()
 
     # -- watching workers -------------------------------------------------
@@ -406,6 +427,7 @@ class Supervisor:
 
     def _exited(self, child: Child, status: int) -> None:
         state, message = child.slot.state, child.slot.error()
+        self._count_exit(child, state)
         child.slot.close()
         hooks.call(self.config, "child_exit", self, child.info)
         if self.stopping or child.retiring or state == STOPPING:
@@ -420,6 +442,32 @@ class Supervisor:
         )
         self._crashed(now)
 
+    def _count_exit(self, child: Child, state: int) -> None:
+        """Keep what the worker counted (its totals outlive it) and why it went."""
+        self.supervision.retire(child.slot.metrics())
+        reason = child.exit_reason
+        if not reason:
+            if self.stopping:
+                reason = "shutdown"
+            elif state == STOPPING:
+                reason = "max_requests"
+            elif not child.ready and state == BOOTING:
+                reason = "boot_failure"
+            else:
+                reason = "crash"
+        self.supervision.exits[reason] += 1
+
+    def metrics_text(self) -> str:
+        """The Prometheus text of all workers (--metrics-bind)."""
+        now = time.monotonic()
+        live = [c.slot.metrics() for c in self.children.values()]
+        states = {"serving": 0, "booting": 0, "stopping": 0}
+        for c in self.children.values():
+            states["stopping" if c.retiring else "serving" if c.ready else "booting"] += 1
+        serving = [c for c in self.children.values() if c.ready and not c.retiring]
+        age = max((now - c.slot.last_beat() for c in serving), default=0.0)
+        return metrics.render(live, self.supervision, states, max(age, 0.0))
+
     def _note_ready(self) -> None:
         for child in list(self.children.values()):
             if not child.ready and child.slot.state != BOOTING:
@@ -431,7 +479,7 @@ class Supervisor:
             state = child.slot.state
             if state == STOPPING and not child.retiring:
                 # Stopping by itself (--max-requests): replace it right away.
-                self._retire(child, now, None)
+                self._retire(child, now, None, "max_requests")
             if child.kill_at is not None and now >= child.kill_at:
                 self._kill(child)
             else:
@@ -457,7 +505,7 @@ class Supervisor:
                     child.pid,
                     self.config.workers_lifetime,
                 )
-                self._replace(child)
+                self._replace(child, "lifetime")
             elif check_rss:
                 self._check_rss(child, now)
 
@@ -476,12 +524,13 @@ class Supervisor:
                 self.config.workers_max_rss,
                 now - child.over_rss_since,
             )
-            self._replace(child)
+            self._replace(child, "max_rss")
 
-    def _replace(self, child: Child) -> None:
+    def _replace(self, child: Child, reason: str) -> None:
         """Count the worker out so that _manage starts a replacement, and
         let it go once more workers serve than are wanted."""
         child.replacing = True
+        child.exit_reason = reason
 
     def _wedged(self, child: Child, blocked: float) -> bool:
         timeout = self.config.timeout
@@ -525,6 +574,7 @@ class Supervisor:
             )
         child.aborted = True
         child.retiring = True
+        child.exit_reason = "timeout"
         child.kill_at = now + ABORT_GRACE
         self._send(child, signal.SIGABRT)
 
@@ -558,14 +608,14 @@ class Supervisor:
     def _manage(self, now: float) -> None:
         current = self._current()
         for child in current[: max(0, len(current) - self.target)]:  # oldest first
-            self._retire(child, now)
+            self._retire(child, now, reason="scale_down")
         current = current[max(0, len(current) - self.target) :]
         # A reload: each new worker that serves lets one old worker go.
         old = [c for c in self.children.values() if c.generation < self.generation]
         old = [c for c in old if not c.retiring]
         ready = sum(c.ready for c in current)
         for child in old[: max(0, len(old) + ready - self.target)]:
-            self._retire(child, now)
+            self._retire(child, now, reason="reload")
         # Workers being replaced go once their replacements serve.
         replaced = [c for c in self.children.values() if c.replacing and not c.retiring]
         for child in replaced[: max(0, len(replaced) + ready - self.target)]:
@@ -578,9 +628,12 @@ class Supervisor:
             error_log.info("Reload complete: %s serving", _workers(ready, "new "))
             self.notifier.ready(self._status())
 
-    def _retire(self, child: Child, now: float, sig: int | None = signal.SIGTERM) -> None:
+    def _retire(
+        self, child: Child, now: float, sig: int | None = signal.SIGTERM, reason: str = ""
+    ) -> None:
         """Let a worker go: it is no longer counted, so a replacement starts."""
         child.retiring = True
+        child.exit_reason = child.exit_reason or reason
         child.kill_at = now + self.config.timeout_graceful_shutdown + STOP_MARGIN
         if sig is not None:
             self._send(child, sig if child.ready else signal.SIGTERM)
@@ -638,7 +691,7 @@ class Supervisor:
         error_log.error("Reload failed: %s; the previous workers keep serving", message)
         for child in self.children.values():
             if child.generation == self.generation and not child.ready:
-                self._retire(child, now)
+                self._retire(child, now, reason="reload")
         for child in self.children.values():
             child.generation = self.generation  # the survivors are current again
         self.reloading = False
@@ -654,11 +707,12 @@ class Supervisor:
         self.notifier.reloading()
         self._reread_config()
         hooks.call(self.config, "on_reload", self)
+        self.supervision.reloads += 1
         now = time.monotonic()
         self._note_ready()
         for child in self.children.values():
             if not child.ready and not child.retiring:
-                self._retire(child, now)  # still booting the old code
+                self._retire(child, now, reason="reload")  # still booting the old code
         self.generation += 1
         self.last_details = ""  # a new attempt: a traceback is worth showing again
         self.reloading = True
@@ -750,6 +804,8 @@ class Supervisor:
                 child.slot.close()
         for listener in self.listeners:
             listener.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         if self._wake is not None:
             signal.set_wakeup_fd(-1)
             for fd in self._wake:
@@ -765,7 +821,15 @@ class Supervisor:
 
 
 def _listening(config: Config) -> tuple:
-    return (config.bind, config.host, config.port, config.uds, config.fd, config.reuse_port)
+    return (
+        config.bind,
+        config.host,
+        config.port,
+        config.uds,
+        config.fd,
+        config.reuse_port,
+        config.metrics_bind,
+    )
 
 
 def _identity(config: Config) -> tuple:

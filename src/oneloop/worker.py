@@ -79,8 +79,13 @@ class Host:
         urls = ", ".join(li.url for li in worker.listeners or ())
         self.notifier.ready(f"Serving on {urls}")
 
-    def beat(self) -> bool:
-        """The loop runs; False when the host is gone and the worker should stop."""
+    def metrics_block(self) -> Any:
+        """Where the core counts (metrics.py): None, a private block."""
+        return None
+
+    def beat(self, lag: float = 0.0) -> bool:
+        """The loop runs (its heartbeat `lag` seconds late); False when the
+        host is gone and the worker should stop."""
         self.notifier.ping()
         return True
 
@@ -150,6 +155,7 @@ class Worker:
         self.stopping: asyncio.Event | None = None
         self.fast = False
         self._ticker: asyncio.TimerHandle | None = None
+        self._tick_due: float | None = None  # when the next tick should run
 
     # -- set-up -----------------------------------------------------------
 
@@ -188,6 +194,8 @@ class Worker:
             lifespan_state=lifespan.state if lifespan.supported else None,
             wsgi_errors=_ErrorStream(),
             proxy_trusted=proxy,
+            metrics=self.host.metrics_block(),
+            health_path=c.health_path,
         )
 
     def _start_threads(self) -> None:
@@ -280,7 +288,10 @@ class Worker:
         """Every BEAT_INTERVAL on the loop: beat for the host, and stop once
         the host is gone or --max-requests is reached."""
         assert self.stopping is not None
-        if not self.host.beat() and not self.stopping.is_set():
+        now = self.loop.time()
+        lag = now - self._tick_due if self._tick_due is not None else 0.0
+        self._tick_due = now + BEAT_INTERVAL
+        if not self.host.beat(lag) and not self.stopping.is_set():
             error_log.warning("Worker pid %d: its supervisor is gone; stopping", os.getpid())
             self.stop()
         served = self._served_out()

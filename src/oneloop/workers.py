@@ -92,7 +92,7 @@ class _GunicornHost(Host):
     def booted(self, worker: Any) -> None:
         self.worker.notify()
 
-    def beat(self) -> bool:
+    def beat(self, lag: float = 0.0) -> bool:
         now = time.monotonic()
         if now >= self._next_notify:
             self._next_notify = now + self._interval
