@@ -35,7 +35,7 @@ SANITIZE    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-
 FUZZ_FLAGS  := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
 
 .PHONY: help all deps example test test-c test-c-asan test-c-portable test-c-valgrind fuzz fuzz-smoke fuzz-corpus diff-fuzz \
-        bench bench-parser bench-servers bench-smoke bench-compare bench-hostile bench-soak test-dist test-py test-py-versions test-py-asan test-py-asan-core test-py-valgrind format lint lint-ext clean
+        bench bench-parser bench-servers bench-smoke bench-compare bench-hostile bench-soak test-dist test-py test-autobahn test-py-versions test-py-asan test-py-asan-core test-py-valgrind format lint lint-ext clean
 
 help:
 	@echo "make example      install oneloop (in .venv outside a virtualenv) and serve examples/flask_async.py"
@@ -57,6 +57,7 @@ help:
 	@echo "make test-py      Python tests (real server, real sockets)"
 	@echo "make test-py-versions  the HTTP, ASGI, WSGI and one-loop tests on CPython 3.12 and 3.13 (pyenv)"
 	@echo "make test-py-asan the Python tests against an ASan+UBSan build of the extension"
+	@echo "make test-autobahn  the Autobahn TestSuite's WebSocket cases (part of test-py)"
 	@echo "make test-py-asan-core  the core's adversarial tests (stale events, ...) under ASan"
 	@echo "make test-py-valgrind  servers under valgrind with a mix of traffic"
 	@echo "make test-dist    sdist and wheels (manylinux too), installed in clean venvs, serving"
@@ -73,14 +74,24 @@ example:
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/install-deps.sh example
 	$(PYTHON) -m oneloop --app-dir examples flask_async:app
 
+# The Autobahn cases (some 8 minutes of a WebSocket client and the server,
+# judged on what goes over the wire, not on time) run beside the C tests,
+# fuzzing and the packaging test, which keep one core busy each; the Python
+# suites, whose latency checks want the machine to themselves, come after.
+# Whatever fails, the Autobahn run is waited for and its output shown.
 test: deps
 	$(MAKE) --no-print-directory lint
-	$(MAKE) --no-print-directory test-c
-	$(MAKE) --no-print-directory fuzz
-	$(MAKE) --no-print-directory diff-fuzz
-	$(MAKE) --no-print-directory test-py
+	@mkdir -p $(BUILD)
+	@$(MAKE) --no-print-directory test-autobahn > $(BUILD)/test-autobahn.log 2>&1 & autobahn=$$!; \
+	echo "test-autobahn: running beside the C tests, fuzzing and test-dist (pid $$autobahn)"; \
+	status=0; \
+	{ $(MAKE) --no-print-directory test-c && $(MAKE) --no-print-directory fuzz && \
+	  $(MAKE) --no-print-directory diff-fuzz && $(MAKE) --no-print-directory test-dist; } || status=$$?; \
+	wait $$autobahn; autobahn_status=$$?; \
+	echo "== test-autobahn (exit status $$autobahn_status)"; tail -30 $(BUILD)/test-autobahn.log; \
+	[ $$status -eq 0 ] && [ $$autobahn_status -eq 0 ]
+	$(MAKE) --no-print-directory test-py PYTEST_ARGS=--ignore=tests/python/test_autobahn.py
 	$(MAKE) --no-print-directory test-py-asan-core
-	$(MAKE) --no-print-directory test-dist
 	$(MAKE) --no-print-directory test-py-versions
 
 # ---------------------------------------------------------------- wire layer
@@ -217,7 +228,11 @@ bench-compare:
 # ---------------------------------------------------------------- Python
 
 test-py:
-	$(PYTHON) -m pytest tests/python -q
+	$(PYTHON) -m pytest tests/python -q $(PYTEST_ARGS)
+
+# The Autobahn TestSuite's cases (tests/python/test_autobahn.py), alone.
+test-autobahn:
+	$(PYTHON) -m pytest tests/python/test_autobahn.py -q
 
 # Every other supported CPython (pyenv's 3.12 and 3.13): a virtualenv each in
 # build/py<X.Y>, oneloop built with warnings as errors, and the HTTP, ASGI,
