@@ -197,15 +197,16 @@ static void body_error(ol_req *r, int error)
         return;
     if (!(r->flags & REQ_HEAD_SENT)) {
         int too_large = error == OL_ETOO_LARGE, cut = error == OL_EBODY_CUT;
+        int status = too_large ? 413 : ol_error_status(error);
+        const char *text = too_large ? "request body too large"
+                           : cut     ? "request body cut short"
+                                     : ol_strerror(error);
+        if (r->carrier->refuse(r, status, text) == OL_REFUSE_NOT_HELD)
+            return;
+        r->status = status; /* for the access log */
         r->flags |= REQ_HEAD_SENT | REQ_COMPLETE;
-        r->status = too_large ? 413 : ol_error_status(error); /* for the access log */
-        c->request = NULL;
-        ol_h1_send_error(c, r->status,
-                         too_large ? "request body too large"
-                         : cut     ? "request body cut short"
-                                   : ol_strerror(error));
         ol_req_detach(r);
-        Py_DECREF(r);
+        Py_DECREF(r); /* the protocol's reference */
     } else {
         ol_conn_abort(c);
     }
@@ -218,7 +219,7 @@ static PyObject *take_body_message(ol_req *r)
     ol_state *st = r->server->state;
     ol_conn *c = r->conn;
     PyObject *body = NULL;
-    int done = ol_h1_take_body(c, &body);
+    int done = r->carrier->take_body(r, &body);
     if (done < 0) {
         Py_XDECREF(body);
         if (PyErr_Occurred())
@@ -276,7 +277,7 @@ static PyObject *asgi_receive(ol_req *r, PyObject *unused)
     if (gone(r) || (r->flags & REQ_COMPLETE))
         return ready_new(st, disconnect_message(st));
     if (!(r->flags & REQ_BODY_DONE)) {
-        ol_h1_continue(r);
+        r->carrier->send_continue(r);
         PyObject *msg = take_body_message(r);
         if (msg != NULL)
             return ready_new(st, msg);

@@ -106,7 +106,7 @@ static ol_conn *admit(ol_server *srv, ol_listener *lst, int fd, struct sockaddr_
 {
     if (!lst->is_unix)
         set_nodelay(fd);
-    ol_conn *c = ol_conn_new(srv, lst, fd, (struct sockaddr *)peer, len, &ol_h1_protocol);
+    ol_conn *c = ol_conn_new(srv, lst, fd, (struct sockaddr *)peer, len, srv->first_protocol);
     if (c == NULL) {
         close(fd);
         return NULL;

@@ -1,22 +1,21 @@
 /*
- * exchange.c -- the exchange (Request object) shared by both interfaces, and responses:
- * taking the status and headers from the app, choosing the framing
- * (Content-Length, chunked, or close-delimited), and writing head and body.
+ * exchange.c -- the exchange (Request object) shared by both interfaces, and
+ * what its response says: the status and headers taken from the app, which
+ * body it has and its length; the carrying protocol puts it on the wire
+ * (ol_carrier, exchange.h; h1_response.c for HTTP/1.1).
  *
- * Framing rules, in order:
+ * Body rules, in order:
  *   - 1xx, 204 and 304 responses, and responses to HEAD, carry no body;
  *   - a Content-Length from the app is honoured: a body longer than it is
  *     cut (and logged), a shorter one closes the connection;
  *   - otherwise, when the whole body is known at the first body message,
  *     Content-Length is added;
- *   - otherwise HTTP/1.1 gets chunked coding and HTTP/1.0 a body delimited
- *     by closing the connection.
+ *   - otherwise the length is left to the protocol's framing (HTTP/1.1:
+ *     chunked coding, or for HTTP/1.0 a body the close ends).
  */
 #include "core.h"
 
 #include <string.h>
-#include <sys/uio.h>
-#include <time.h>
 
 /* ------------------------------------------------------------------------ */
 /* Headers from the app                                                     */
@@ -164,121 +163,27 @@ fail:
 }
 
 /* ------------------------------------------------------------------------ */
-/* The head on the wire                                                     */
+/* Which body                                                               */
 
 static int status_has_body(int status)
 {
     return status >= 200 && status != 204 && status != 304;
 }
 
-/* Decide the framing now that the first body piece is known, and whether
- * the connection stays open, so that the head can say so. */
-static void choose_framing(ol_req *r, size_t first_len, int more)
+/* At the first body message: whether there is a body on the wire, and
+ * its length when the whole of it is known already. */
+static void choose_length(ol_req *r, size_t first_len, int more)
 {
-    ol_conn *c = r->conn;
-    unsigned max = r->server->cfg.max_keep_alive_requests;
-    if (c != NULL && max && c->requests + 1 >= max)
-        r->flags &= ~REQ_KEEP_ALIVE;
-    /* Shutting down, or keep-alive off (--timeout-keep-alive 0): the head
-     * says the connection closes, so the client does not send another
-     * request into the close. */
-    if (r->server->draining || r->server->cfg.keep_alive <= 0)
-        r->flags &= ~REQ_KEEP_ALIVE;
-    /* 100 Continue owed and the body never read: the client may be holding
-     * the body back, so this connection cannot carry another request. */
-    if (c != NULL && (r->flags & REQ_CONTINUE) && !c->body_done)
-        r->flags &= ~REQ_KEEP_ALIVE;
     if (!status_has_body(r->status)) {
         r->flags |= REQ_NO_BODY;
         return;
     }
     if (r->flags & REQ_HEAD)
         r->flags |= REQ_NO_BODY;
-    if (r->flags & REQ_HAS_LENGTH)
-        return;
-    if (!more && !(r->flags & REQ_APP_CHUNKED)) {
+    if (!(r->flags & REQ_HAS_LENGTH) && !more && !(r->flags & REQ_APP_CHUNKED)) {
         r->flags |= REQ_HAS_LENGTH | REQ_ADDED_LENGTH;
         r->content_length = first_len;
-    } else if (r->flags & REQ_HEAD) {
-        /* Length unknown and no body to send: neither field. */
-    } else if (!(r->flags & REQ_HTTP10)) {
-        r->flags |= REQ_CHUNKED;
-    } else {
-        r->flags &= ~REQ_KEEP_ALIVE; /* HTTP/1.0: the end of the body is the close */
     }
-}
-
-static char *put(char *p, const char *s, size_t n)
-{
-    memcpy(p, s, n);
-    return p + n;
-}
-
-static size_t head_size(ol_req *r)
-{
-    size_t n = 64 + 24 + 64 + 64; /* status line, Content-Length, Date, Server, Connection */
-    n += r->reason ? (size_t)PyBytes_GET_SIZE(r->reason) : 40;
-    Py_ssize_t count = PyList_GET_SIZE(r->headers);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *pair = PyList_GET_ITEM(r->headers, i);
-        n += (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) +
-             (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 1)) + 4;
-    }
-    return n;
-}
-
-static char *put_status_line(ol_req *r, char *p)
-{
-    p = put(p, "HTTP/1.1 ", 9);
-    *p++ = (char)('0' + r->status / 100);
-    *p++ = (char)('0' + r->status / 10 % 10);
-    *p++ = (char)('0' + r->status % 10);
-    *p++ = ' ';
-    if (r->reason != NULL) {
-        p = put(p, PyBytes_AS_STRING(r->reason), (size_t)PyBytes_GET_SIZE(r->reason));
-    } else {
-        const char *reason = ol_reason_phrase(r->status);
-        p = put(p, reason, strlen(reason));
-    }
-    return put(p, "\r\n", 2);
-}
-
-static char *put_server_fields(ol_req *r, char *p)
-{
-    ol_server *srv = r->server;
-    if ((r->flags & REQ_HAS_LENGTH) && (r->flags & REQ_ADDED_LENGTH))
-        p += sprintf(p, "Content-Length: %llu\r\n", (unsigned long long)r->content_length);
-    else if (r->flags & REQ_CHUNKED)
-        p = put(p, "Transfer-Encoding: chunked\r\n", 28);
-    if (!(r->flags & REQ_KEEP_ALIVE))
-        p = put(p, "Connection: close\r\n", 19);
-    else if (r->flags & REQ_HTTP10)
-        p = put(p, "Connection: keep-alive\r\n", 24);
-    if (srv->cfg.date_header && !(r->flags & REQ_APP_DATE)) {
-        p = put(p, "Date: ", 6);
-        p = put(p, ol_date_cache_get(&srv->date, time(NULL)), OL_HTTP_DATE_LEN);
-        p = put(p, "\r\n", 2);
-    }
-    if (srv->cfg.server_header && !(r->flags & REQ_APP_SERVER))
-        p = put(p, "Server: oneloop\r\n", 17);
-    return p;
-}
-
-/* Serialize the head into buf (at least head_size(r) bytes). */
-static size_t build_head(ol_req *r, char *buf)
-{
-    char *p = put_status_line(r, buf);
-    Py_ssize_t count = PyList_GET_SIZE(r->headers);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *pair = PyList_GET_ITEM(r->headers, i);
-        PyObject *name = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
-        p = put(p, PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name));
-        p = put(p, ": ", 2);
-        p = put(p, PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value));
-        p = put(p, "\r\n", 2);
-    }
-    p = put_server_fields(r, p);
-    return (size_t)(put(p, "\r\n", 2) - buf);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -332,48 +237,15 @@ static int complete(ol_req *r)
 
 int ol_response_body(ol_req *r, const char *data, size_t len, int more)
 {
-    ol_conn *c = r->conn;
-    char small[4096];
-    char *head = NULL;
-    size_t head_len = 0;
-    struct iovec iov[5];
-    int n = 0;
-    char chunk_line[24];
-
-    if (!(r->flags & REQ_HEAD_SENT)) {
-        choose_framing(r, len, more);
-        size_t need = head_size(r);
-        head = need <= sizeof(small) ? small : PyMem_Malloc(need);
-        if (head == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        head_len = build_head(r, head);
-        iov[n++] = (struct iovec){head, head_len};
-        r->flags |= REQ_HEAD_SENT;
-    }
+    int first = !(r->flags & REQ_HEAD_SENT);
+    if (first)
+        choose_length(r, len, more);
     if (r->flags & REQ_NO_BODY)
         len = 0;
     int overrun;
     len = allowed_length(r, len, &overrun);
-    if (len > 0 && (r->flags & REQ_CHUNKED)) {
-        int k = snprintf(chunk_line, sizeof(chunk_line), "%zx\r\n", len);
-        iov[n++] = (struct iovec){chunk_line, (size_t)k};
-        iov[n++] = (struct iovec){(void *)data, len};
-        iov[n++] = (struct iovec){"\r\n", 2};
-    } else if (len > 0) {
-        iov[n++] = (struct iovec){(void *)data, len};
-    }
-    if (!more && (r->flags & REQ_CHUNKED))
-        iov[n++] = (struct iovec){"0\r\n\r\n", 5};
     r->sent += len;
-    int e = 0;
-    if (n > 0 && c != NULL && !(c->flags & CONN_CLOSED))
-        e = ol_conn_writev(c, iov, n);
-    else if (n > 0)
-        e = -1;
-    if (head != small && head != NULL)
-        PyMem_Free(head);
+    int e = r->carrier->send(r, data, len, more);
     if (overrun && length_mismatch(r, "longer") < 0)
         e = -1;
     if (!more && complete(r) < 0)
@@ -417,18 +289,10 @@ void ol_req_response_complete(ol_req *r)
     if (r->receive_waiter != NULL) /* a disconnect listener: the exchange is over */
         srv->handler->on_disconnect(r);
     log_access(r);
-    ol_conn *c = r->conn;
-    if (c == NULL || c->request != r)
+    if (!r->carrier->release(r, 1))
         return;
-    int keep_alive = (r->flags & REQ_KEEP_ALIVE) && !(c->flags & (CONN_PEER_CLOSED | CONN_CLOSED));
-    /* 100 Continue was owed but never sent: the client may be holding the
-     * body back, so the connection cannot be reused. */
-    if ((r->flags & REQ_CONTINUE) && !c->body_done)
-        keep_alive = 0;
-    c->request = NULL;
-    ol_h1_request_done(c, keep_alive);
     ol_req_detach(r);
-    Py_DECREF(r); /* the connection's reference */
+    Py_DECREF(r); /* the protocol's reference */
 }
 
 void ol_req_session_end(ol_req *r)
@@ -445,13 +309,11 @@ void ol_req_taken_over(ol_req *r)
     r->flags |= REQ_COMPLETE;
     ol_count_response(r->server);
     log_access(r); /* its duration is the session's */
-    ol_conn *c = r->conn;
-    if (c == NULL || c->request != r)
+    /* Not reused: a lingering close, so the app's last bytes reach the client. */
+    if (!r->carrier->release(r, 0))
         return;
-    c->request = NULL;
-    ol_h1_request_done(c, 0); /* a lingering close: the app's last bytes reach the client */
     ol_req_detach(r);
-    Py_DECREF(r); /* the connection's reference */
+    Py_DECREF(r); /* the protocol's reference */
 }
 
 /* Drop the request's hold on its connection. */
@@ -674,28 +536,26 @@ int ol_req_set_head(ol_req *r, const ol_request *h)
  * connection is cut so the client sees a truncated response, not a wrong one. */
 void ol_req_fail(ol_req *r, int status)
 {
-    ol_conn *c = r->conn;
     r->flags |= REQ_COMPLETE;
     if (r->receive_waiter != NULL)
         r->server->handler->on_disconnect(r);
-    if (c == NULL || c->request != r)
+    if (r->conn == NULL)
         return;
-    c->request = NULL;
-    if (!(r->flags & REQ_HEAD_SENT) && status && !(c->flags & CONN_CLOSED)) {
+    const char *text = status == 500 ? "Internal Server Error" : ol_reason_phrase(status);
+    int done = r->carrier->refuse(r, status, text);
+    if (done == OL_REFUSE_NOT_HELD)
+        return;
+    if (done == OL_REFUSE_ANSWERED) {
         r->status = status;
         ol_count_response(r->server);
         log_access(r);
-        ol_h1_send_error(c, status,
-                         status == 500 ? "Internal Server Error" : ol_reason_phrase(status));
-    } else {
-        ol_conn_abort(c);
     }
     ol_req_detach(r);
-    Py_DECREF(r); /* the connection's reference */
+    Py_DECREF(r); /* the protocol's reference */
 }
 
 /* A new request for connection c, holding a reference to it. */
-ol_req *ol_req_new(ol_conn *c)
+ol_req *ol_req_new(ol_conn *c, const ol_carrier *carrier)
 {
     ol_server *srv = c->server;
     ol_req *r = PyObject_GC_New(ol_req, srv->state->request_type);
@@ -703,6 +563,7 @@ ol_req *ol_req_new(ol_conn *c)
         return NULL;
     memset((char *)r + sizeof(PyObject), 0, sizeof(ol_req) - sizeof(PyObject));
     r->server = (ol_server *)Py_NewRef(srv);
+    r->carrier = carrier;
     r->conn = c;
     ol_conn_incref(c);
     r->started = srv->now;

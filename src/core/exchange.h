@@ -7,8 +7,9 @@
  * counted reference to its connection until it is detached (the response
  * completed, or the connection closed). The protocol holds one reference
  * while the exchange is its connection's current one (c->request).
- * Responses are framed as HTTP/1.1 (exchange.c): the head, Content-Length
- * or chunked coding, keep-alive; the protocol is told when one completes.
+ * What a response says is decided here (exchange.c): its status and
+ * headers, which body it may have and the Content-Length that says so; how
+ * it goes on the wire is the carrying protocol's (ol_carrier below).
  */
 #ifndef OL_EXCHANGE_H
 #define OL_EXCHANGE_H
@@ -51,6 +52,41 @@ typedef struct ol_handler {
 extern const ol_handler ol_asgi_handler;
 extern const ol_handler ol_wsgi_handler;
 
+/*
+ * The protocol's side of the exchanges it carries (h1_response.c for
+ * HTTP/1.1): how a response goes on the wire, where the request body comes
+ * from, and what becomes of the connection when an exchange ends. The
+ * exchange decides what is sent (status, headers, the length the body may
+ * have); the carrier how. All calls with the GIL held.
+ */
+typedef struct ol_carrier {
+    /* The head on the first call (status, headers and the length rules
+     * already applied), then a piece of the body, already cut to what may
+     * be sent; more == 0 ends the body. 0, or -1 when the connection is
+     * gone. Sets REQ_HEAD_SENT. */
+    int (*send)(ol_req *r, const char *data, size_t len, int more);
+    /* The exchange is over (response complete; reuse == 0: the app took
+     * the connection over): let go of it. 1, or 0 if the protocol no longer
+     * held it (its connection closed meanwhile). */
+    int (*release)(ol_req *r, int reuse);
+    /* Let go of a failed exchange: answered with `status` and `text` if no
+     * head was sent (status 0: never), else its response is cut. */
+    int (*refuse)(ol_req *r, int status, const char *text);
+    /* The body bytes at hand as one bytes object in *out (NULL: none);
+     * 1 when the body is complete, 0 when more is to come, or a negative
+     * OL_E* / OL_ETOO_LARGE. */
+    int (*take_body)(ol_req *r, PyObject **out);
+    /* "100 Continue" if owed, when the body is first asked for: 0, or -1. */
+    int (*send_continue)(ol_req *r);
+} ol_carrier;
+
+/* What refuse() did. */
+#define OL_REFUSE_NOT_HELD 0
+#define OL_REFUSE_ANSWERED 1
+#define OL_REFUSE_CUT      2
+
+extern const ol_carrier ol_h1_carrier;
+
 /* ol_req.flags */
 #define REQ_HEAD         0x00001u /* HEAD: the response has no body on the wire */
 #define REQ_KEEP_ALIVE   0x00002u /* the connection may persist after it */
@@ -74,8 +110,9 @@ extern const ol_handler ol_wsgi_handler;
 
 struct ol_req {
     PyObject_HEAD
-    ol_conn *conn;     /* counted reference; NULL once detached */
-    ol_server *server; /* strong */
+    ol_conn *conn;             /* counted reference; NULL once detached */
+    ol_server *server;         /* strong */
+    const ol_carrier *carrier; /* the protocol that carries it */
     unsigned flags;
     int status;
     int error_status;         /* status for a failed request, when not 500 */
@@ -103,7 +140,7 @@ struct ol_req {
 };
 
 extern PyType_Spec ol_req_spec;
-ol_req *ol_req_new(ol_conn *c);
+ol_req *ol_req_new(ol_conn *c, const ol_carrier *carrier);
 int ol_req_set_head(ol_req *r, const ol_request *head);
 /* The exchange lets go of its connection. One that had no access-log line
  * yet gets it now: the client went away (499 if no response had begun,

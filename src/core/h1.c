@@ -350,7 +350,7 @@ static int begin_exchange(ol_conn *c, const ol_request *h, size_t head_len,
                           const ol_ws_handshake *ws)
 {
     ol_server *srv = c->server;
-    ol_req *r = ol_req_new(c);
+    ol_req *r = ol_req_new(c, &ol_h1_carrier);
     if (r != NULL && ws != NULL) {
         r->flags |= REQ_WEBSOCKET | REQ_BODY_DONE;
         r->ws_handshake = PyMem_Malloc(sizeof(*ws));

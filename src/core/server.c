@@ -248,6 +248,7 @@ static int server_init(ol_server *srv, PyObject *args, PyObject *kwds)
     /* The mode is decided here, once: WSGI apps run on pool threads that
      * share the connections (threaded), ASGI apps on the event loop. */
     srv->handler = srv->interface == OL_WSGI ? &ol_wsgi_handler : &ol_asgi_handler;
+    srv->first_protocol = &ol_h1_protocol;
     if (ol_conns_init(srv, srv->interface == OL_WSGI) < 0) {
         PyErr_SetString(PyExc_OSError, "cannot initialise the connection list lock");
         return -1;

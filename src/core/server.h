@@ -69,11 +69,12 @@ struct ol_server {
     PyObject_HEAD
     ol_state *state;
     ol_config cfg;
-    int interface;             /* enum ol_interface, decided at init */
-    int threaded;              /* WSGI: pool threads hold connections (conn.h) */
-    const ol_handler *handler; /* the interface's side of exchanges (exchange.h) */
-    int draining;              /* no new connections; responses close theirs */
-    int shut;                  /* shutdown() ran */
+    int interface;                  /* enum ol_interface, decided at init */
+    int threaded;                   /* WSGI: pool threads hold connections (conn.h) */
+    const ol_handler *handler;      /* the interface's side of exchanges (exchange.h) */
+    const ol_proto *first_protocol; /* what accepted connections speak first (h1.h) */
+    int draining;                   /* no new connections; responses close theirs */
+    int shut;                       /* shutdown() ran */
     int closed;
     size_t active; /* requests in flight */
     unsigned long long total_requests;

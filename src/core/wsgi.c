@@ -115,10 +115,10 @@ static int input_fill(ol_input *in, size_t want)
             return (c == NULL || c->body_done) ? 0 : body_failed(in, OL_EDISCONNECTED);
         if (c->body_done)
             return 0;
-        if (ol_h1_continue(r) < 0)
+        if (r->carrier->send_continue(r) < 0)
             return body_failed(in, OL_EDISCONNECTED);
         PyObject *piece = NULL;
-        int done = ol_h1_take_body(c, &piece);
+        int done = r->carrier->take_body(r, &piece);
         int got = piece != NULL;
         if (got) {
             int e = input_append(in, PyBytes_AS_STRING(piece), (size_t)PyBytes_GET_SIZE(piece));
