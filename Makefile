@@ -76,8 +76,9 @@ example:
 
 # The Autobahn cases (some 8 minutes of a WebSocket client and the server,
 # judged on what goes over the wire, not on time) run beside the C tests,
-# fuzzing and the packaging test, which keep one core busy each; the Python
-# suites, whose latency checks want the machine to themselves, come after.
+# fuzzing, the packaging test, the core's ASan tests and the other
+# Pythons' builds, which keep one core busy; the Python suites, whose
+# latency checks want the machine to themselves, come after.
 # Whatever fails, the Autobahn run is waited for and its output shown.
 test: deps
 	$(MAKE) --no-print-directory lint
@@ -86,12 +87,13 @@ test: deps
 	echo "test-autobahn: running beside the C tests, fuzzing and test-dist (pid $$autobahn)"; \
 	status=0; \
 	{ $(MAKE) --no-print-directory test-c && $(MAKE) --no-print-directory fuzz && \
-	  $(MAKE) --no-print-directory diff-fuzz && $(MAKE) --no-print-directory test-dist; } || status=$$?; \
+	  $(MAKE) --no-print-directory diff-fuzz && $(MAKE) --no-print-directory test-dist && \
+	  $(MAKE) --no-print-directory test-py-asan-core && \
+	  scripts/test-py-versions.sh --setup-only $(PY_VERSIONS); } || status=$$?; \
 	wait $$autobahn; autobahn_status=$$?; \
 	echo "== test-autobahn (exit status $$autobahn_status)"; tail -30 $(BUILD)/test-autobahn.log; \
 	[ $$status -eq 0 ] && [ $$autobahn_status -eq 0 ]
 	$(MAKE) --no-print-directory test-py PYTEST_ARGS=--ignore=tests/python/test_autobahn.py
-	$(MAKE) --no-print-directory test-py-asan-core
 	$(MAKE) --no-print-directory test-py-versions
 
 # ---------------------------------------------------------------- wire layer

@@ -12,6 +12,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --setup-only: make the virtualenvs and builds, run nothing (make test does
+# this beside the Autobahn run; the tests come later, on a quiet machine).
+setup_only=0
+if [ "${1:-}" = --setup-only ]; then
+    setup_only=1
+    shift
+fi
 [ $# -gt 0 ] || set -- 3.12 3.13
 # The tests every interpreter must pass: the wire as apps see it, both
 # interfaces, the one-loop bridge, the supervisor's heartbeat.
@@ -48,15 +55,22 @@ for v in "$@"; do
     echo "== CPython $v: $python -> $venv"
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
     # Editable: the extension is compiled into src/oneloop (its file name
-    # carries the ABI tag, so every version's build sits side by side).
-    ONELOOP_WERROR=1 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-        -e '.[test]' > "build/py$v-install.log" 2>&1 || {
+    # carries the ABI tag, so every version's build sits side by side). A
+    # build newer than every source and the project's metadata is kept.
+    stamp=$venv/.oneloop-built
+    if [ -f "$stamp" ] && [ -z "$(find src setup.py pyproject.toml -newer "$stamp" \
+        -type f -not -path '*/__pycache__*' -not -path '*.egg-info*' -not -name '*.so' -print -quit)" ]; then
+        echo "   (built already, sources unchanged since)"
+    elif ONELOOP_WERROR=1 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+        -e '.[test]' > "build/py$v-install.log" 2>&1; then
+        touch "$stamp"
+    else
         tail -40 "build/py$v-install.log"
         echo "test-py-versions: installing oneloop on CPython $v failed" >&2
         summary+=("$v: BUILD FAILED")
         status=1
         continue
-    }
+    fi
     # The oldest Flask and asgiref the one-loop tests also run against (pure
     # Python, shared by every version; scripts/install-deps.sh makes the
     # same when it runs first).
@@ -69,6 +83,11 @@ for v in "$@"; do
     fi
     ready+=("$v")
 done
+
+if [ "$setup_only" = 1 ]; then
+    [ "$status" = 0 ] && echo "test-py-versions: ${ready[*]} ready" || printf 'test-py-versions: %s\n' "${summary[@]}"
+    exit $status
+fi
 
 # Then the tests, one version after the other; PY_PARALLEL=1 runs them side
 # by side. Not the default: on a loaded 2-core machine side by side took

@@ -440,12 +440,20 @@ def test_worker_whose_startup_fails_exits_with_status_3(supervise):
 def test_kill_9_of_a_worker_under_load(supervise):
     """The victim is replaced within a second; clients of the other workers
     see nothing."""
-    sup = supervise(f"{APP}:app", "-w", "3", ready=3)
+    # Clients that connect in one burst may all be accepted by one worker
+    # (it takes what the queue holds when it wakes). Connections that end
+    # every 20 requests move on, so the kept-alive clients spread over the
+    # workers: someone must be there to be unaffected.
+    sup = supervise(f"{APP}:app", "-w", "3", "--max-keep-alive-requests", "20", ready=3)
     with Load(sup.port, threads=12) as load:
-        load.wait_ok(300)
-        kept = [c for c in load.clients if c.keep_alive and c.conn_pid]
-        by_worker = Counter(c.conn_pid for c in kept)
-        assert len(by_worker) >= 2, by_worker  # someone to be unaffected
+        deadline = time.monotonic() + 10
+        while True:
+            load.wait_ok(300)
+            kept = [c for c in load.clients if c.keep_alive and c.conn_pid]
+            by_worker = Counter(c.conn_pid for c in kept)
+            if len(by_worker) >= 2 or time.monotonic() > deadline:
+                break
+        assert len(by_worker) >= 2, by_worker
         victim = by_worker.most_common()[-1][0]
         before = sup.serving()
         killed_at = time.monotonic()
