@@ -35,7 +35,7 @@ SANITIZE    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-
 FUZZ_FLAGS  := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1
 
 .PHONY: help all deps example test test-c test-c-asan test-c-portable test-c-valgrind fuzz fuzz-smoke fuzz-corpus diff-fuzz \
-        bench bench-parser bench-servers bench-smoke bench-compare bench-hostile bench-soak test-dist test-py test-autobahn test-py-versions test-py-asan test-py-asan-core test-py-valgrind format lint lint-ext clean
+        bench bench-parser bench-servers bench-smoke bench-compare bench-trees bench-instructions bench-hostile bench-soak test-dist test-py test-autobahn test-py-versions test-py-asan test-py-asan-core test-py-valgrind format lint lint-ext clean
 
 help:
 	@echo "make example      install oneloop (in .venv outside a virtualenv) and serve examples/flask_async.py"
@@ -54,6 +54,7 @@ help:
 	@echo "make bench-soak   SOAK_REQUESTS (default 1000000) requests with failures and hang-ups, RSS curve"
 	@echo "make bench-smoke  every benchmark scenario for about a second (proves the harness works)"
 	@echo "make bench-compare BASE=<commit>  this oneloop against commit BASE's, same run"
+	@echo "make bench-instructions BASE=<commit>  instructions per plaintext request (callgrind), this against BASE"
 	@echo "make test-py      Python tests (real server, real sockets)"
 	@echo "make test-py-versions  the HTTP, ASGI, WSGI and one-loop tests on CPython 3.12 and 3.13 (pyenv)"
 	@echo "make test-py-asan the Python tests against an ASan+UBSan build of the extension"
@@ -213,8 +214,8 @@ bench-smoke:
 # refactor's before/after table): make bench-compare BASE=<commit> [BENCH_QUICK=1]
 BASE_TREE := $(BUILD)/bench-base
 THIS_TREE := $(BUILD)/bench-this
-bench-compare:
-	@test -n "$(BASE)" || { echo "bench-compare: say which commit, BASE=<commit>" >&2; exit 2; }
+bench-trees:
+	@test -n "$(BASE)" || { echo "$(MAKECMDGOALS): say which commit, BASE=<commit>" >&2; exit 2; }
 	$(BENCH_SETUP)
 	rm -rf $(BASE_TREE) $(THIS_TREE) && mkdir -p $(BASE_TREE) $(THIS_TREE)
 	git archive $(BASE) | tar -x -C $(BASE_TREE)
@@ -224,8 +225,16 @@ bench-compare:
 		(cd $$tree && $(abspath $(BENCH_VENV))/bin/python setup.py -q build_clib build_ext --inplace) \
 			|| exit 1; \
 	done
+
+bench-compare: bench-trees
 	$(BENCH_VENV)/bin/python bench/servers/compare.py $(BASE_TREE)/src --this $(THIS_TREE)/src \
 		$(if $(filter 1,$(BENCH_QUICK)),--quick) $(if $(ONLY),--only $(ONLY))
+
+# Instructions per plaintext request (callgrind), this checkout against the
+# build of BASE, with and without metrics served: for changes that cost a
+# few percent, below what a load run can tell. make bench-instructions BASE=<commit>
+bench-instructions: bench-trees
+	$(BENCH_VENV)/bin/python bench/servers/instructions.py $(BASE_TREE)/src --this $(THIS_TREE)/src
 
 # ---------------------------------------------------------------- Python
 

@@ -273,11 +273,11 @@ static int refuse(ol_conn *c, const ol_request *h)
 /* Does the head ask for the path of --health-path (any query)? */
 static int is_health_check(const ol_config *cfg, const ol_request *h)
 {
-    if (cfg->health_path == NULL)
+    size_t n = cfg->health_path_len;
+    if (cfg->health_path == NULL || h->target.len < n ||
+        memcmp(h->target.base, cfg->health_path, n) != 0)
         return 0;
-    const char *q = memchr(h->target.base, '?', h->target.len);
-    size_t len = q != NULL ? (size_t)(q - h->target.base) : h->target.len;
-    return len == cfg->health_path_len && memcmp(h->target.base, cfg->health_path, len) == 0;
+    return h->target.len == n || h->target.base[n] == '?';
 }
 
 /*
@@ -419,12 +419,14 @@ static int next_request(ol_conn *c, PyThreadState **ts)
         /* First byte of a new head: the header deadline starts now and
          * does not move however slowly the rest trickles in. */
         c->flags &= ~CONN_IDLE;
-        ol_conn_set_phase(c, OL_PHASE_READING);
         ol_conn_set_deadline(c, ol_deadline(ts ? ol_now() : srv->now, srv->cfg.header_timeout));
     }
     int r = ol_parse_request(&c->parser, c->rbuf, c->rlen, &head, &srv->cfg.limits);
-    if (r == OL_INCOMPLETE)
+    if (r == OL_INCOMPLETE) {
+        /* (A head that arrives whole goes from idle to the app directly.) */
+        ol_conn_set_phase(c, OL_PHASE_READING);
         return 0;
+    }
     ol_parser_init(&c->parser);
     take_gil(ts);
     if (ts != NULL)
