@@ -34,6 +34,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def metered(supervise, app: str, workers: int, *options: str):
+    """`app` under a supervisor of `workers` workers serving metrics on a
+    port of their own: (the supervisor, that port)."""
+    port = free_port()
+    options = ("--workers", str(workers), "--metrics-bind", f"127.0.0.1:{port}", *options)
+    return supervise(app, *options, ready=workers), port
+
+
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
     """Every sample of a scrape: (name, sorted labels) -> value."""
     r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
@@ -108,8 +116,7 @@ def test_a_load_run_is_counted_exactly_across_workers(supervise):
     """Eight clients on two workers: requests by method and status, the
     duration histogram's count, connections accepted and bytes each way
     equal what the clients did and saw."""
-    mport = free_port()
-    sup = supervise(APP, "--workers", "2", "--metrics-bind", f"127.0.0.1:{mport}", ready=2)
+    sup, mport = metered(supervise, APP, 2)
     plan = [
         ("GET", "/", b""),
         ("GET", "/status/404", b""),
@@ -173,8 +180,7 @@ def test_a_load_run_is_counted_exactly_across_workers(supervise):
 
 
 def test_connections_by_state_and_requests_in_flight(supervise):
-    mport = free_port()
-    sup = supervise(APP, "--workers", "1", "--metrics-bind", f"127.0.0.1:{mport}")
+    sup, mport = metered(supervise, APP, 1)
     held = socket.create_connection(("127.0.0.1", sup.port))
     held.sendall(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
     partial = socket.create_connection(("127.0.0.1", sup.port))
@@ -203,17 +209,8 @@ def test_connections_by_state_and_requests_in_flight(supervise):
 
 
 def test_rejections_are_counted_by_status(supervise):
-    mport = free_port()
-    sup = supervise(
-        APP,
-        "--workers",
-        "1",
-        "--metrics-bind",
-        f"127.0.0.1:{mport}",
-        "--limit-request-line",
-        "100",
-        "--limit-request-body",
-        "10",
+    sup, mport = metered(
+        supervise, APP, 1, "--limit-request-line", "100", "--limit-request-body", "10"
     )
     bad = [
         (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n", b"400"),
@@ -238,17 +235,8 @@ def test_rejections_are_counted_by_status(supervise):
 
 
 def test_limit_concurrency_rejections(supervise):
-    mport = free_port()
-    sup = supervise(
-        APP,
-        "--workers",
-        "1",
-        "--metrics-bind",
-        f"127.0.0.1:{mport}",
-        "--limit-concurrency",
-        "1",
-        "--timeout-graceful-shutdown",
-        "1",
+    sup, mport = metered(
+        supervise, APP, 1, "--limit-concurrency", "1", "--timeout-graceful-shutdown", "1"
     )
     held = socket.create_connection(("127.0.0.1", sup.port))
     held.sendall(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -263,10 +251,7 @@ def test_limit_concurrency_rejections(supervise):
 def test_totals_survive_a_worker_crash_and_exits_are_counted_by_reason(supervise):
     """A worker killed by SIGKILL and one that dies by itself: what they
     counted stays in the totals, and each exit is counted with its reason."""
-    mport = free_port()
-    sup = supervise(
-        APP, "--workers", "1", "--metrics-bind", f"127.0.0.1:{mport}", "--max-requests", "25"
-    )
+    sup, mport = metered(supervise, APP, 1, "--max-requests", "25")
     c = Counting(sup.port)
     for _ in range(10):
         assert c.request("GET", "/status/204") == 204
@@ -304,10 +289,7 @@ def test_totals_survive_a_worker_crash_and_exits_are_counted_by_reason(supervise
 
 
 def test_wsgi_threads_and_bridge_calls(supervise):
-    mport = free_port()
-    sup = supervise(
-        WSGI, "--workers", "2", "--threads", "3", "--metrics-bind", f"127.0.0.1:{mport}", ready=2
-    )
+    sup, mport = metered(supervise, WSGI, 2, "--threads", "3")
     # Each worker's start-up self-test makes a call of its own.
     before = value(scrape(mport), "oneloop_bridge_call_duration_seconds_count")
     for _ in range(5):
@@ -327,8 +309,7 @@ def test_wsgi_threads_and_bridge_calls(supervise):
 def test_websocket_sessions_and_messages(supervise):
     from websockets.sync.client import connect as ws_connect
 
-    mport = free_port()
-    sup = supervise("ws_echo:app", "--workers", "1", "--metrics-bind", f"127.0.0.1:{mport}")
+    sup, mport = metered(supervise, "ws_echo:app", 1)
     with ws_connect(f"ws://127.0.0.1:{sup.port}/") as ws:
         for text in ("a", "b", "c"):
             ws.send(text)
@@ -410,10 +391,7 @@ def test_metrics_bind_errors_are_named(tmp_path):
 
 @pytest.mark.parametrize("app", [APP, WSGI])
 def test_health_path_is_answered_without_the_app(supervise, app):
-    mport = free_port()
-    sup = supervise(
-        app, "--workers", "1", "--health-path", "/healthz", "--metrics-bind", f"127.0.0.1:{mport}"
-    )
+    sup, mport = metered(supervise, app, 1, "--health-path", "/healthz")
     c = Counting(sup.port)
     for method in ("GET", "HEAD", "GET"):
         assert c.request(method, "/healthz?probe=1") == 200
