@@ -210,9 +210,18 @@ def test_connections_by_state_and_requests_in_flight(supervise):
 
 def test_rejections_are_counted_by_status(supervise):
     sup, mport = metered(
-        supervise, APP, 1, "--limit-request-line", "100", "--limit-request-body", "10"
+        supervise,
+        APP,
+        1,
+        "--limit-request-line",
+        "100",
+        "--limit-request-body",
+        "10",
+        "--timeout-request-head",
+        "0.5",
     )
     bad = [
+        (b"GET / HTTP/1.1\r\nHost: t\r\n", b"408"),  # the rest of the head never comes
         (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n", b"400"),
         (b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: t\r\n\r\n", b"414"),
         (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n", b"413"),
@@ -229,7 +238,7 @@ def test_rejections_are_counted_by_status(supervise):
         for k, v in samples.items()
         if k[0] == "oneloop_rejections_total" and v
     }
-    assert got == {"400": 1, "414": 1, "413": 1, "505": 1, "431": 1}
+    assert got == {"408": 1, "400": 1, "414": 1, "413": 1, "505": 1, "431": 1}
     assert requests_by(samples) == Counter()  # none reached the app
     sup.stop()
 
@@ -285,6 +294,26 @@ def test_totals_survive_a_worker_crash_and_exits_are_counted_by_reason(supervise
     samples = scrape(mport)
     assert value(samples, "oneloop_reloads_total") == 1
     assert requests_by(samples) == Counter({("GET", "2xx"): 35})
+    sup.stop()
+
+
+def test_recycled_workers_are_counted_by_reason(supervise):
+    """--workers-lifetime and --workers-max-rss replace workers; each exit
+    is counted with its reason, and nothing they counted is lost."""
+    sup, mport = metered(supervise, APP, 1, "--workers-lifetime", "1")
+    first = sup.serving()
+    assert httpx.get(f"{sup.url}/").status_code == 200
+    sup.wait_serving(1, exclude=first)
+    sup.wait_gone(first)
+    samples = scrape(mport)
+    assert value(samples, "oneloop_worker_exits_total", reason="lifetime") >= 1
+    assert requests_by(samples)[("GET", "2xx")] == 1
+    sup.stop()
+    sup, mport = metered(supervise, APP, 1, "--workers-max-rss", "1")  # every worker is above
+    first = sup.serving()
+    sup.wait_serving(1, exclude=first, timeout=15)
+    sup.wait_gone(first)
+    assert value(scrape(mport), "oneloop_worker_exits_total", reason="max_rss") >= 1
     sup.stop()
 
 
