@@ -42,6 +42,7 @@ def main() -> int:
     ctx = run.Context(
         run.FULL, out, os.path.join(out, "logs"), os.path.join(ROOT, "build", "bench", "bin"), env
     )
+    ctx.part("callgrind")  # the servers' output goes there, not to the working directory
     builds = (
         ("base", args.base, ()),
         ("this", args.this, ()),
