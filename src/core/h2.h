@@ -13,7 +13,10 @@
  * protocol's reference to its exchange until the response is complete or
  * the stream ends; the stream itself lives until nghttp2 closes it.
  *
- * Threads: the event loop only (the interface must be ASGI).
+ * Threads: on the event loop (ASGI), every call; in threaded mode (WSGI),
+ * the thread holding the connection, with the GIL, and it runs the apps of
+ * the connection's streams one at a time (a stream's app blocks that
+ * thread, as an HTTP/1.1 request does).
  */
 #ifndef OL_H2_H
 #define OL_H2_H
@@ -28,6 +31,11 @@ extern const ol_proto ol_h2_protocol;
 
 /* Switch c to HTTP/2 and process what its buffer holds. GIL. */
 void ol_h2_start(ol_conn *c);
+
+/* A pool thread (WSGI) processes what it received, GIL released on entry
+ * and exit (*ts its state). Each stream's app runs on this thread, one
+ * after the other. */
+void ol_h2_process(ol_conn *c, PyThreadState **ts);
 
 /* The server drains: tell the client which streams will be served
  * (GOAWAY), serve them, then close. GIL. */
