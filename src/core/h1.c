@@ -215,21 +215,61 @@ static int discard_body(ol_conn *c)
 /* An HTTP/1.1 request to switch to WebSocket (RFC 6455 4.2.1): the
  * Connection and Upgrade fields say so; whether the handshake is valid is
  * checked later. */
-int ol_h1_is_websocket(const ol_request *h)
+/* Does a comma-separated field value hold the token (any case)? */
+static int has_token(ol_span list, const char *token)
 {
-    if (!(h->flags & OL_REQ_UPGRADE))
-        return 0;
-    const char *p = h->upgrade.base, *end = p + h->upgrade.len;
+    size_t n = strlen(token);
+    const char *p = list.base, *end = p + list.len;
     while (p < end) {
         while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
             p++;
         const char *tok = p;
         while (p < end && *p != ',' && *p != ' ' && *p != '\t')
             p++;
-        if (p - tok == 9 && strncasecmp(tok, "websocket", 9) == 0)
+        if ((size_t)(p - tok) == n && strncasecmp(tok, token, n) == 0)
             return 1;
     }
     return 0;
+}
+
+int ol_h1_is_websocket(const ol_request *h)
+{
+    return (h->flags & OL_REQ_UPGRADE) && has_token(h->upgrade, "websocket");
+}
+
+/* The value of the one field named `name`; 0 if absent or repeated. */
+static int only_field(const ol_request *h, const char *name, ol_span *value)
+{
+    size_t n = strlen(name);
+    int found = 0;
+    for (size_t i = 0; i < h->num_headers; i++) {
+        if (h->headers[i].name.len == n && strncasecmp(h->headers[i].name.base, name, n) == 0) {
+            *value = h->headers[i].value;
+            found++;
+        }
+    }
+    return found == 1;
+}
+
+/*
+ * Upgrade: h2c (RFC 7540, 3.2; deprecated by RFC 9113 but still sent by
+ * some clients, curl among them): a cleartext request without a body that
+ * names h2c and carries one HTTP2-Settings, listed in Connection, becomes
+ * stream 1 of an HTTP/2 connection. Anything less is served as HTTP/1.1.
+ * 1 if switched, 0 if not, -1 if the connection is gone. GIL held.
+ */
+static int h2c_upgrade(ol_conn *c, const ol_request *h, size_t head_len)
+{
+    ol_span settings, connection;
+    if (!c->server->cfg.h2 || c->tls != NULL || !(h->flags & OL_REQ_UPGRADE) ||
+        !has_token(h->upgrade, "h2c") || h->version_minor < 1)
+        return 0;
+    if (!(h->framing == OL_BODY_NONE || (h->framing == OL_BODY_LENGTH && h->content_length == 0)))
+        return 0;
+    if (!only_field(h, "http2-settings", &settings) || !only_field(h, "connection", &connection) ||
+        !has_token(connection, "http2-settings"))
+        return 0;
+    return ol_h2_upgrade(c, h, settings, head_len);
 }
 
 /* A parse error gets its status and the connection closes. GIL held. */
@@ -431,7 +471,7 @@ static int next_request(ol_conn *c, PyThreadState **ts)
     take_gil(ts);
     if (ts != NULL)
         ol_server_set_now(srv);
-    int result = 1, ws = 0;
+    int result = 1, ws = 0, h2c = 0;
     ol_ws_handshake hs;
     if (r < 0) {
         answer_parse_error(c, r);
@@ -439,6 +479,8 @@ static int next_request(ol_conn *c, PyThreadState **ts)
     } else if (refuse(c, &head) || answer_health(c, &head, (size_t)r) || over_capacity(c) ||
                (ws = websocket_handshake(c, &head, &hs)) < 0) {
         result = -1;
+    } else if (!ws && (h2c = h2c_upgrade(c, &head, (size_t)r)) != 0) {
+        result = -1; /* HTTP/2 from here on, or gone */
     } else if (begin_exchange(c, &head, (size_t)r, ws ? &hs : NULL) < 0) {
         /* Draining too: a request that is here is served, and its
          * response closes the connection ("Connection: close", request.c). */

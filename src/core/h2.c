@@ -1094,7 +1094,7 @@ static nghttp2_session *new_session(ol_h2 *h, ol_server *srv)
     return session;
 }
 
-void ol_h2_start(ol_conn *c)
+static ol_h2 *new_h2(ol_conn *c)
 {
     ol_server *srv = c->server;
     ol_h2 *h = PyMem_Calloc(1, sizeof(*h));
@@ -1104,13 +1104,19 @@ void ol_h2_start(ol_conn *c)
     }
     if (h == NULL) {
         ol_log_error(srv, "cannot start an HTTP/2 session");
-        ol_conn_abort(c);
-        return;
+        return NULL;
     }
     h->conn = c;
     h->queue_tail = &h->queue;
     h->reset_tokens = RESET_BURST;
     h->reset_refilled = srv->now;
+    return h;
+}
+
+/* c speaks HTTP/2 from now on; what is buffered is processed. */
+static void install(ol_conn *c, ol_h2 *h)
+{
+    ol_server *srv = c->server;
     c->h2 = h;
     c->proto = &ol_h2_protocol;
     c->flags &= ~CONN_IDLE;
@@ -1120,6 +1126,138 @@ void ol_h2_start(ol_conn *c)
     if (srv->draining)
         ol_h2_shutdown(c);
     ol_h2_protocol.on_data(c);
+}
+
+void ol_h2_start(ol_conn *c)
+{
+    ol_h2 *h = new_h2(c);
+    if (h == NULL)
+        ol_conn_abort(c);
+    else
+        install(c, h);
+}
+
+/* The base64url (RFC 4648, 5; padding optional) of HTTP2-Settings. Returns
+ * the length decoded into out (room for len * 3 / 4 bytes), or -1. */
+static Py_ssize_t base64url_decode(const char *in, size_t len, uint8_t *out)
+{
+    while (len > 0 && in[len - 1] == '=')
+        len--;
+    if (len % 4 == 1)
+        return -1;
+    uint32_t acc = 0;
+    int bits = 0;
+    Py_ssize_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = in[i];
+        int v = ch >= 'A' && ch <= 'Z'   ? ch - 'A'
+                : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26
+                : ch >= '0' && ch <= '9' ? ch - '0' + 52
+                : ch == '-'              ? 62
+                : ch == '_'              ? 63
+                                         : -1;
+        if (v < 0)
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[n++] = (uint8_t)(acc >> bits);
+        }
+    }
+    return n;
+}
+
+/* Fields of an HTTP/1.1 head that say nothing in HTTP/2 (RFC 9113, 8.2.2). */
+static int is_h1_only(ol_span name)
+{
+    static const char *const names[] = {"connection",
+                                        "keep-alive",
+                                        "proxy-connection",
+                                        "transfer-encoding",
+                                        "upgrade",
+                                        "http2-settings",
+                                        "host",
+                                        "te"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (name.len == strlen(names[i]) && strncasecmp(name.base, names[i], name.len) == 0)
+            return 1;
+    return 0;
+}
+
+/* Stream 1 of an upgraded connection: the HTTP/1.1 request, complete. */
+static ol_h2_stream *upgraded_stream(ol_h2 *h, const ol_request *head)
+{
+    ol_h2_stream *s = PyMem_Calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->id = 1;
+    int e = keep_field(s, &s->method, (const uint8_t *)":method", 7,
+                       (const uint8_t *)head->method.base, head->method.len) ||
+            keep_field(s, &s->path, (const uint8_t *)":path", 5, (const uint8_t *)head->target.base,
+                       head->target.len) ||
+            keep_field(s, &s->authority, (const uint8_t *)":authority", 10,
+                       (const uint8_t *)head->host.base, head->host.len);
+    for (size_t i = 0; e == 0 && i < head->num_headers; i++) {
+        const ol_header *f = &head->headers[i];
+        if (is_h1_only(f->name))
+            continue;
+        if (s->nfields == s->fields_cap) {
+            size_t cap = s->fields_cap ? 2 * s->fields_cap : 16;
+            field *p = PyMem_Realloc(s->fields, cap * sizeof(field));
+            if (p == NULL) {
+                e = -1;
+                break;
+            }
+            s->fields = p;
+            s->fields_cap = cap;
+        }
+        field *kept = &s->fields[s->nfields++];
+        e = keep_field(s, kept, (const uint8_t *)f->name.base, f->name.len,
+                       (const uint8_t *)f->value.base, f->value.len);
+        for (uint32_t k = 0; e == 0 && k < kept->name_len; k++) {
+            char *ch = s->head + kept->name + k;
+            if (*ch >= 'A' && *ch <= 'Z')
+                *ch = (char)(*ch | 0x20);
+        }
+    }
+    if (e != 0 || nghttp2_session_set_stream_user_data(h->session, 1, s) != 0) {
+        free_stream(s);
+        return NULL;
+    }
+    s->flags |= S_HEADERS_DONE | S_IN_DONE;
+    h->streams = s;
+    return s;
+}
+
+int ol_h2_upgrade(ol_conn *c, const ol_request *head, ol_span settings, size_t head_len)
+{
+    uint8_t payload[256];
+    if (settings.len > sizeof(payload) * 4 / 3)
+        return 0;
+    Py_ssize_t n = base64url_decode(settings.base, settings.len, payload);
+    if (n < 0 || n % 6 != 0)
+        return 0; /* malformed: served as HTTP/1.1 */
+    ol_h2 *h = new_h2(c);
+    if (h == NULL)
+        return 0;
+    ol_h2_stream *s = NULL;
+    if (nghttp2_session_upgrade2(h->session, payload, (size_t)n, head->method_id == OL_M_HEAD,
+                                 NULL) != 0 ||
+        (s = upgraded_stream(h, head)) == NULL) {
+        free_h2(h);
+        return 0;
+    }
+    static const char switching[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                                    "Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+    if (ol_conn_write(c, switching, sizeof(switching) - 1) < 0) {
+        free_h2(h);
+        return -1;
+    }
+    ol_conn_consume(c, head_len);
+    enqueue(h, s, S_START | S_BODY);
+    install(c, h);
+    return 1;
 }
 
 /* Decide what the connection waits for: idle (no exchange) runs the

@@ -32,6 +32,14 @@ extern const ol_proto ol_h2_protocol;
 /* Switch c to HTTP/2 and process what its buffer holds. GIL. */
 void ol_h2_start(ol_conn *c);
 
+/*
+ * An HTTP/1.1 request asked to switch (Upgrade: h2c, with its
+ * HTTP2-Settings value): answer 101, and serve it as stream 1 of HTTP/2.
+ * The caller checked it has no body. 1 if switched; 0 if the settings are
+ * malformed (serve it as HTTP/1.1); -1 if the connection is gone. GIL.
+ */
+int ol_h2_upgrade(ol_conn *c, const ol_request *head, ol_span settings, size_t head_len);
+
 /* A pool thread (WSGI) processes what it received, GIL released on entry
  * and exit (*ts its state). Each stream's app runs on this thread, one
  * after the other. */
