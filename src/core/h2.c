@@ -1168,6 +1168,24 @@ static Py_ssize_t base64url_decode(const char *in, size_t len, uint8_t *out)
     return n;
 }
 
+/* A SETTINGS payload whose values are all allowed (RFC 9113, 6.5.2);
+ * nghttp2_session_upgrade2() takes them as they are. */
+static int valid_settings(const uint8_t *p, size_t n)
+{
+    if (n % 6 != 0)
+        return 0;
+    for (size_t i = 0; i < n; i += 6) {
+        unsigned id = (unsigned)p[i] << 8 | p[i + 1];
+        uint32_t v = (uint32_t)p[i + 2] << 24 | (uint32_t)p[i + 3] << 16 | (uint32_t)p[i + 4] << 8 |
+                     p[i + 5];
+        if ((id == NGHTTP2_SETTINGS_ENABLE_PUSH && v > 1) ||
+            (id == NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE && v > NGHTTP2_MAX_WINDOW_SIZE) ||
+            (id == NGHTTP2_SETTINGS_MAX_FRAME_SIZE && (v < 16384 || v > 16777215)))
+            return 0;
+    }
+    return 1;
+}
+
 /* Fields of an HTTP/1.1 head that say nothing in HTTP/2 (RFC 9113, 8.2.2). */
 static int is_h1_only(ol_span name)
 {
@@ -1236,7 +1254,7 @@ int ol_h2_upgrade(ol_conn *c, const ol_request *head, ol_span settings, size_t h
     if (settings.len > sizeof(payload) * 4 / 3)
         return 0;
     Py_ssize_t n = base64url_decode(settings.base, settings.len, payload);
-    if (n < 0 || n % 6 != 0)
+    if (n < 0 || !valid_settings(payload, (size_t)n))
         return 0; /* malformed: served as HTTP/1.1 */
     ol_h2 *h = new_h2(c);
     if (h == NULL)
