@@ -285,7 +285,10 @@ static PyObject *asgi_receive(ol_req *r, PyObject *unused)
             return NULL;
         if (gone(r))
             return ready_new(st, disconnect_message(st));
-        ol_conn_set_deadline(r->conn, ol_deadline(srv->now, srv->cfg.body_timeout));
+        /* HTTP/2 keeps a body deadline per stream (h2.c): the connection's
+         * is the earliest of its streams'. */
+        if (!(r->flags & REQ_HTTP2))
+            ol_conn_set_deadline(r->conn, ol_deadline(srv->now, srv->cfg.body_timeout));
     }
     /* Wait for more body, or (body over) for the client to go away. */
     r->receive_waiter = ol_new_future(srv);

@@ -78,6 +78,7 @@ typedef struct ol_h2_stream {
     char *out;
     size_t out_off, out_len, out_cap;
     double stalled_since; /* when its output last waited for a window; 0 if not */
+    double starved_since; /* when its app began to wait for body bytes; 0 if not */
     nghttp2_nv *trailers; /* with S_TRAILERS: sent once the body is out (PyMem, */
     size_t ntrailers;     /* names and values in the same block) */
 } ol_h2_stream;
@@ -98,7 +99,12 @@ typedef struct ol_h2 {
     /* Rapid Reset budget: a token bucket of client resets. */
     double reset_tokens, reset_refilled;
     unsigned continuations; /* CONTINUATION frames of the header block in progress */
-    char *obuf;             /* serialized frames gathered for one write */
+    /* Deadlines (settle, h2_on_timeout): the earliest is the connection's. */
+    double idle_since; /* no stream open since; 0 while there are */
+    double heard;      /* when the client last sent anything */
+    double pinged;     /* a keepalive PING awaits its answer since; 0 if none */
+    int has_due;       /* a deadline runs */
+    char *obuf;        /* serialized frames gathered for one write */
     size_t olen, ocap;
 } ol_h2;
 
@@ -327,10 +333,16 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 
 /* Rapid Reset (CVE-2023-44487): every stream a client resets costs the
  * server a stream set-up; past a budget the connection ends. */
+/* The clock: the wake-up's on the event loop, a fresh one on pool threads. */
+static double now_of(ol_server *srv)
+{
+    return srv->threaded ? ol_now() : srv->now;
+}
+
 static int over_reset_budget(ol_h2 *h)
 {
     ol_server *srv = h->conn->server;
-    double now = srv->threaded ? ol_now() : srv->now;
+    double now = now_of(srv);
     h->reset_tokens += (now - h->reset_refilled) * RESET_RATE;
     if (h->reset_tokens > RESET_BURST)
         h->reset_tokens = RESET_BURST;
@@ -411,6 +423,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
         return 0;
     }
     s->in_total += len;
+    s->starved_since = 0;
     uint64_t max = h->conn->server->cfg.max_body;
     if (max && s->in_total > max) {
         s->flags |= S_BODY_LARGE;
@@ -985,6 +998,10 @@ static int h2_take_body(ol_req *r, PyObject **out)
     if (s == NULL)
         return OL_EDISCONNECTED;
     int result = (s->flags & S_IN_DONE) ? 1 : 0;
+    /* Nothing at hand and more to come: the app waits, and the body
+     * timeout runs (settle) until bytes come. */
+    if (s->in_len == 0 && !result && !(s->flags & S_BODY_LARGE) && s->starved_since == 0)
+        s->starved_since = now_of(r->server);
     if (s->flags & S_BODY_LARGE) {
         result = OL_ETOO_LARGE;
     } else if (s->in_len > 0) {
@@ -1110,6 +1127,7 @@ static ol_h2 *new_h2(ol_conn *c)
     h->queue_tail = &h->queue;
     h->reset_tokens = RESET_BURST;
     h->reset_refilled = srv->now;
+    h->heard = srv->now;
     return h;
 }
 
@@ -1281,43 +1299,68 @@ int ol_h2_upgrade(ol_conn *c, const ol_request *head, ol_span settings, size_t h
 /* Decide what the connection waits for: idle (no exchange) runs the
  * keep-alive deadline; a stream whose output waits for a window runs the
  * send deadline; a drained, done connection closes. */
+static double due_after(double since, double timeout)
+{
+    return since > 0 && timeout > 0 ? since + timeout : 0;
+}
+
+static double earliest(double a, double b)
+{
+    return a == 0 ? b : b == 0 ? a : (a < b ? a : b);
+}
+
+/* The earliest time something is due on the connection (0: nothing):
+ * the keep-alive deadline of an idle one; a stream's output waiting for a
+ * window (--timeout-send), its app waiting for body bytes
+ * (--timeout-request-body); the keepalive PING, and its answer. */
+static double next_due(ol_h2 *h)
+{
+    const ol_config *cfg = &h->conn->server->cfg;
+    double due = due_after(h->idle_since, cfg->keep_alive);
+    for (ol_h2_stream *s = h->streams; s != NULL; s = s->next) {
+        due = earliest(due, due_after(s->stalled_since, cfg->send_timeout));
+        if (s->req != NULL)
+            due = earliest(due, due_after(s->starved_since, cfg->body_timeout));
+    }
+    if (cfg->h2_ping_interval > 0 && h->idle_since == 0)
+        due = earliest(due, due_after(h->pinged ? h->pinged : h->heard, cfg->h2_ping_interval));
+    return due;
+}
+
+/* Decide what the connection waits for and until when, or that it is done. */
 static void settle(ol_h2 *h)
 {
     ol_conn *c = h->conn;
     ol_server *srv = c->server;
+    double now = now_of(srv);
     if (c->flags & CONN_CLOSED)
         return;
     if (!nghttp2_session_want_read(h->session) && !nghttp2_session_want_write(h->session)) {
         ol_conn_close_gracefully(c);
         return;
     }
-    if (h->goaway && h->exchanges == 0 && h->streams == NULL &&
-        !nghttp2_session_want_write(h->session)) {
+    int idle = h->exchanges == 0 && h->streams == NULL;
+    if (h->goaway && idle && !nghttp2_session_want_write(h->session)) {
         ol_conn_close_gracefully(c);
         return;
     }
-    double stalled = 0;
     for (ol_h2_stream *s = h->streams; s != NULL; s = s->next) {
-        if (s->out_len > s->out_off && (s->flags & S_DEFERRED) == 0) {
-            if (s->stalled_since == 0)
-                s->stalled_since = srv->now;
-            if (stalled == 0 || s->stalled_since < stalled)
-                stalled = s->stalled_since;
-        }
+        int waits = s->out_len > s->out_off && !(s->flags & S_DEFERRED);
+        s->stalled_since = waits ? (s->stalled_since ? s->stalled_since : now) : 0;
     }
-    if (h->exchanges == 0 && h->streams == NULL) {
-        if (c->phase != OL_PHASE_IDLE) {
-            ol_conn_set_phase(c, ol_conn_pending(c) ? OL_PHASE_WRITING : OL_PHASE_IDLE);
-            ol_conn_set_deadline(c, ol_deadline(srv->now, srv->cfg.keep_alive));
-        }
+    if (idle && h->idle_since == 0) {
+        h->idle_since = now;
+        ol_conn_set_phase(c, ol_conn_pending(c) ? OL_PHASE_WRITING : OL_PHASE_IDLE);
         if (srv->handler->on_idle != NULL)
             srv->handler->on_idle(c);
-    } else if (stalled > 0) {
-        ol_conn_set_phase(c, OL_PHASE_APP);
-        ol_conn_set_deadline(c, ol_deadline(stalled, srv->cfg.send_timeout));
-    } else {
+    } else if (!idle) {
+        h->idle_since = 0;
         ol_conn_set_phase(c, OL_PHASE_APP);
     }
+    double due = next_due(h);
+    h->has_due = due > 0;
+    if (due > 0)
+        ol_conn_set_deadline(c, due);
     ol_conn_update_events(c);
 }
 
@@ -1328,6 +1371,10 @@ static void feed(ol_h2 *h)
     size_t len = c->rlen;
     if (h->in_session)
         return; /* never re-entered */
+    if (len > 0) {
+        h->heard = now_of(c->server);
+        h->pinged = 0; /* any frame answers a keepalive PING as well as its ACK */
+    }
     if (len > 0 && !h->failed) {
         h->in_session = 1;
         ssize_t n = nghttp2_session_mem_recv(h->session, (const uint8_t *)c->rbuf, len);
@@ -1432,40 +1479,46 @@ static void h2_on_close(ol_conn *c)
 static int h2_waiting(const ol_conn *c)
 {
     ol_h2 *h = c->h2;
-    if (h == NULL || h->exchanges == 0)
-        return 1;
-    for (ol_h2_stream *s = h->streams; s != NULL; s = s->next) {
-        if (s->stalled_since > 0)
-            return 1;
-        if (s->req != NULL && c->server->handler->waits_for_client(s->req))
-            return 1;
-    }
-    return 0;
+    return h == NULL || h->has_due;
 }
 
-/* A deadline passed: an idle connection closes (GOAWAY first); a stream
- * whose client did not open its window in time, or did not send the body
- * its app waits for, is reset. */
+/* A deadline passed (next_due): an idle connection closes (GOAWAY first);
+ * a stream whose client did not open its window in time, or did not send
+ * the body its app waits for, is reset; a quiet connection with streams
+ * open is pinged, and closed when the PING goes unanswered. What is not
+ * due yet waits for the next deadline (settle). */
 static void h2_on_timeout(ol_conn *c)
 {
     ol_h2 *h = enter(c);
     if (h == NULL)
         return;
     ol_server *srv = c->server;
-    if (h->exchanges == 0 && h->streams == NULL) {
+    const ol_config *cfg = &srv->cfg;
+    double now = now_of(srv) + 0.001;
+    if (h->idle_since && due_after(h->idle_since, cfg->keep_alive) <= now) {
         nghttp2_session_terminate_session(h->session, NGHTTP2_NO_ERROR);
         h->goaway = 1;
-    } else {
-        for (ol_h2_stream *s = h->streams; s != NULL; s = s->next) {
-            int stalled =
-                s->stalled_since > 0 && srv->now - s->stalled_since >= srv->cfg.send_timeout;
-            int starved = s->req != NULL && srv->handler->waits_for_client(s->req);
-            if ((stalled || starved) && !(s->flags & S_RESET)) {
-                s->flags |= S_RESET;
-                ol_log_debug(srv, stalled ? "HTTP/2: a stream's client stopped reading"
-                                          : "HTTP/2: timed out reading a request body");
-                nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
-            }
+    }
+    for (ol_h2_stream *s = h->streams; s != NULL; s = s->next) {
+        double stall = due_after(s->stalled_since, cfg->send_timeout);
+        double starve = s->req ? due_after(s->starved_since, cfg->body_timeout) : 0;
+        int stalled = stall && stall <= now, starved = starve && starve <= now;
+        if ((stalled || starved) && !(s->flags & S_RESET)) {
+            s->flags |= S_RESET;
+            s->stalled_since = s->starved_since = 0;
+            ol_log_debug(srv, stalled ? "HTTP/2: a stream's client stopped reading"
+                                      : "HTTP/2: timed out reading a request body");
+            nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+        }
+    }
+    if (cfg->h2_ping_interval > 0 && h->idle_since == 0) {
+        double ping = due_after(h->pinged ? h->pinged : h->heard, cfg->h2_ping_interval);
+        if (ping && ping <= now && h->pinged) {
+            ol_log_debug(srv, "HTTP/2: no answer to a keepalive PING");
+            ol_conn_abort(c);
+        } else if (ping && ping <= now) {
+            h->pinged = now;
+            nghttp2_submit_ping(h->session, NGHTTP2_FLAG_NONE, NULL);
         }
     }
     leave(h);

@@ -146,6 +146,9 @@ static int read_h2_config(ol_config *c, PyObject *cfg)
         get_u32(cfg, "h2_max_header_list_size", &header_list, 1024, 1u << 24) < 0)
         return -1;
     c->h2_max_header_list = header_list;
+    if (PyObject_HasAttrString(cfg, "h2_ping_interval") &&
+        get_double(cfg, "h2_ping_interval", &c->h2_ping_interval) < 0)
+        return -1;
     c->h2 = c->http != OL_HTTP_1;
     return 0;
 }

@@ -70,6 +70,7 @@ typedef struct ol_config {
     uint32_t h2_window;        /* SETTINGS_INITIAL_WINDOW_SIZE: per stream */
     uint32_t h2_max_frame;     /* SETTINGS_MAX_FRAME_SIZE */
     size_t h2_max_header_list; /* SETTINGS_MAX_HEADER_LIST_SIZE: larger heads get 431 */
+    double h2_ping_interval;   /* keepalive PING after this long without input; 0 = none */
 } ol_config;
 
 /* --http: auto (HTTP/1.1, and HTTP/2 by ALPN or prior knowledge), 1, 2. */

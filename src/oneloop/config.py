@@ -189,6 +189,7 @@ class Config:
     h2_initial_window_size: int = 262144
     h2_max_frame_size: int = 16384
     h2_max_header_list_size: int = 65536
+    h2_ping_interval: float = 0.0
     # Process model
     workers: int = 1
     timeout: float = 30.0
@@ -401,6 +402,12 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         _range(1024, 1 << 24),
         "largest HTTP/2 request header list (decoded, RFC 9113 sizes); larger gets 431 "
         "(default: 65536)",
+    ),
+    "h2_ping_interval": (
+        _non_negative_float,
+        "seconds without a frame from an HTTP/2 client with streams open before a "
+        "keepalive PING; unanswered for as long again, the connection is closed "
+        "(default: 0 = no pings)",
     ),
     "workers": (
         _non_negative_int,

@@ -189,6 +189,7 @@ class Worker:
             h2_initial_window_size=c.h2_initial_window_size,
             h2_max_frame_size=c.h2_max_frame_size,
             h2_max_header_list_size=c.h2_max_header_list_size,
+            h2_ping_interval=c.h2_ping_interval,
             max_requests=self.max_requests,
             server_header=c.server_header,
             date_header=c.date_header,

@@ -18,6 +18,7 @@ import time
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.settings
 
@@ -174,6 +175,48 @@ def test_wsgi_stream_reset_while_its_response_waits_for_the_window(serve):
     time.sleep(0.3)
     s.close()
     still_serves(server, b"HTTP/2 POST / 5")
+
+
+# -- deadlines ----------------------------------------------------------------------------
+
+
+def test_keepalive_ping_is_sent_and_an_unanswered_one_closes(serve):
+    server = serve("h2_edge_apps:app", "--h2-ping-interval", "0.4")
+    s, c = client(server)  # the h2 library answers PINGs
+    request(c, 1, "/slow")
+    s.sendall(c.data_to_send())
+    events = pump(s, c, lambda e: ended(e, [1]))
+    assert any(isinstance(e, h2.events.PingReceived) for e in events), events
+    assert body_of(events, 1) == b"0:"
+    s.close()
+    # A client that goes silent with a stream open: a PING, then the close.
+    with socket.create_connection((server.host, server.port), timeout=5) as raw:
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        request(c, 1, "/hang")
+        raw.sendall(c.data_to_send())
+        started, data = time.monotonic(), b""
+        while chunk := raw.recv(65536):
+            data += chunk
+        elapsed = time.monotonic() - started
+    assert 0.7 <= elapsed < 5, elapsed
+    assert b"\x00\x00\x08\x06\x00" in data  # the PING (8 bytes, no ACK flag)
+
+
+def test_body_timeout_resets_only_the_stream_that_waits(serve):
+    server = serve("h2_edge_apps:app", "--timeout-request-body", "0.5")
+    s, c = client(server)
+    hold = [(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", "t")]
+    c.send_headers(1, hold)  # a body announced, never sent
+    s.sendall(c.data_to_send())
+    time.sleep(0.2)
+    request(c, 3, "/slow")  # answered after 1 s, past the other's deadline
+    s.sendall(c.data_to_send())
+    events = pump(s, c, lambda e: ended(e, [1, 3]))
+    resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
+    assert [(e.stream_id, e.error_code) for e in resets] == [(1, h2.errors.ErrorCodes.CANCEL)]
+    assert body_of(events, 3) == b"0:"
+    s.close()
 
 
 # -- clients that vanish ---------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 `app` (ASGI) reads the whole request body, then by path: /stream sends 50
 pieces of 1,000 bytes 10 ms apart, /big 4 MiB at once in 64 KiB pieces,
-/slow answers after a second; anything else answers "<body length>:<first
+/slow answers after a second, /hang after 30; anything else answers "<body length>:<first
 16 bytes>". `trailers_app` ends its response with trailers where the scope
 offers them. `wsgi_app` is the WSGI counterpart.
 """
@@ -52,6 +52,8 @@ async def app(scope, receive, send):
         return await pieces(send, b"y" * 65536, 64)
     if scope["path"] == "/slow":
         await asyncio.sleep(1.0)
+    if scope["path"] == "/hang":
+        await asyncio.sleep(30.0)
     headers = [(b"Content-Type", b"text/plain")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"%d:" % len(body) + body[:16]})
