@@ -14,8 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 MODE=${1:-test}
-# Building the extension: a compiler, Python's headers, zlib's; a virtualenv.
-build=(gcc python3-dev python3-venv zlib1g-dev)
+# Building the extension: a compiler, Python's headers, zlib's and
+# nghttp2's (found with pkg-config); a virtualenv.
+build=(gcc python3-dev python3-venv zlib1g-dev libnghttp2-dev pkg-config)
 case "$MODE" in
     test | example) ;;
     *)

@@ -367,8 +367,7 @@ PyObject *ol_asgi_send_body(ol_req *r, PyObject *message)
             PyErr_SetString(st->client_disconnected, "the client disconnected");
         return NULL;
     }
-    ol_conn *c = r->conn;
-    if (more_body && c != NULL && ol_conn_pending(c) > srv->cfg.write_high_water) {
+    if (more_body && r->conn != NULL && r->carrier->pending(r) > srv->cfg.write_high_water) {
         Py_XSETREF(r->send_waiter, ol_new_future(srv));
         return Py_XNewRef(r->send_waiter);
     }
@@ -491,7 +490,7 @@ static void asgi_on_eof(ol_req *r)
 static void asgi_on_drain(ol_req *r)
 {
     if (r->send_waiter != NULL && r->conn != NULL &&
-        ol_conn_pending(r->conn) <= r->server->cfg.write_low_water)
+        r->carrier->pending(r) <= r->server->cfg.write_low_water)
         ol_future_take(&r->send_waiter, Py_None, NULL);
 }
 
@@ -564,7 +563,9 @@ static PyObject *build_scope(ol_conn *c, const ol_request *h, ol_req *r)
     int e = ol_dict_put(scope, st->s_type, Py_NewRef(ws ? st->s_websocket : st->s_http)) ||
             ol_dict_put(scope, st->s_asgi, Py_NewRef(srv->asgi_info)) ||
             ol_dict_put(scope, st->s_http_version,
-                        Py_NewRef(h->version_minor ? st->s_1_1 : st->s_1_0)) ||
+                        Py_NewRef(h->version_major == 2 ? st->s_2
+                                  : h->version_minor    ? st->s_1_1
+                                                        : st->s_1_0)) ||
             (!ws && ol_dict_put(scope, st->s_method, Py_NewRef(r->method))) ||
             ol_dict_put(scope, st->s_scheme, Py_NewRef(scheme)) ||
             ol_dict_put(scope, st->s_path, ol_decode_path(srv, t.path)) ||

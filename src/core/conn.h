@@ -78,6 +78,7 @@ typedef struct ol_proto {
 #define CONN_BLOCKING    0x0800u /* its holder blocks on it: writes wait for the client */
 #define CONN_CORKED      0x1000u /* small writes are gathered until ol_conn_uncork() */
 #define CONN_SHARED      0x2000u /* the app may hold a duplicate descriptor: shut down at close */
+#define CONN_ALPN_H2     0x4000u /* TLS: the client chose "h2" by ALPN */
 
 struct ol_conn {
     ol_handle handle; /* in the reactor while open */
@@ -125,6 +126,7 @@ struct ol_conn {
     ol_req *request;       /* the exchange in flight (a strong reference) */
 
     void *ws;         /* WebSocket's state once switched (websocket.c), else NULL */
+    void *h2;         /* HTTP/2's state once switched (h2.c), else NULL */
     PyObject *driver; /* the ASGI interface's host task driver (asgi.c), or NULL */
 };
 

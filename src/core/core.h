@@ -6,7 +6,7 @@
  *
  *   interfaces   asgi.h (+ asgi_ws, driver) · wsgi.h (+ pool) · bridge.h
  *   exchange     exchange.h: a request and its response; ol_handler
- *   protocols    h1.h: HTTP/1.1 (ol_proto, conn.h); websocket.h after an Upgrade
+ *   protocols    h1.h: HTTP/1.1 (ol_proto, conn.h); websocket.h after an Upgrade; h2.h
  *   transport    conn.h: bytes, buffers, TLS, the connection list
  *   reactor      reactor.h: epoll set, handles, tick; dispatch in server.h
  *   leaves       state.h: module state, clock, logging
@@ -36,6 +36,7 @@
 #include "conn.h"
 #include "exchange.h"
 #include "h1.h"
+#include "h2.h"
 #include "reactor.h"
 #include "server.h"
 #include "state.h"

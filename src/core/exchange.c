@@ -400,7 +400,7 @@ static PyObject *get_client(ol_req *r, void *closure)
 static PyObject *get_version(ol_req *r, void *closure)
 {
     (void)closure;
-    return PyUnicode_FromString(r->flags & REQ_HTTP10 ? "1.0" : "1.1");
+    return PyUnicode_FromString(r->flags & REQ_HTTP2 ? "2" : r->flags & REQ_HTTP10 ? "1.0" : "1.1");
 }
 
 static PyObject *get_request_headers(ol_req *r, void *closure)
@@ -430,7 +430,7 @@ static PyGetSetDef req_getset[] = {
     {"method", (getter)get_method, NULL, "Request method.", NULL},
     {"target", (getter)get_target, NULL, "Request target as received (bytes).", NULL},
     {"client", (getter)get_client, NULL, "(host, port) of the client, or None.", NULL},
-    {"http_version", (getter)get_version, NULL, "'1.0' or '1.1'.", NULL},
+    {"http_version", (getter)get_version, NULL, "'1.0', '1.1' or '2'.", NULL},
     {"request_headers", (getter)get_request_headers, NULL, "Request header pairs (ASGI).", NULL},
     {"environ", (getter)get_environ, NULL, "The WSGI environ, or None.", NULL},
     {"response_headers", (getter)get_response_headers, NULL, "Response header pairs.", NULL},
@@ -520,7 +520,7 @@ int ol_req_set_head(ol_req *r, const ol_request *h)
     ol_state *st = r->server->state;
     if (h->method_id == OL_M_HEAD)
         r->flags |= REQ_HEAD;
-    if (h->version_minor == 0)
+    if (h->version_major < 2 && h->version_minor == 0)
         r->flags |= REQ_HTTP10;
     if (!(h->flags & OL_REQ_KEEP_ALIVE))
         r->flags &= ~REQ_KEEP_ALIVE;

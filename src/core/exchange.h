@@ -78,6 +78,9 @@ typedef struct ol_carrier {
     int (*take_body)(ol_req *r, PyObject **out);
     /* "100 Continue" if owed, when the body is first asked for: 0, or -1. */
     int (*send_continue)(ol_req *r);
+    /* Bytes of r's response queued and not yet on the wire: an ASGI
+     * send() waits above the high-water mark, until on_drain. */
+    size_t (*pending)(const ol_req *r);
 } ol_carrier;
 
 /* What refuse() did. */
@@ -86,6 +89,7 @@ typedef struct ol_carrier {
 #define OL_REFUSE_CUT      2
 
 extern const ol_carrier ol_h1_carrier;
+extern const ol_carrier ol_h2_carrier;
 
 /* ol_req.flags */
 #define REQ_HEAD         0x00001u /* HEAD: the response has no body on the wire */
@@ -99,14 +103,15 @@ extern const ol_carrier ol_h1_carrier;
 #define REQ_DISCONNECTED 0x00100u /* the client went away */
 #define REQ_HAS_LENGTH   0x00200u /* Content-Length known */
 #define REQ_HTTP10       0x00400u
-#define REQ_LOGGED       0x00800u /* its access-log line is written */
-#define REQ_APP_CHUNKED  0x02000u /* the app asked for chunked coding */
-#define REQ_APP_DATE     0x04000u /* the app set Date */
-#define REQ_APP_SERVER   0x08000u /* the app set Server */
-#define REQ_NO_BODY      0x10000u /* nothing of the body goes on the wire */
-#define REQ_ADDED_LENGTH 0x20000u /* the server writes Content-Length */
-#define REQ_OVERRUN      0x40000u /* the app wrote past its Content-Length */
-#define REQ_WEBSOCKET    0x80000u /* a WebSocket handshake (websocket.h) */
+#define REQ_LOGGED       0x00800u  /* its access-log line is written */
+#define REQ_APP_CHUNKED  0x02000u  /* the app asked for chunked coding */
+#define REQ_APP_DATE     0x04000u  /* the app set Date */
+#define REQ_APP_SERVER   0x08000u  /* the app set Server */
+#define REQ_NO_BODY      0x10000u  /* nothing of the body goes on the wire */
+#define REQ_ADDED_LENGTH 0x20000u  /* the server writes Content-Length */
+#define REQ_OVERRUN      0x40000u  /* the app wrote past its Content-Length */
+#define REQ_WEBSOCKET    0x80000u  /* a WebSocket handshake (websocket.h) */
+#define REQ_HTTP2        0x100000u /* a stream of an HTTP/2 connection (h2.h) */
 
 struct ol_req {
     PyObject_HEAD
@@ -121,6 +126,7 @@ struct ol_req {
     uint64_t content_length;  /* when REQ_HAS_LENGTH */
     uint64_t sent;            /* body bytes written */
     double started;           /* monotonic time the head was complete */
+    int32_t stream_id;        /* HTTP/2: the stream carrying it */
     int method_id;            /* enum ol_method (ol_http.h) */
     PyObject *method;         /* str */
     PyObject *target;         /* bytes, as received */

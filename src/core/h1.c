@@ -571,9 +571,35 @@ int ol_h1_is_idle(const ol_conn *c)
 /* ------------------------------------------------------------------------ */
 /* The transport's callbacks (conn.h)                                       */
 
+/*
+ * Does the connection speak HTTP/2 instead? 1: switched (h2.h); 0: it is
+ * HTTP/1.1; -1: not known until more bytes come. Only a connection's very
+ * first bytes can say so: its TLS client chose h2 by ALPN, --http 2 is
+ * all that is served, or the client opens with the HTTP/2 preface.
+ */
+static int switch_to_h2(ol_conn *c)
+{
+    const ol_config *cfg = &c->server->cfg;
+    if (!cfg->h2 || c->requests > 0 || c->request != NULL)
+        return 0;
+    if (!(c->flags & CONN_ALPN_H2) && cfg->http != OL_HTTP_2) {
+        size_t n = c->rlen < OL_H2_PREFACE_LEN ? c->rlen : OL_H2_PREFACE_LEN;
+        if (c->tls != NULL || n == 0 || memcmp(c->rbuf, OL_H2_PREFACE, n) != 0)
+            return 0;
+        if (n < OL_H2_PREFACE_LEN)
+            return -1;
+    }
+    ol_h2_start(c);
+    return 1;
+}
+
 static void h1_on_data(ol_conn *c)
 {
-    ol_h1_process(c, NULL);
+    int h2 = switch_to_h2(c);
+    if (h2 == 0)
+        ol_h1_process(c, NULL);
+    else if (h2 < 0)
+        ol_conn_update_events(c);
 }
 
 /* The client closed its side (clean) or the socket failed. */

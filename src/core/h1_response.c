@@ -196,10 +196,16 @@ static int h1_take_body(ol_req *r, PyObject **out)
     return ol_h1_take_body(r->conn, out);
 }
 
+static size_t h1_pending(const ol_req *r)
+{
+    return r->conn != NULL ? ol_conn_pending(r->conn) : 0;
+}
+
 const ol_carrier ol_h1_carrier = {
     .send = h1_send,
     .release = h1_release,
     .refuse = h1_refuse,
     .take_body = h1_take_body,
     .send_continue = ol_h1_continue,
+    .pending = h1_pending,
 };

@@ -102,6 +102,54 @@ static int read_ws_config(ol_config *c, PyObject *cfg)
     return 0;
 }
 
+/* Read an optional integer attribute into a uint32_t within [lo, hi]. */
+static int get_u32(PyObject *cfg, const char *name, uint32_t *out, uint32_t lo, uint32_t hi)
+{
+    size_t v;
+    if (!PyObject_HasAttrString(cfg, name))
+        return 0;
+    if (get_size(cfg, name, &v) < 0)
+        return -1;
+    if (v < lo || v > hi) {
+        PyErr_Format(PyExc_ValueError, "%s must be between %u and %u", name, lo, hi);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* --http and the --h2-* options; a config object without them (an
+ * embedding) gets the defaults. HTTP/2 is served to ASGI apps only. */
+static int read_h2_config(ol_server *srv, ol_config *c, PyObject *cfg)
+{
+    c->http = OL_HTTP_AUTO;
+    c->h2_max_streams = 100;
+    c->h2_window = 256u << 10;
+    c->h2_max_frame = 16384;
+    c->h2_max_header_list = 65536;
+    if (PyObject_HasAttrString(cfg, "http")) {
+        PyObject *mode = PyObject_GetAttrString(cfg, "http");
+        if (mode == NULL)
+            return -1;
+        const char *m = PyUnicode_Check(mode) ? PyUnicode_AsUTF8(mode) : "auto";
+        if (m == NULL) {
+            Py_DECREF(mode);
+            return -1;
+        }
+        c->http = strcmp(m, "1") == 0 ? OL_HTTP_1 : strcmp(m, "2") == 0 ? OL_HTTP_2 : OL_HTTP_AUTO;
+        Py_DECREF(mode);
+    }
+    uint32_t header_list = (uint32_t)c->h2_max_header_list;
+    if (get_u32(cfg, "h2_max_concurrent_streams", &c->h2_max_streams, 1, 1u << 20) < 0 ||
+        get_u32(cfg, "h2_initial_window_size", &c->h2_window, 1024, 0x7fffffffu) < 0 ||
+        get_u32(cfg, "h2_max_frame_size", &c->h2_max_frame, 16384, 16777215) < 0 ||
+        get_u32(cfg, "h2_max_header_list_size", &header_list, 1024, 1u << 24) < 0)
+        return -1;
+    c->h2_max_header_list = header_list;
+    c->h2 = srv->interface != OL_WSGI && c->http != OL_HTTP_1;
+    return 0;
+}
+
 static int read_config(ol_server *srv, PyObject *cfg)
 {
     ol_config *c = &srv->cfg;
@@ -121,7 +169,8 @@ static int read_config(ol_server *srv, PyObject *cfg)
         get_size(cfg, "limit_concurrency", &c->limit_concurrency) < 0 ||
         get_bool(cfg, "server_header", &c->server_header) < 0 ||
         get_bool(cfg, "date_header", &c->date_header) < 0 ||
-        get_bool(cfg, "multiprocess", &c->multiprocess) < 0 || read_ws_config(c, cfg) < 0)
+        get_bool(cfg, "multiprocess", &c->multiprocess) < 0 || read_ws_config(c, cfg) < 0 ||
+        read_h2_config(srv, c, cfg) < 0)
         return -1;
     if (c->limits.max_fields > 32768 || c->limits.max_request_line > (1u << 20) ||
         c->limits.max_field_size > (1u << 20)) {
@@ -179,6 +228,21 @@ static int read_metrics_config(ol_server *srv, PyObject *cfg)
     return 0;
 }
 
+/* What a TLS listener offers by ALPN: h2 as well as http/1.1 when HTTP/2
+ * is served (only h2 with --http 2). */
+static int offer_protocols(ol_server *srv, PyObject *ssl_context)
+{
+    PyObject *names = srv->cfg.h2 == 0             ? Py_BuildValue("[s]", "http/1.1")
+                      : srv->cfg.http == OL_HTTP_2 ? Py_BuildValue("[s]", "h2")
+                                                   : Py_BuildValue("[ss]", "h2", "http/1.1");
+    if (names == NULL)
+        return -1;
+    PyObject *r = PyObject_CallMethod(ssl_context, "set_alpn_protocols", "O", names);
+    Py_DECREF(names);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
 static int read_listeners(ol_server *srv, PyObject *list)
 {
     PyObject *seq = PySequence_Fast(list, "listeners must be a sequence");
@@ -212,6 +276,10 @@ static int read_listeners(ol_server *srv, PyObject *list)
         l->server_addr = Py_NewRef(addr);
         l->ssl_context = ssl_ctx == Py_None ? NULL : Py_NewRef(ssl_ctx);
         srv->nlisteners++;
+        if (l->ssl_context != NULL && offer_protocols(srv, l->ssl_context) < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
     }
     Py_DECREF(seq);
     return 0;
@@ -361,6 +429,24 @@ static void close_websockets(ol_server *srv)
     ol_conns_release(srv, list, n);
 }
 
+static int is_http2(const ol_conn *c)
+{
+    return c->proto == &ol_h2_protocol;
+}
+
+/* HTTP/2 connections are told to open no more streams (GOAWAY); those
+ * already open are served, then the connections close. */
+static void goaway_http2(ol_server *srv)
+{
+    if (!srv->cfg.h2)
+        return;
+    size_t n;
+    ol_conn **list = ol_conns_claim(srv, is_http2, &n);
+    for (size_t i = 0; i < n; i++)
+        ol_h2_shutdown(list[i]);
+    ol_conns_release(srv, list, n);
+}
+
 /* Stop accepting; every connection closes after its next response, which
  * says "Connection: close". Listening sockets stay open (they belong to
  * Python, and other workers of a supervisor go on accepting on them).
@@ -386,6 +472,7 @@ static PyObject *server_shutdown(ol_server *srv, PyObject *unused)
     ol_accept_queued(srv);
     ol_stop_accepting(srv);
     close_websockets(srv);
+    goaway_http2(srv);
     /* WebSocket sessions of WSGI apps (sockets lent to them, wsgi.c) would
      * never end by themselves: they end now, as if their clients had gone
      * (their reads return end-of-file; their writes still work, so an app

@@ -63,7 +63,17 @@ typedef struct ol_config {
     int ws_deflate;          /* accept permessage-deflate offers */
     const char *health_path; /* --health-path, answered by the core; NULL = none */
     size_t health_path_len;
+    /* HTTP/2 (--http, --h2-*). */
+    int http;                  /* enum ol_http_mode: what --http asked for */
+    int h2;                    /* HTTP/2 is served (an ASGI app, and --http not 1) */
+    uint32_t h2_max_streams;   /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    uint32_t h2_window;        /* SETTINGS_INITIAL_WINDOW_SIZE: per stream */
+    uint32_t h2_max_frame;     /* SETTINGS_MAX_FRAME_SIZE */
+    size_t h2_max_header_list; /* SETTINGS_MAX_HEADER_LIST_SIZE: larger heads get 431 */
 } ol_config;
+
+/* --http: auto (HTTP/1.1, and HTTP/2 by ALPN or prior knowledge), 1, 2. */
+enum ol_http_mode { OL_HTTP_AUTO, OL_HTTP_1, OL_HTTP_2 };
 
 struct ol_server {
     PyObject_HEAD

@@ -89,7 +89,7 @@ typedef struct ol_state {
     PyObject *s_http_request, *s_http_disconnect, *s_http_response_start, *s_http_response_body;
     PyObject *s_http, *s_https, *s_asgi, *s_http_version, *s_method, *s_scheme, *s_path,
         *s_raw_path, *s_query_string, *s_root_path, *s_client, *s_server, *s_state;
-    PyObject *s_1_0, *s_1_1, *s_empty, *b_empty;
+    PyObject *s_1_0, *s_1_1, *s_2, *s_empty, *b_empty;
     /* ... of the websocket scope and its messages. */
     PyObject *s_websocket, *s_ws_connect, *s_ws_accept, *s_ws_receive, *s_ws_send, *s_ws_disconnect,
         *s_ws_close, *s_ws_response_start, *s_ws_response_body, *s_text, *s_bytes, *s_code,

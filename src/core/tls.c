@@ -78,6 +78,18 @@ static int clear_want_read(ol_conn *c)
     return want;
 }
 
+/* The protocol the client chose by ALPN, for the protocol to switch on. */
+static int note_alpn(ol_conn *c)
+{
+    PyObject *name = PyObject_CallMethod(c->tls, "selected_alpn_protocol", NULL);
+    if (name == NULL)
+        return -1;
+    if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "h2") == 0)
+        c->flags |= CONN_ALPN_H2;
+    Py_DECREF(name);
+    return 0;
+}
+
 /* Decrypt what is available into the input buffer. Returns bytes of
  * plaintext added, -1 when more ciphertext is needed, -2 on error. */
 static Py_ssize_t tls_read_plain(ol_conn *c)
@@ -93,7 +105,7 @@ static Py_ssize_t tls_read_plain(ol_conn *c)
         }
         Py_DECREF(r);
         c->flags &= ~CONN_HANDSHAKE;
-        if (tls_flush_out(c) < 0)
+        if (tls_flush_out(c) < 0 || note_alpn(c) < 0)
             return -2;
     }
     for (;;) {

@@ -72,6 +72,16 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
+def _range(low: int, high: int):
+    def parse(value: Any) -> int:
+        n = _positive_int(value)
+        if not low <= n <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return n
+
+    return parse
+
+
 def _choice(*choices: str):
     def parse(value: Any) -> str:
         text = str(value).lower()
@@ -173,6 +183,12 @@ class Config:
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     ws_per_message_deflate: bool = True
+    # HTTP/2
+    http: str = "auto"
+    h2_max_concurrent_streams: int = 100
+    h2_initial_window_size: int = 262144
+    h2_max_frame_size: int = 16384
+    h2_max_header_list_size: int = 65536
     # Process model
     workers: int = 1
     timeout: float = 30.0
@@ -362,6 +378,29 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "ws_per_message_deflate": (
         _bool,
         "accept permessage-deflate compression (RFC 7692) when the client offers it (default: on)",
+    ),
+    "http": (
+        _choice("auto", "1", "2"),
+        "HTTP versions served (default: auto = HTTP/1.1, and HTTP/2 to ASGI apps: by ALPN "
+        "over TLS, with prior knowledge (h2c) in cleartext); 1 = HTTP/1.1 only; 2 = HTTP/2 only",
+    ),
+    "h2_max_concurrent_streams": (
+        _range(1, 1 << 20),
+        "HTTP/2 streams a client may have open at once; more are refused (default: 100)",
+    ),
+    "h2_initial_window_size": (
+        _range(1024, 2**31 - 1),
+        "HTTP/2 flow-control window per stream in bytes: request body a client may send "
+        "ahead of the app reading it (default: 262144)",
+    ),
+    "h2_max_frame_size": (
+        _range(16384, 2**24 - 1),
+        "largest HTTP/2 frame payload the server accepts (default: 16384)",
+    ),
+    "h2_max_header_list_size": (
+        _range(1024, 1 << 24),
+        "largest HTTP/2 request header list (decoded, RFC 9113 sizes); larger gets 431 "
+        "(default: 65536)",
     ),
     "workers": (
         _non_negative_int,

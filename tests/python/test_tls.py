@@ -231,15 +231,47 @@ def test_cipher_list_applies(serve, certs):
             assert c.response()[0] == 200
 
 
-def test_alpn_selects_http11(serve, certs):
-    server = serve("cli_apps:asgi_fn", *tls_options(certs))
+@pytest.mark.parametrize(
+    ("app", "options", "chosen"),
+    [
+        ("cli_apps:asgi_fn", [], "h2"),
+        ("cli_apps:asgi_fn", ["--http", "1"], "http/1.1"),
+        ("cli_apps:wsgi_fn", [], "http/1.1"),  # HTTP/2 is served to ASGI apps only
+    ],
+)
+def test_alpn_offers_h2_to_asgi_apps(serve, certs, app, options, chosen):
+    server = serve(app, *tls_options(certs), *options)
     ctx = client_context(certs)
     ctx.set_alpn_protocols(["h2", "http/1.1"])
     with tls_socket(server, ctx) as s:
-        assert s.selected_alpn_protocol() == "http/1.1"
-        with Client(s) as c:
-            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert c.response()[0] == 200
+        assert s.selected_alpn_protocol() == chosen
+        if chosen == "http/1.1":
+            with Client(s) as c:
+                c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert c.response()[0] == 200
+        else:  # the server's SETTINGS frame comes first
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            assert s.recv(9)[3] == 0x04
+
+
+def test_http2_only_answers_http11_with_goaway(serve, certs):
+    server = serve("cli_apps:asgi_fn", *tls_options(certs), "--http", "2")
+    ctx = client_context(certs)
+    ctx.set_alpn_protocols(["http/1.1"])
+    with tls_socket(server, ctx) as s:
+        assert s.selected_alpn_protocol() is None  # no protocol in common
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    # The server's SETTINGS, then GOAWAY with PROTOCOL_ERROR (1), then the close.
+    frames, i = [], 0
+    while i + 9 <= len(data):
+        length = int.from_bytes(data[i : i + 3], "big")
+        frames.append((data[i + 3], data[i + 9 : i + 9 + length]))
+        i += 9 + length
+    goaway = [payload for kind, payload in frames if kind == 0x07]
+    assert goaway and int.from_bytes(goaway[0][4:8], "big") == 1, frames
 
 
 # -- keep-alive, pipelining, big bodies, concurrency --------------------------------

@@ -1,0 +1,36 @@
+/*
+ * h2.h -- HTTP/2 over a connection (h2.c), with libnghttp2 doing the
+ * framing, HPACK and flow control. A connection switches to it from
+ * HTTP/1.1 (h1.c, the switch point) when a TLS client chose "h2" by ALPN,
+ * when a cleartext client opens with the connection preface (prior
+ * knowledge), or at once with --http 2. Each stream is one exchange
+ * (exchange.h), carried by ol_h2_carrier and handed to the same interface
+ * as an HTTP/1.1 request.
+ *
+ * Ownership. The connection's HTTP/2 state (c->h2) belongs to the
+ * protocol: it is made by ol_h2_start() and freed once the connection has
+ * closed and no call of this module is on the stack. A stream holds the
+ * protocol's reference to its exchange until the response is complete or
+ * the stream ends; the stream itself lives until nghttp2 closes it.
+ *
+ * Threads: the event loop only (the interface must be ASGI).
+ */
+#ifndef OL_H2_H
+#define OL_H2_H
+
+#include "conn.h"
+
+extern const ol_proto ol_h2_protocol;
+
+/* The 24 bytes a client with prior knowledge opens with (RFC 9113, 3.4). */
+#define OL_H2_PREFACE     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define OL_H2_PREFACE_LEN 24
+
+/* Switch c to HTTP/2 and process what its buffer holds. GIL. */
+void ol_h2_start(ol_conn *c);
+
+/* The server drains: tell the client which streams will be served
+ * (GOAWAY), serve them, then close. GIL. */
+void ol_h2_shutdown(ol_conn *c);
+
+#endif /* OL_H2_H */
