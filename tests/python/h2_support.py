@@ -198,6 +198,7 @@ class H2Conn:
     buf: bytes = b""
     closed: bool = False
     server_settings: dict[int, int] = field(default_factory=dict)
+    auto_ping_ack: bool = True
     _pending: Frame | None = None
 
     def close(self) -> None:
@@ -294,6 +295,9 @@ class H2Conn:
                 return None
             f = self._decode(f)
             if f is not None:
+                if f.type == PING and not f.flags & ACK and self.auto_ping_ack:
+                    with contextlib.suppress(OSError):  # as a real client does
+                        self.send(ping(f.payload, ack=True))
                 self.frames.append(f)
                 return f
 
@@ -315,35 +319,38 @@ class H2Conn:
 
     def response(self, stream: int, timeout: float = 5.0) -> tuple[dict, bytes]:
         """The response on `stream`: its headers and its whole body (acking DATA with
-        WINDOW_UPDATEs so large bodies flow)."""
-        head = self.wait(lambda f: f.type == HEADERS and f.stream == stream, timeout)
-        assert head is not None, f"no response on stream {stream}: {self.frames}"
-        body = b""
-        ended = head.flags & END_STREAM
-        seen = set()
+        WINDOW_UPDATEs so large bodies flow). Fails on a reset of the stream, a GOAWAY
+        that leaves it out, or a close before it ends."""
         deadline = time.monotonic() + timeout
-        while not ended:
-            f = self.wait(
-                lambda f: (
-                    (
-                        f.stream == stream
-                        and f.type in (DATA, HEADERS, RST_STREAM)
-                        and id(f) not in seen
-                    )
-                    or f.type == GOAWAY
-                ),
-                max(0.0, deadline - time.monotonic()),
-            )
-            assert f is not None and f.type != GOAWAY, f"stream {stream} unfinished: {f}"
-            seen.add(id(f))
-            assert f.type != RST_STREAM, f"stream {stream} reset: {f}"
-            if f.type == DATA:
-                body += f.payload
-                if f.payload:
-                    self.send(window_update(0, len(f.payload)))
-                    self.send(window_update(stream, len(f.payload)))
-            ended = f.flags & END_STREAM
-        return dict(head.headers), body
+        head, body, i = None, b"", 0
+        while True:
+            while i < len(self.frames):
+                f = self.frames[i]
+                i += 1
+                if f.type == GOAWAY and f.last_stream < stream:
+                    raise AssertionError(f"stream {stream} left out by {f}: {self.frames[-8:]}")
+                if f.stream != stream:
+                    continue
+                assert f.type != RST_STREAM, f"stream {stream} reset: {f}"
+                if f.type == HEADERS and head is None:
+                    head = f
+                elif f.type == DATA:
+                    body += f.payload
+                    if f.payload:
+                        self.send(window_update(0, len(f.payload)))
+                        self.send(window_update(stream, len(f.payload)))
+                if f.type in (HEADERS, DATA) and f.flags & END_STREAM:
+                    assert head is not None, f"no response head on {stream}: {self.frames}"
+                    return dict(head.headers), body
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"stream {stream} unfinished: {self.frames[-8:]}")
+            try:
+                self.next(left)
+            except Closed:
+                raise AssertionError(
+                    f"closed before stream {stream} ended: {self.frames[-8:]}"
+                ) from None
 
     def goaway(self, timeout: float = 5.0) -> Frame | None:
         return self.wait(lambda f: f.type == GOAWAY, timeout)
