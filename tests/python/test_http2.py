@@ -291,7 +291,7 @@ def test_many_concurrent_streams_on_one_connection(h2c):
             else:
                 assert body == b"slow done"
         # The streams ran together, not one after the other (30 sleeps of 0.3 s).
-        assert time.monotonic() - started < 6
+        assert time.monotonic() - started < 8
         assert not [f for f in c.frames if f.type in (GOAWAY, RST_STREAM)]
     finally:
         c.close()
@@ -309,7 +309,7 @@ def test_httpx_concurrent_requests_share_one_connection(h2c):
     rs = asyncio.run(main())
     assert [r.status_code for r in rs] == [200] * 50
     assert all(r.text == "slow done" and r.http_version == "HTTP/2" for r in rs)
-    assert time.monotonic() - started < 5  # 50 half-second answers, concurrently
+    assert time.monotonic() - started < 10  # 50 half-second answers, concurrently
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["h2c", "h2-tls"])
@@ -653,7 +653,7 @@ def test_zero_window_stall_times_out_with_memory_bounded(fresh):
         elapsed = time.monotonic() - started
         print(f"zero window: {ended!r} after {elapsed:.1f} s; RSS +{grown} KiB")
         assert ended, c.frames[-5:]
-        assert 1.5 <= elapsed < 12, elapsed
+        assert 1.8 <= elapsed < 12, elapsed  # --timeout-send 2
     finally:
         c.close()
     assert grown < RSS_LIMIT_KIB, grown
@@ -737,14 +737,20 @@ def test_hup_goaway_lets_streams_finish(fresh):
 # -- --http 1 | 2 --------------------------------------------------------------------------
 
 
-def raw_exchange(server, payload: bytes, timeout: float = 5) -> bytes:
+def raw_exchange(server, payload: bytes, timeout: float = 5) -> tuple[bytes, bool]:
+    """What the server sends back to `payload`, and whether it then closed."""
     with socket.create_connection((server.host, server.port), timeout=timeout) as s:
         s.sendall(payload)
-        out = b""
-        with contextlib.suppress(TimeoutError, ConnectionResetError):
+        out, closed = b"", False
+        try:
             while chunk := s.recv(65536):
                 out += chunk
-        return out
+            closed = True
+        except ConnectionResetError:
+            closed = True
+        except TimeoutError:
+            pass
+        return out, closed
 
 
 def answered_as_http1(reply: bytes) -> None:
@@ -758,7 +764,7 @@ def test_http_1_only(fresh, certs):
     r = run(need("curl"), "-sk", "--http2", "-w", "\n%{http_version}", https(server) + "/")
     assert r.stdout == "hello\n1.1"
     clear = fresh("h2_apps:app", "--http", "1")
-    answered_as_http1(raw_exchange(clear, PREFACE + settings()))
+    answered_as_http1(raw_exchange(clear, PREFACE + settings())[0])
     r = run(need("curl"), "-s", "--http2-prior-knowledge", clear.url + "/")
     assert r.returncode != 0 or r.stdout != "hello"
     assert httpx.get(clear.url + "/").text == "hello"
@@ -774,8 +780,9 @@ def test_http_2_only(fresh, certs):
         chosen = None  # no_application_protocol alert
     assert chosen != "http/1.1"
     clear = fresh("h2_apps:app", "--http", "2")
-    reply = raw_exchange(clear, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply, closed = raw_exchange(clear, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert not reply.startswith(b"HTTP/"), reply[:100]
+    assert closed
     # The first frame of the reply: a SETTINGS (maybe), then a GOAWAY PROTOCOL_ERROR.
     frames, rest = [], reply
     while len(rest) >= 9:
@@ -793,7 +800,7 @@ def test_wsgi_app_is_served_http1_only_for_now(fresh, certs):
     server = fresh("h2_apps:wsgi_app", certs=(certs / "cert.pem", certs / "key.pem"))
     assert alpn_of(server, certs, ("h2", "http/1.1")) == "http/1.1"
     clear = fresh("h2_apps:wsgi_app")
-    answered_as_http1(raw_exchange(clear, PREFACE + settings()))
+    answered_as_http1(raw_exchange(clear, PREFACE + settings())[0])
     assert httpx.get(clear.url + "/").text == "wsgi HTTP/1.1"
 
 
