@@ -30,7 +30,7 @@ cp build/asan/lib/oneloop/_core*.so "$pkg/oneloop/"
 # Programs the tests run that are not Python get a clean environment: curl,
 # for one, hangs with the ASan runtime preloaded into it.
 mkdir -p build/asan/bin
-for tool in curl; do
+for tool in curl h2load nghttp; do
     real=$(command -v "$tool") || continue
     printf '#!/bin/sh\nunset LD_PRELOAD\nexec %s "$@"\n' "$real" > "build/asan/bin/$tool"
     chmod +x "build/asan/bin/$tool"
