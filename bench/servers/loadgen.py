@@ -19,8 +19,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 class Load:
     """How a scenario loads a server."""
 
-    tool: str  # "wrk" (h2load serves fixed request counts only)
+    tool: str  # "wrk", or "h2load" (HTTP/2; HTTP/1.1 for targets that do not speak it)
     connections: int = 64
+    streams: int = 1  # h2load over HTTP/2: requests in flight per connection (-m)
     script: str | None = None  # wrk Lua script, relative to this directory
     # wrk's latency percentiles are garbage when it pipelines (zeros, one
     # sample per batch): such loads report none.
@@ -155,6 +156,34 @@ def h2load(url: str, connections: int, requests: int, cpu: str) -> Outcome:
     argv = ["h2load", "--h1", f"-c{connections}", "-m1", f"-n{requests}", url]
     out, client_cpu = _run(argv, cpu, timeout=600)
     return parse_h2load(out, client_cpu)
+
+
+def h2load_timed(url: str, load: Load, seconds: float, cpu: str, http2: bool, log: str) -> Outcome:
+    """h2load for `seconds`: HTTP/2 with `load.streams` requests in flight
+    per connection, or HTTP/1.1 one request at a time per connection (h2load
+    pipelines with --h1 -m, which is not how HTTP/1.1 clients behave). The
+    latency percentiles come from h2load's per-request log."""
+    argv = ["h2load", "-t1", f"-c{load.connections}", f"-D{seconds}"]
+    argv += [f"-m{load.streams}"] if http2 else ["--h1", "-m1"]
+    argv += [f"--log-file={log}"]
+    out, client_cpu = _run([*argv, url], cpu, timeout=seconds + 60)
+    outcome = parse_h2load(out, client_cpu)
+    outcome.p50_ms, outcome.p99_ms = _log_percentiles(log)
+    return outcome
+
+
+def _log_percentiles(path: str) -> tuple[float | None, float | None]:
+    """p50 and p99 in ms of h2load's log (start µs, status, duration µs per line)."""
+    try:
+        with open(path) as f:
+            durations = sorted(int(line.split()[2]) for line in f if line.strip())
+        os.unlink(path)
+    except (OSError, IndexError, ValueError):
+        return None, None
+    if not durations:
+        return None, None
+    pick = lambda q: durations[min(len(durations) - 1, int(q * len(durations)))] / 1e3  # noqa: E731
+    return pick(0.50), pick(0.99)
 
 
 def fixed_rate(

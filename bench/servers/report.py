@@ -42,6 +42,12 @@ WS_IDLE_TARGET_BYTES = 2048
 # parts alone (make bench-servers ONLY=ws) rewrites it and nothing else.
 WS_BEGIN = "<!-- websocket: begin (a run of the WebSocket parts alone rewrites this section) -->"
 WS_END = "<!-- websocket: end -->"
+# HTTP/2 goals: oneloop's server CPU per request against granian's on h2c
+# plaintext, and h2 over TLS against h2c (oneloop's own).
+H2_GRANIAN_RATIO = 1.5
+H2_TLS_OVERHEAD = 0.25
+H2_BEGIN = "<!-- http2: begin (a run of the HTTP/2 parts alone rewrites this section) -->"
+H2_END = "<!-- http2: end -->"
 
 
 # ------------------------------------------------------------------ helpers
@@ -547,6 +553,111 @@ def websocket_section(results: dict) -> list[str]:
     return [*out, WS_END, ""]
 
 
+def h2_goals(h2: dict) -> list[str]:
+    pool = {sc["key"]: sc for sc in h2["scenarios"]}
+    rows = []
+    sc = pool.get("h2-plaintext")
+    ours, theirs = (find(sc, "oneloop h2c"), find(sc, "granian h2c")) if sc else (None, None)
+    if ours and theirs and ours.get("status") == theirs.get("status") == "ok":
+        by_cpu = ratio(theirs["cpu_us"], ours["cpu_us"])
+        rows.append(
+            [
+                "h2c plaintext: oneloop ÷ granian, by server CPU per request",
+                f"≥ {H2_GRANIAN_RATIO:g}{TIMES}",
+                fmt(by_cpu, 2, TIMES),
+                "met" if by_cpu and by_cpu >= H2_GRANIAN_RATIO else "**not met**",
+            ]
+        )
+    sc = pool.get("h2-tls")
+    tls, clear = (find(sc, "oneloop h2 (TLS)"), find(sc, "oneloop h2c")) if sc else (None, None)
+    if tls and clear and tls.get("status") == clear.get("status") == "ok":
+        extra = tls["cpu_us"] / clear["cpu_us"] - 1 if clear["cpu_us"] else None
+        rows.append(
+            [
+                "oneloop h2 over TLS against h2c, server CPU per request",
+                f"≤ +{H2_TLS_OVERHEAD:.0%}",
+                f"{extra:+.0%}" if extra is not None else "-",
+                "met" if extra is not None and extra <= H2_TLS_OVERHEAD else "**not met**",
+            ]
+        )
+    if not rows:
+        return []
+    return [*table(["goal", "target", "measured", "verdict"], rows, "lrrl"), ""]
+
+
+def h2_table(sc: dict) -> list[str]:
+    ours = find(sc, "oneloop h2c") or find(sc, "oneloop h2 (TLS)")
+    ours = ours if ours and ours.get("status") == "ok" and ours["rps"] else None
+    rows = []
+    for t in sc["targets"]:
+        if t.get("status") != "ok":
+            rows.append([t["label"], status_cell(t), "", "", "", "", ""])
+            continue
+        by_cpu = ratio(t["cpu_us"], ours["cpu_us"]) if ours else None
+        rows.append(
+            [
+                t["label"],
+                fmt(t["rps"]),
+                fmt(t["cpu_us"], 2),
+                fmt(t.get("p99_ms"), 2),
+                fmt(t["errors"]),
+                fmt(by_cpu, 2, TIMES) if by_cpu else "",
+                fmt(t.get("client_util", 0) * 100, 0, " %"),
+            ]
+        )
+    header = [
+        "server",
+        "req/s",
+        "CPU µs/req",
+        "p99 ms",
+        "errors",
+        "÷ oneloop h2c by CPU",
+        "client core busy",
+    ]
+    return [f"### {sc['title']}", "", sc["what"], "", *table(header, rows, "lrrrrrr"), ""]
+
+
+def http2_section(results: dict) -> list[str]:
+    h2 = results.get("http2") or {}
+    if not h2.get("scenarios"):
+        return []
+    meta, s = results["meta"], results["meta"]["settings"]
+    versions = meta["machine"]["versions"]
+    names = ("oneloop", "granian", "hypercorn", "uvicorn", "gunicorn", "uvloop")
+    shown = ", ".join(f"{k} {versions[k]}" for k in names if k in versions)
+    out = [
+        H2_BEGIN,
+        "## HTTP/2",
+        "",
+        f"Measured on {meta['date']} ({meta['mode']} run, {meta['minutes']:.0f} minutes) "
+        f"with `{meta.get('invocation', 'make bench-servers')}`: {shown}, nghttp2's h2load "
+        "as the load. As for HTTP/1.1, every server runs one worker pinned to CPU 0 and the "
+        "load runs on CPU 1. *÷ oneloop h2c by CPU* is the row's server CPU per request over "
+        "oneloop's (h2c, or h2 over TLS in the TLS table). uvicorn and gunicorn serve "
+        "HTTP/1.1 only: their rows, loaded one request at a time per connection, are context, "
+        "not a like-for-like comparison.",
+        "",
+        *h2_goals(h2),
+    ]
+    for sc in h2["scenarios"]:
+        out += h2_table(sc)
+    out += [
+        "### How the HTTP/2 figures were taken",
+        "",
+        f"* `h2load -t1 -c16 -m32 -D{s['seconds']}` (HTTP/2 rows; `-m1` for the "
+        f"one-stream scenario) or `h2load -t1 -c16 --h1 -m1 -D{s['seconds']}` (HTTP/1.1 "
+        "rows); latency percentiles from h2load's per-request log (`--log-file`).",
+        f"* Each scenario: {s['warmup']} s of the same load per server first, then "
+        f"{s['repetitions']} {TIMES} {s['seconds']} s repetitions interleaved across the "
+        "servers; medians, errors summed.",
+        "",
+    ]
+    cmds = [[f"`{k}`", "`" + " ".join(v) + "`"] for k, v in meta.get("h2_commands", {}).items()]
+    if cmds:
+        out += [*table(["row", "command"], cmds, "ll"), ""]
+    return [*out, H2_END, ""]
+
+
 def profile_section(results: dict) -> list[str]:
     prof = results.get("profile") or {}
     out = []
@@ -667,21 +778,21 @@ def analysis(name: str = "analysis.md") -> list[str]:
         return [f.read().rstrip(), ""]
 
 
-def websocket_only(results: dict) -> bool:
-    """A run of the WebSocket parts and nothing else."""
-    others = ("scenarios", "fixed_rate", "idle", "profile")
-    return bool(results.get("websocket")) and not any(results.get(k) for k in others)
+def only_part(results: dict, part: str) -> bool:
+    """A run of one group of parts ("websocket", "http2") and nothing else."""
+    others = {"scenarios", "fixed_rate", "idle", "profile", "websocket", "http2"} - {part}
+    return bool(results.get(part)) and not any(results.get(k) for k in others)
 
 
-def splice(path: str, section: list[str]) -> None:
-    """Replaces the WebSocket section of an existing report (or puts it
-    before the profile, or the part after it), leaving the rest as it was."""
+def splice(path: str, section: list[str], begin: str, end: str) -> None:
+    """Replaces a section of an existing report (or puts it before the
+    profile, or the part after it), leaving the rest as it was."""
     with open(path) as f:
         text = f.read()
     block = "\n".join(section).rstrip() + "\n"
-    if WS_BEGIN in text and WS_END in text:
-        head, rest = text.split(WS_BEGIN, 1)
-        tail = rest.split(WS_END, 1)[1].lstrip("\n")
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         text = head + block + "\n" + tail
     else:
         for heading in ("## Where oneloop's time goes", "## Noise", "## Method"):
@@ -700,8 +811,11 @@ def write(results: dict, docs: str) -> None:
     os.makedirs(img, exist_ok=True)
     charts.draw_all(results, img)
     path = os.path.join(docs, "benchmarks.md")
-    if websocket_only(results) and os.path.exists(path):
-        splice(path, websocket_section(results))
+    if only_part(results, "websocket") and os.path.exists(path):
+        splice(path, websocket_section(results), WS_BEGIN, WS_END)
+        return
+    if only_part(results, "http2") and os.path.exists(path):
+        splice(path, http2_section(results), H2_BEGIN, H2_END)
         return
     meta = results["meta"]
     lines = [
@@ -720,6 +834,7 @@ def write(results: dict, docs: str) -> None:
         *fixed_rate_section(results),
         *idle_section(results),
         *websocket_section(results),
+        *http2_section(results),
         *profile_section(results),
         *noise_section(results),
         *method_section(meta),

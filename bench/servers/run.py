@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import hotpath
 import loadgen
@@ -36,6 +36,7 @@ import report
 import servers
 from scenarios import (
     FIXED_RATE,
+    H2_SCENARIOS,
     IDLE,
     PROFILED,
     SCENARIOS,
@@ -156,6 +157,11 @@ def closed_loop(ctx: Context, sc: Scenario, r: servers.Running, seconds: int) ->
     if isinstance(sc.load, loadgen.WsLoad):
         tool = os.path.join(ctx.tools, "ws_client")
         return loadgen.ws(tool, r.port, sc.load, seconds, ctx.client_cpu, ws_log(r))
+    if sc.load.tool == "h2load":
+        log_file = r.log.removesuffix(".log") + ".h2load.tsv"
+        return loadgen.h2load_timed(
+            r.url, sc.load, seconds, ctx.client_cpu, r.target.http2, log_file
+        )
     return loadgen.wrk(r.url, sc.load, seconds, ctx.client_cpu)
 
 
@@ -457,6 +463,19 @@ def commands(ctx: Context) -> dict[str, list[str]]:
     return seen
 
 
+def h2_commands(ctx: Context) -> dict[str, list[str]]:
+    """The command line of each HTTP/2 row's server, for the report."""
+    seen = {}
+    for sc in H2_SCENARIOS:
+        for t in sc.targets:
+            argv = servers.command(replace(t, app="APP"), 65432, ctx.tools)
+            argv[0] = "python"
+            argv = [a.replace(servers.APPS, "apps").replace("65432", "PORT") for a in argv]
+            argv = [a.replace(servers.TLS_DIR, "build/bench-tls") for a in argv]
+            seen.setdefault(t.label, argv)
+    return seen
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     mode = p.add_mutually_exclusive_group()
@@ -465,7 +484,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--only",
         nargs="*",
-        help="run only these parts: scenario keys, idle, profile, ws-idle; ws: every WebSocket one",
+        help="run only these parts: scenario keys, idle, profile, ws-idle; ws: every WebSocket "
+        "one; h2: every HTTP/2 one",
     )
     p.add_argument("--tools", default=os.path.join(ROOT, "build", "bench", "bin"))
     p.add_argument("--out", help="raw results directory (default build/bench or build/bench-smoke)")
@@ -479,7 +499,11 @@ def parse_args() -> argparse.Namespace:
 def wanted(args: argparse.Namespace, part: str) -> bool:
     if not args.only:
         return True
-    return part in args.only or ("ws" in args.only and part.startswith("ws-"))
+    return (
+        part in args.only
+        or ("ws" in args.only and part.startswith("ws-"))
+        or ("h2" in args.only and part.startswith("h2-"))
+    )
 
 
 def save(results: dict, path: str) -> None:
@@ -537,6 +561,13 @@ def run_all(args: argparse.Namespace, ctx: Context) -> dict:
         websocket["idle"] = run_idle(ctx, WS_IDLE, websocket=True)
         results["websocket"] = websocket
         save(results, partial)
+    http2: dict = {"scenarios": []}
+    for sc in H2_SCENARIOS:
+        if wanted(args, sc.key):
+            log(sc.title)
+            http2["scenarios"].append(run_scenario(ctx, sc))
+            results["http2"] = http2
+            save(results, partial)
     if wanted(args, "profile"):
         log("Profile")
         results["profile"] = run_profile(ctx)
@@ -555,8 +586,13 @@ def main() -> int:
         # Descriptions and command lines come from the code, not from the run.
         results["meta"]["commands"] = commands(Context(settings, out, "", args.tools, {}))
         results["meta"]["ws_commands"] = ws_commands(Context(settings, out, "", args.tools, {}))
-        what = {sc.key: sc.what for sc in SCENARIOS + WS_SCENARIOS}
-        for sc in results["scenarios"] + results.get("websocket", {}).get("scenarios", []):
+        results["meta"]["h2_commands"] = h2_commands(Context(settings, out, "", args.tools, {}))
+        what = {sc.key: sc.what for sc in SCENARIOS + WS_SCENARIOS + H2_SCENARIOS}
+        for sc in (
+            results["scenarios"]
+            + results.get("websocket", {}).get("scenarios", [])
+            + results.get("http2", {}).get("scenarios", [])
+        ):
             sc["what"] = what.get(sc["key"], sc["what"])
         report.write(results, docs)
         return 0
@@ -574,6 +610,7 @@ def main() -> int:
         "machine": machine(),
         "commands": commands(ctx),
         "ws_commands": ws_commands(ctx),
+        "h2_commands": h2_commands(ctx),
         "minutes": (time.monotonic() - started) / 60,
         "nice": PRIORITY if raised else 0,
         "invocation": invocation(args),
@@ -612,7 +649,7 @@ def check_smoke(results: dict) -> int:
     websocket = results.get("websocket", {})
     broken += [
         f"{sc['key']}: {t['label']}: {t['status']}"
-        for sc in websocket.get("scenarios", [])
+        for sc in websocket.get("scenarios", []) + results.get("http2", {}).get("scenarios", [])
         for t in sc["targets"]
         if t.get("status") != "ok"
     ]

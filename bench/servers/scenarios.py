@@ -247,3 +247,71 @@ WS_IDLE = tuple(
     else t
     for t in WS_TARGETS
 )
+
+
+# ------------------------------------------------------------------ HTTP/2
+
+# h2load over HTTP/2 with prior knowledge (h2c), and over TLS (h2 by ALPN);
+# uvicorn and gunicorn, which serve HTTP/1.1 only, are loaded over HTTP/1.1
+# with one request at a time per connection, as context.
+H2_MANY = Load("h2load", connections=16, streams=32)
+H2_ONE = Load("h2load", connections=16, streams=1)
+
+
+def h2c(app: str, wsgi_app: str | None = None) -> tuple[Target, ...]:
+    rows = [
+        Target("oneloop", "asgi", f"asgi_apps:{app}", "oneloop h2c", http2=True),
+        Target("granian", "asgi", f"asgi_apps:{app}", "granian h2c", http2=True),
+        Target("hypercorn", "asgi", f"asgi_apps:{app}", "hypercorn h2c", http2=True),
+        Target("uvicorn", "asgi", f"asgi_apps:{app}", "uvicorn HTTP/1.1"),
+    ]
+    if wsgi_app:
+        rows.insert(
+            1, Target("oneloop", "wsgi", f"wsgi_apps:{wsgi_app}", "oneloop WSGI h2c", http2=True)
+        )
+        rows.append(
+            Target("gunicorn", "wsgi", f"wsgi_apps:{wsgi_app}", "gunicorn gthread HTTP/1.1")
+        )
+    return tuple(rows)
+
+
+H2_TLS = (
+    Target("oneloop", "asgi", "asgi_apps:plaintext", "oneloop h2 (TLS)", http2=True, tls=True),
+    Target("oneloop", "asgi", "asgi_apps:plaintext", "oneloop h2c", http2=True),
+    Target("granian", "asgi", "asgi_apps:plaintext", "granian h2 (TLS)", http2=True, tls=True),
+    Target("hypercorn", "asgi", "asgi_apps:plaintext", "hypercorn h2 (TLS)", http2=True, tls=True),
+    Target("uvicorn", "asgi", "asgi_apps:plaintext", "uvicorn HTTP/1.1 (TLS)", tls=True),
+)
+
+H2_SCENARIOS = (
+    Scenario(
+        "h2-plaintext",
+        "HTTP/2 plaintext, 32 streams per connection",
+        "GET / answered with a fixed 13-byte body; h2load, 16 connections with 32 "
+        "requests in flight on each (HTTP/1.1 rows: one at a time).",
+        h2c("plaintext", "plaintext"),
+        H2_MANY,
+    ),
+    Scenario(
+        "h2-plaintext-1",
+        "HTTP/2 plaintext, 1 stream per connection",
+        "The same app; 16 connections, one request in flight on each.",
+        h2c("plaintext", "plaintext"),
+        H2_ONE,
+    ),
+    Scenario(
+        "h2-json",
+        "HTTP/2 JSON, 32 streams per connection",
+        "A small JSON object serialized per request; 16 connections x 32 streams.",
+        h2c("json_app"),
+        H2_MANY,
+    ),
+    Scenario(
+        "h2-tls",
+        "HTTP/2 over TLS, 32 streams per connection",
+        "ASGI plaintext over TLS (h2 chosen by ALPN; a self-signed RSA-2048 certificate), "
+        "beside oneloop's h2c; 16 connections x 32 streams.",
+        H2_TLS,
+        H2_MANY,
+    ),
+)

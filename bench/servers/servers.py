@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 APPS = os.path.join(HERE, "apps")
 THREADS = "16"
 KEEP_ALIVE = "600"
+TLS_DIR = os.path.join(HERE, "..", "..", "build", "bench-tls")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Target:
     # Serves WebSockets. Only granian's command differs: the HTTP rows run it
     # with --no-ws, so it does not pay for a protocol they never use.
     ws: bool = False
+    http2: bool = False  # loaded over HTTP/2 (granian then runs with --http 2)
+    tls: bool = False  # over TLS, with a self-signed certificate (tls_files())
 
     @property
     def is_oneloop(self) -> bool:
@@ -49,8 +53,27 @@ FLOOR = Target("floor", "-", "-", "C epoll floor")
 UPSTREAM = Target("floor", "-", "-", "upstream")
 
 
+def tls_files() -> tuple[str, str]:
+    """A self-signed certificate and its key for the TLS rows, made once."""
+    cert, key = os.path.join(TLS_DIR, "cert.pem"), os.path.join(TLS_DIR, "key.pem")
+    if not os.path.exists(key):
+        os.makedirs(TLS_DIR, exist_ok=True)
+        subprocess.run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30"),
+                *("-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return cert, key
+
+
 def _oneloop(t: Target, port: int) -> list[str]:
     argv = [sys.executable, "-m", "oneloop", "--app-dir", APPS, "--interface", t.interface]
+    if t.tls:
+        cert, key = tls_files()
+        argv += ["--ssl-certfile", cert, "--ssl-keyfile", key]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     argv += ["--log-level", "warning", "--timeout-keep-alive", KEEP_ALIVE]
     return argv + (["--threads", THREADS] if t.interface == "wsgi" else []) + [t.app]
@@ -73,8 +96,11 @@ def _gunicorn(t: Target, port: int) -> list[str]:
 
 def _granian(t: Target, port: int) -> list[str]:
     argv = [sys.executable, "-m", "granian", "--interface", t.interface, "--workers", "1"]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--http", "1"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--http", "2" if t.http2 else "1"]
     argv += [] if t.ws else ["--no-ws"]
+    if t.tls:
+        cert, key = tls_files()
+        argv += ["--ssl-certificate", cert, "--ssl-keyfile", key]
     argv += ["--loop", "uvloop", "--working-dir", APPS, "--log-level", "warning"]
     return [*argv, "--http1-header-read-timeout", "60000", t.app]
 
@@ -82,6 +108,9 @@ def _granian(t: Target, port: int) -> list[str]:
 def _hypercorn(t: Target, port: int) -> list[str]:
     argv = [sys.executable, "-m", "hypercorn", "-k", "uvloop", "-w", "1"]
     argv += ["-b", f"127.0.0.1:{port}", "--keep-alive", KEEP_ALIVE, "--log-level", "warning"]
+    if t.tls:
+        cert, key = tls_files()
+        argv += ["--certfile", cert, "--keyfile", key]
     return [*argv, t.app]
 
 
@@ -108,19 +137,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> None:
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _answers(port: int, target: Target | None) -> bool:
+    """Does the server answer a request (HTTP/1.1), or the HTTP/2 preface
+    with its SETTINGS frame, over TLS for the TLS rows?"""
+    http2 = target is not None and target.http2
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+        s: socket.socket = raw
+        if target is not None and target.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            ctx.set_alpn_protocols(["h2"] if http2 else ["http/1.1"])
+            s = ctx.wrap_socket(raw)
+        if http2:
+            s.sendall(H2_PREFACE)
+            return s.recv(9)[3:4] == b"\x04"
+        s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        return s.recv(64).startswith(b"HTTP/1.1")
+
+
+def wait_ready(
+    port: int, proc: subprocess.Popen, timeout: float, target: Target | None = None
+) -> None:
     """Until the server answers a request (not merely accepts a connection:
     supervisors listen before their worker has imported the app)."""
     deadline = time.monotonic() + timeout
-    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"exited with status {proc.returncode} before serving")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                s.sendall(request)
-                if s.recv(64).startswith(b"HTTP/1.1"):
-                    return
+            if _answers(port, target):
+                return
         except OSError:
             pass
         time.sleep(0.2)
@@ -136,7 +185,7 @@ class Running:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{'https' if self.target.tls else 'http'}://127.0.0.1:{self.port}/"
 
 
 def start(
@@ -182,7 +231,7 @@ def running(
             r = start(t, cpu, tools, logs, env)
             started[t] = r
             try:
-                wait_ready(r.port, r.proc, timeout=60)
+                wait_ready(r.port, r.proc, timeout=60, target=t)
             except RuntimeError as e:
                 stop(r)
                 started[t] = RuntimeError(f"{t.label}: {e} (log: {r.log})")

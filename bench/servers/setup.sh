@@ -3,7 +3,7 @@
 # cheap to re-run: it only does what is missing or out of date.
 #
 #  * the load generators and profilers from the distribution (wrk, h2load,
-#    valgrind, strace);
+#    valgrind, strace), and what building oneloop needs (nghttp2's headers);
 #  * a virtualenv (bench/.venv, or $BENCH_VENV) made with $PYTHON, holding
 #    the pinned peers of requirements.txt and oneloop built from this
 #    checkout (its working tree, or the commit $BENCH_ONELOOP_REF, e.g. HEAD,
@@ -21,9 +21,11 @@ BIN=${BENCH_TOOLS:-$ROOT/build/bench/bin}
 install_packages() {
     local missing=() pair
     for pair in wrk:wrk h2load:nghttp2-client valgrind:valgrind callgrind_control:valgrind \
-        strace:strace taskset:util-linux cc:gcc; do
+        strace:strace taskset:util-linux cc:gcc pkg-config:pkg-config openssl:openssl; do
         command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
     done
+    # oneloop's build needs nghttp2's headers (HTTP/2).
+    dpkg -s libnghttp2-dev >/dev/null 2>&1 || missing+=(libnghttp2-dev)
     [ ${#missing[@]} -eq 0 ] && return
     local sudo=""
     if [ "$(id -u)" -ne 0 ]; then

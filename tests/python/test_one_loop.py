@@ -166,6 +166,29 @@ def test_aiohttp_session_fans_out_concurrently_on_one_loop(serve, services):
     finish(server)
 
 
+def test_aiohttp_session_serves_http2_streams_of_one_connection(serve, services):
+    """The same over HTTP/2 (h2c): one httpx client multiplexes every request
+    on one connection; each stream is a WSGI call whose async view awaits the
+    module-level session on the import loop."""
+    server = serve("one_loop.fanout_app:app", "--no-access-log", env=app_env(services))
+    before = [stub_stats(u)["requests"] for u in services["upstreams"]]
+    with httpx.Client(http1=False, http2=True, timeout=30) as h2:
+        first = h2.get(server.url + "/fanout", params={"delay": "0.02"})
+        assert first.status_code == 200 and first.http_version == "HTTP/2"
+        results = hammer(
+            lambda c, i: h2.get(server.url + "/fanout", params={"delay": "0.02"}), n=96
+        )
+    assert_all(results)
+    for r in results:
+        assert r.json["upstreams"] == ["a", "b", "c"]
+        assert r.json["loop"] == r.json["import_loop"]
+    assert len({r.json["loop"] for r in results}) == 1
+    after = [stub_stats(u)["requests"] for u in services["upstreams"]]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [len(results) + 1] * 3
+    report(f"fan-out over h2c, one connection: {len(results)} streams, {timings(results)}")
+    finish(server)
+
+
 # ---------------------------------------------------------------------------
 # 3. hooks, signal receivers and class-based views on the same loop
 
