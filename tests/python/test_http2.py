@@ -152,6 +152,8 @@ def test_curl_prior_knowledge(h2c):
     assert version == "2"
     info = json.loads(body)
     assert (info["http_version"], info["scheme"]) == ("2", "http")
+    if not REFERENCE:
+        h2c.wait_log('"GET /scope HTTP/2" 200')
 
 
 def test_curl_http2_over_tls(h2tls):
@@ -436,6 +438,46 @@ def test_streams_beyond_max_concurrent_are_refused(fresh):
         c.send(settings((INITIAL_WINDOW_SIZE, 65535)))
         for sid in (1, 3, 5, 7):
             assert c.response(sid)[1] == b"hello"
+    finally:
+        c.close()
+
+
+@oneloop_only
+def test_idle_connection_closed_after_keep_alive_timeout(fresh):
+    server = fresh("h2_apps:app", "--timeout-keep-alive", "1")
+    c = h2_connect(server.host, server.port)
+    try:
+        c.handshake()
+        c.request(1, "/")
+        assert c.response(1)[1] == b"hello"
+        started = time.monotonic()
+        got = c.goaway(6)
+        assert got is not None and got.error_code == NO_ERROR, c.frames[-3:]
+        assert c.closes(5)
+        assert 0.8 <= time.monotonic() - started < 6
+    finally:
+        c.close()
+
+
+@oneloop_only
+def test_limit_request_body_per_stream(fresh):
+    server = fresh("h2_apps:app", "--limit-request-body", "1000")
+    c = h2_connect(server.host, server.port)
+    try:
+        c.handshake()
+        fields = [*request_headers("/sha256", "POST"), ("content-length", "5000")]
+        c.send(headers_frame(1, c.block(fields), end_stream=False), data(1, b"x" * 5000))
+        got = c.wait(lambda f: f.stream == 1 and f.type in (HEADERS, RST_STREAM), 5)
+        assert got is not None, c.frames
+        assert got.type == RST_STREAM or dict(got.headers)[":status"] == "413", got
+        # Without a content-length: 413 or reset once the body passes the limit.
+        c.send(headers_frame(3, c.block(request_headers("/sha256", "POST")), end_stream=False))
+        c.send(data(3, b"y" * 800, end=False), data(3, b"y" * 800))
+        got = c.wait(lambda f: f.stream == 3 and f.type in (HEADERS, RST_STREAM), 5)
+        assert got is not None, c.frames
+        assert got.type == RST_STREAM or dict(got.headers)[":status"] == "413", got
+        c.request(5, "/sha256", "POST", body=b"z" * 999)
+        assert json.loads(c.response(5)[1])["size"] == 999
     finally:
         c.close()
 
