@@ -170,7 +170,20 @@ async def app(scope, receive, send):
 
 
 def wsgi_app(environ, start_response):
-    """A WSGI app: with it, `--http auto` offers no HTTP/2 (for now)."""
-    body = f"wsgi {environ['SERVER_PROTOCOL']}".encode()
+    """A WSGI app: / answers "wsgi <SERVER_PROTOCOL>"; /environ the protocol, host and
+    scheme as JSON; /sha256 reads wsgi.input in pieces and answers its size and
+    digest."""
+    path = environ["PATH_INFO"]
+    if path == "/environ":
+        keys = ("SERVER_PROTOCOL", "HTTP_HOST", "wsgi.url_scheme", "REQUEST_METHOD")
+        body = json.dumps({k: environ.get(k) for k in keys}).encode()
+    elif path == "/sha256":
+        digest, size, stream = hashlib.sha256(), 0, environ["wsgi.input"]
+        while chunk := stream.read(65536):
+            digest.update(chunk)
+            size += len(chunk)
+        body = json.dumps({"size": size, "sha256": digest.hexdigest()}).encode()
+    else:
+        body = f"wsgi {environ['SERVER_PROTOCOL']}".encode()
     start_response("200 OK", [("Content-Length", str(len(body)))])
     return [body]
