@@ -271,7 +271,7 @@ test-dist:
 # for connections freed earlier in the same batch, thousands of times over,
 # and the other defects of the core's read-through. A use of freed memory
 # shows only there; part of `make test`.
-CORE_ASAN_TESTS := tests/python/test_core_events.py $(wildcard tests/python/test_core_defects.py)
+CORE_ASAN_TESTS := tests/python/test_core_events.py tests/python/test_http2_edges.py $(wildcard tests/python/test_core_defects.py)
 test-py-asan-core:
 	PYTHON=$(PYTHON) scripts/test-py-asan.sh $(CORE_ASAN_TESTS)
 

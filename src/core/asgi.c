@@ -328,6 +328,49 @@ PyObject *ol_asgi_send_start(ol_req *r, PyObject *message)
     Py_DECREF(empty);
     if (e < 0)
         return NULL;
+    /* Trailers follow, where the protocol offered them (the scope says so). */
+    PyObject *trailers =
+        r->carrier->send_trailers ? message_get(message, st->s_trailers, Py_False) : Py_False;
+    int want = trailers ? PyObject_IsTrue(trailers) : -1;
+    if (want < 0)
+        return NULL;
+    if (want)
+        r->flags |= REQ_TRAILERS;
+    return Py_NewRef(st->done);
+}
+
+/* http.response.trailers: after the body's last message, the trailer
+ * fields (more_trailers: more of them follow), which end the response. */
+static PyObject *send_trailers(ol_req *r, PyObject *message)
+{
+    ol_state *st = r->server->state;
+    if (!(r->flags & REQ_BODY_ENDED)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        (r->flags & REQ_TRAILERS)
+                            ? "Unexpected ASGI message 'http.response.trailers' before the last "
+                              "'http.response.body'."
+                            : "Unexpected ASGI message 'http.response.trailers': "
+                              "http.response.start did not announce trailers, or the scope did "
+                              "not offer the http.response.trailers extension.");
+        return NULL;
+    }
+    if (gone(r)) {
+        PyErr_SetString(st->client_disconnected, "the client disconnected");
+        return NULL;
+    }
+    PyObject *empty = PyTuple_New(0);
+    PyObject *headers = empty ? message_get(message, st->s_headers, empty) : NULL;
+    PyObject *more = headers ? message_get(message, st->s_more_trailers, Py_False) : NULL;
+    int more_trailers = more ? PyObject_IsTrue(more) : -1;
+    int e = more_trailers < 0 ? -1 : ol_response_trailers(r, headers, more_trailers);
+    Py_XDECREF(empty);
+    if (e < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(st->client_disconnected, "the client disconnected");
+        return NULL;
+    }
+    if (!more_trailers)
+        r->flags &= ~REQ_BODY_ENDED;
     return Py_NewRef(st->done);
 }
 
@@ -342,7 +385,8 @@ PyObject *ol_asgi_send_body(ol_req *r, PyObject *message)
     }
     /* A response the server completed itself (an error answer to a broken
      * body) is the client's doing: ClientDisconnected below, not misuse. */
-    if ((r->flags & REQ_COMPLETE) && !(r->flags & REQ_DISCONNECTED)) {
+    if (((r->flags & REQ_COMPLETE) && !(r->flags & REQ_DISCONNECTED)) ||
+        (r->flags & REQ_BODY_ENDED)) {
         PyErr_SetString(PyExc_RuntimeError, "Unexpected ASGI message 'http.response.body' sent, "
                                             "after response already completed.");
         return NULL;
@@ -360,8 +404,13 @@ PyObject *ol_asgi_send_body(ol_req *r, PyObject *message)
         PyErr_SetString(st->client_disconnected, "the client disconnected");
         return NULL;
     }
-    int e = ol_response_body(r, view.buf, (size_t)view.len, more_body);
+    /* With trailers to come, the body's last message does not end the
+     * response: the trailers do. */
+    int ends_body = !more_body && (r->flags & REQ_TRAILERS);
+    int e = ol_response_body(r, view.buf, (size_t)view.len, more_body || ends_body);
     PyBuffer_Release(&view);
+    if (ends_body)
+        r->flags |= REQ_BODY_ENDED;
     if (e < 0) {
         if (!PyErr_Occurred())
             PyErr_SetString(st->client_disconnected, "the client disconnected");
@@ -397,6 +446,8 @@ static PyObject *asgi_send(ol_req *r, PyObject *message)
         return ol_asgi_send_body(r, message);
     if (ol_asgi_is_type(type, st->s_http_response_start))
         return ol_asgi_send_start(r, message);
+    if (ol_asgi_is_type(type, st->s_http_response_trailers))
+        return send_trailers(r, message);
     PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message type %R", type);
     return NULL;
 }
@@ -548,6 +599,16 @@ static int ws_scheme_behind_proxy(PyObject *scope, ol_state *st)
     return 0;
 }
 
+/* scope["extensions"]["http.response.trailers"]: the protocol can send them. */
+static int offer_trailers(PyObject *scope, ol_state *st)
+{
+    PyObject *ext = PyDict_New();
+    PyObject *empty = ext ? PyDict_New() : NULL;
+    int e = empty ? PyDict_SetItem(ext, st->s_http_response_trailers, empty) : -1;
+    Py_XDECREF(empty);
+    return e < 0 ? (Py_XDECREF(ext), -1) : ol_dict_put(scope, st->s_extensions, ext);
+}
+
 static PyObject *build_scope(ol_conn *c, const ol_request *h, ol_req *r)
 {
     ol_server *srv = c->server;
@@ -583,6 +644,8 @@ static PyObject *build_scope(ol_conn *c, const ol_request *h, ol_req *r)
         e = ol_apply_proxy_headers(srv, r, scope, st->s_client, st->s_scheme);
     if (e == 0 && ws)
         e = ws_scheme_behind_proxy(scope, st) || ol_asgi_ws_scope(r, scope);
+    else if (e == 0 && r->carrier->send_trailers != NULL)
+        e = offer_trailers(scope, st);
     if (e != 0) {
         Py_DECREF(scope);
         return NULL;

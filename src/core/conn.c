@@ -678,6 +678,19 @@ static int append_output(ol_conn *c, const struct iovec *iov, int n, size_t skip
 
 /* Wait (GIL released) until the socket is writable or the send timeout
  * expires: 0, or -1. For the thread that owns a blocking connection. */
+int ol_conn_wait_readable(ol_conn *c, double timeout)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    int ms = ol_poll_ms(timeout);
+    int r;
+    Py_BEGIN_ALLOW_THREADS
+    do
+        r = poll(&p, 1, ms);
+    while (r < 0 && errno == EINTR);
+    Py_END_ALLOW_THREADS
+    return r > 0 ? 0 : -1;
+}
+
 int ol_conn_wait_writable(ol_conn *c)
 {
     struct pollfd p = {.fd = c->fd, .events = POLLOUT};

@@ -170,6 +170,9 @@ int ol_conn_write(ol_conn *c, const char *data, size_t len);
  * -1 on error. */
 int ol_conn_flush(ol_conn *c);
 int ol_conn_wait_writable(ol_conn *c);
+/* A blocking holder waits (GIL released) up to `timeout` seconds for input:
+ * 0, or -1 when none came. */
+int ol_conn_wait_readable(ol_conn *c, double timeout);
 /* Gather small writes (up to 64 KiB) instead of sending each, then send
  * them in one call; uncorking may close the connection (a send error) or
  * find the output drained (the protocol is told). Non-blocking writers. */

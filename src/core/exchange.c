@@ -253,6 +253,46 @@ int ol_response_body(ol_req *r, const char *data, size_t len, int more)
     return e;
 }
 
+int ol_response_trailers(ol_req *r, PyObject *fields, int more)
+{
+    if (r->trailers == NULL && (r->trailers = PyList_New(0)) == NULL)
+        return -1;
+    PyObject *it = PyObject_GetIter(fields);
+    if (it == NULL)
+        return -1;
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        PyObject *pair = PySequence_Fast(item, "a trailer must be a (name, value) pair");
+        Py_DECREF(item);
+        PyObject *name = NULL, *value = NULL, *tuple = NULL;
+        if (pair != NULL && PySequence_Fast_GET_SIZE(pair) == 2) {
+            name = header_bytes(PySequence_Fast_GET_ITEM(pair, 0), "name");
+            value = name ? header_bytes(PySequence_Fast_GET_ITEM(pair, 1), "value") : NULL;
+            tuple = value ? PyTuple_Pack(2, name, value) : NULL;
+        } else if (pair != NULL) {
+            PyErr_SetString(PyExc_ValueError, "a trailer must be a (name, value) pair");
+        }
+        Py_XDECREF(pair);
+        Py_XDECREF(name);
+        Py_XDECREF(value);
+        int e = tuple ? PyList_Append(r->trailers, tuple) : -1;
+        Py_XDECREF(tuple);
+        if (e < 0) {
+            Py_DECREF(it);
+            return -1;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return -1;
+    if (more)
+        return 0;
+    int e = r->carrier->send_trailers(r, r->trailers);
+    if (complete(r) < 0)
+        e = -1;
+    return e;
+}
+
 /* The exchange's line in the metrics: its status (499 if the client left
  * before one was sent, as in the access log) and, for a request, its
  * duration; a WebSocket session's length says nothing of latency. */
@@ -443,6 +483,7 @@ static int req_traverse(ol_req *r, visitproc visit, void *arg)
     Py_VISIT((PyObject *)r->server);
     Py_VISIT(r->reason);
     Py_VISIT(r->headers);
+    Py_VISIT(r->trailers);
     Py_VISIT(r->method);
     Py_VISIT(r->target);
     Py_VISIT(r->client);
@@ -461,6 +502,7 @@ static int req_clear(ol_req *r)
 {
     Py_CLEAR(r->reason);
     Py_CLEAR(r->headers);
+    Py_CLEAR(r->trailers);
     Py_CLEAR(r->method);
     Py_CLEAR(r->target);
     Py_CLEAR(r->client);

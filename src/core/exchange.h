@@ -81,6 +81,14 @@ typedef struct ol_carrier {
     /* Bytes of r's response queued and not yet on the wire: an ASGI
      * send() waits above the high-water mark, until on_drain. */
     size_t (*pending)(const ol_req *r);
+    /* A blocking holder (a WSGI thread) waits for more of the body, the
+     * GIL released while it waits: 0 when take_body may have more, or a
+     * negative OL_E* (timeout, client gone, body cut). */
+    int (*await_body)(ol_req *r);
+    /* The response ends with trailer fields (a list of (bytes, bytes)),
+     * after a body sent with more != 0; NULL where the protocol has none
+     * to offer. 0, or -1 when the connection is gone. */
+    int (*send_trailers)(ol_req *r, PyObject *trailers);
 } ol_carrier;
 
 /* What refuse() did. */
@@ -112,6 +120,8 @@ extern const ol_carrier ol_h2_carrier;
 #define REQ_OVERRUN      0x40000u  /* the app wrote past its Content-Length */
 #define REQ_WEBSOCKET    0x80000u  /* a WebSocket handshake (websocket.h) */
 #define REQ_HTTP2        0x100000u /* a stream of an HTTP/2 connection (h2.h) */
+#define REQ_TRAILERS     0x200000u /* ASGI: trailers follow the body (http.response.trailers) */
+#define REQ_BODY_ENDED   0x400000u /* ... and the body has ended: trailers are due */
 
 struct ol_req {
     PyObject_HEAD
@@ -123,6 +133,7 @@ struct ol_req {
     int error_status;         /* status for a failed request, when not 500 */
     PyObject *reason;         /* WSGI: the app's reason phrase (bytes) */
     PyObject *headers;        /* response headers: list of (bytes, bytes) */
+    PyObject *trailers;       /* response trailers gathered so far, or NULL */
     uint64_t content_length;  /* when REQ_HAS_LENGTH */
     uint64_t sent;            /* body bytes written */
     double started;           /* monotonic time the head was complete */
@@ -164,5 +175,9 @@ void ol_req_session_end(ol_req *r);
 void ol_req_taken_over(ol_req *r);
 int ol_response_begin(ol_req *r, int status, PyObject *reason, PyObject *headers);
 int ol_response_body(ol_req *r, const char *data, size_t len, int more);
+/* Trailer fields for a response whose body has been sent (more != 0 on its
+ * last piece); more == 0 sends them and completes the response. 0, or -1
+ * with an exception. */
+int ol_response_trailers(ol_req *r, PyObject *fields, int more);
 
 #endif /* OL_EXCHANGE_H */

@@ -215,21 +215,61 @@ static int discard_body(ol_conn *c)
 /* An HTTP/1.1 request to switch to WebSocket (RFC 6455 4.2.1): the
  * Connection and Upgrade fields say so; whether the handshake is valid is
  * checked later. */
-int ol_h1_is_websocket(const ol_request *h)
+/* Does a comma-separated field value hold the token (any case)? */
+static int has_token(ol_span list, const char *token)
 {
-    if (!(h->flags & OL_REQ_UPGRADE))
-        return 0;
-    const char *p = h->upgrade.base, *end = p + h->upgrade.len;
+    size_t n = strlen(token);
+    const char *p = list.base, *end = p + list.len;
     while (p < end) {
         while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
             p++;
         const char *tok = p;
         while (p < end && *p != ',' && *p != ' ' && *p != '\t')
             p++;
-        if (p - tok == 9 && strncasecmp(tok, "websocket", 9) == 0)
+        if ((size_t)(p - tok) == n && strncasecmp(tok, token, n) == 0)
             return 1;
     }
     return 0;
+}
+
+int ol_h1_is_websocket(const ol_request *h)
+{
+    return (h->flags & OL_REQ_UPGRADE) && has_token(h->upgrade, "websocket");
+}
+
+/* The value of the one field named `name`; 0 if absent or repeated. */
+static int only_field(const ol_request *h, const char *name, ol_span *value)
+{
+    size_t n = strlen(name);
+    int found = 0;
+    for (size_t i = 0; i < h->num_headers; i++) {
+        if (h->headers[i].name.len == n && strncasecmp(h->headers[i].name.base, name, n) == 0) {
+            *value = h->headers[i].value;
+            found++;
+        }
+    }
+    return found == 1;
+}
+
+/*
+ * Upgrade: h2c (RFC 7540, 3.2; deprecated by RFC 9113 but still sent by
+ * some clients, curl among them): a cleartext request without a body that
+ * names h2c and carries one HTTP2-Settings, listed in Connection, becomes
+ * stream 1 of an HTTP/2 connection. Anything less is served as HTTP/1.1.
+ * 1 if switched, 0 if not, -1 if the connection is gone. GIL held.
+ */
+static int h2c_upgrade(ol_conn *c, const ol_request *h, size_t head_len)
+{
+    ol_span settings, connection;
+    if (!c->server->cfg.h2 || c->tls != NULL || !(h->flags & OL_REQ_UPGRADE) ||
+        !has_token(h->upgrade, "h2c") || h->version_minor < 1)
+        return 0;
+    if (!(h->framing == OL_BODY_NONE || (h->framing == OL_BODY_LENGTH && h->content_length == 0)))
+        return 0;
+    if (!only_field(h, "http2-settings", &settings) || !only_field(h, "connection", &connection) ||
+        !has_token(connection, "http2-settings"))
+        return 0;
+    return ol_h2_upgrade(c, h, settings, head_len);
 }
 
 /* A parse error gets its status and the connection closes. GIL held. */
@@ -431,7 +471,7 @@ static int next_request(ol_conn *c, PyThreadState **ts)
     take_gil(ts);
     if (ts != NULL)
         ol_server_set_now(srv);
-    int result = 1, ws = 0;
+    int result = 1, ws = 0, h2c = 0;
     ol_ws_handshake hs;
     if (r < 0) {
         answer_parse_error(c, r);
@@ -439,6 +479,8 @@ static int next_request(ol_conn *c, PyThreadState **ts)
     } else if (refuse(c, &head) || answer_health(c, &head, (size_t)r) || over_capacity(c) ||
                (ws = websocket_handshake(c, &head, &hs)) < 0) {
         result = -1;
+    } else if (!ws && (h2c = h2c_upgrade(c, &head, (size_t)r)) != 0) {
+        result = -1; /* HTTP/2 from here on, or gone */
     } else if (begin_exchange(c, &head, (size_t)r, ws ? &hs : NULL) < 0) {
         /* Draining too: a request that is here is served, and its
          * response closes the connection ("Connection: close", request.c). */
@@ -486,9 +528,49 @@ static int feed_body(ol_conn *c, PyThreadState **ts)
     return r;
 }
 
+/*
+ * Does the connection speak HTTP/2 instead? 1: yes (h2.h); 0: it is
+ * HTTP/1.1; -1: not known until more bytes come. Only a connection's very
+ * first bytes can say so: its TLS client chose h2 by ALPN, --http 2 is
+ * all that is served, or the client opens with the HTTP/2 preface.
+ */
+static int wants_h2(const ol_conn *c)
+{
+    const ol_config *cfg = &c->server->cfg;
+    if (!cfg->h2 || c->requests > 0 || c->request != NULL)
+        return 0;
+    if (!(c->flags & CONN_ALPN_H2) && cfg->http != OL_HTTP_2) {
+        size_t n = c->rlen < OL_H2_PREFACE_LEN ? c->rlen : OL_H2_PREFACE_LEN;
+        if (c->tls != NULL || n == 0 || memcmp(c->rbuf, OL_H2_PREFACE, n) != 0)
+            return 0;
+        if (n < OL_H2_PREFACE_LEN)
+            return -1;
+    }
+    return 1;
+}
+
+/* The switch point to HTTP/2: 1 if c no longer speaks HTTP/1.1 (or it
+ * cannot tell yet). */
+static int switched(ol_conn *c, PyThreadState **ts)
+{
+    int h2 = wants_h2(c);
+    if (h2 < 0)
+        ol_conn_update_events(c);
+    if (h2 <= 0)
+        return h2 < 0;
+    take_gil(ts);
+    if (ts != NULL)
+        ol_server_set_now(c->server);
+    ol_h2_start(c);
+    drop_gil(ts);
+    return 1;
+}
+
 void ol_h1_process(ol_conn *c, PyThreadState **ts)
 {
     const ol_handler *handler = c->server->handler;
+    if (switched(c, ts))
+        return;
     c->flags |= CONN_PROCESSING;
     /* On the event loop the responses to pipelined requests are gathered
      * and leave together (a pool thread writes as the app runs: it may
@@ -571,35 +653,9 @@ int ol_h1_is_idle(const ol_conn *c)
 /* ------------------------------------------------------------------------ */
 /* The transport's callbacks (conn.h)                                       */
 
-/*
- * Does the connection speak HTTP/2 instead? 1: switched (h2.h); 0: it is
- * HTTP/1.1; -1: not known until more bytes come. Only a connection's very
- * first bytes can say so: its TLS client chose h2 by ALPN, --http 2 is
- * all that is served, or the client opens with the HTTP/2 preface.
- */
-static int switch_to_h2(ol_conn *c)
-{
-    const ol_config *cfg = &c->server->cfg;
-    if (!cfg->h2 || c->requests > 0 || c->request != NULL)
-        return 0;
-    if (!(c->flags & CONN_ALPN_H2) && cfg->http != OL_HTTP_2) {
-        size_t n = c->rlen < OL_H2_PREFACE_LEN ? c->rlen : OL_H2_PREFACE_LEN;
-        if (c->tls != NULL || n == 0 || memcmp(c->rbuf, OL_H2_PREFACE, n) != 0)
-            return 0;
-        if (n < OL_H2_PREFACE_LEN)
-            return -1;
-    }
-    ol_h2_start(c);
-    return 1;
-}
-
 static void h1_on_data(ol_conn *c)
 {
-    int h2 = switch_to_h2(c);
-    if (h2 == 0)
-        ol_h1_process(c, NULL);
-    else if (h2 < 0)
-        ol_conn_update_events(c);
+    ol_h1_process(c, NULL);
 }
 
 /* The client closed its side (clean) or the socket failed. */

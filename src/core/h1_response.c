@@ -196,6 +196,22 @@ static int h1_take_body(ol_req *r, PyObject **out)
     return ol_h1_take_body(r->conn, out);
 }
 
+/* A blocking holder waits for body bytes: read what the socket has, or
+ * wait for it. Size lines and trailers are capped by the decoder, so the
+ * buffer cannot grow without bound while a line is incomplete. */
+static int h1_await_body(ol_req *r)
+{
+    ol_conn *c = r->conn;
+    Py_ssize_t n = ol_conn_recv(c);
+    if (n == -1)
+        return ol_conn_wait_readable(c, c->server->cfg.body_timeout) < 0 ? OL_ETIMEOUT : 0;
+    if (n <= 0) {
+        c->flags |= CONN_PEER_CLOSED;
+        return n == 0 ? OL_EBODY_CUT : OL_EDISCONNECTED;
+    }
+    return 0;
+}
+
 static size_t h1_pending(const ol_req *r)
 {
     return r->conn != NULL ? ol_conn_pending(r->conn) : 0;
@@ -208,4 +224,5 @@ const ol_carrier ol_h1_carrier = {
     .take_body = h1_take_body,
     .send_continue = ol_h1_continue,
     .pending = h1_pending,
+    .await_body = h1_await_body,
 };

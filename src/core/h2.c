@@ -45,6 +45,7 @@
 #define S_DISCARD      0x0800u /* the exchange is over: drop further body bytes */
 #define S_DEFERRED     0x1000u /* nghttp2 waits for data from us */
 #define S_RESET        0x2000u /* reset by the client or for a stall */
+#define S_TRAILERS     0x4000u /* trailer fields end the response (s->trailers) */
 
 /* A header field of the request, as offsets into the stream's head bytes. */
 typedef struct field {
@@ -77,6 +78,8 @@ typedef struct ol_h2_stream {
     char *out;
     size_t out_off, out_len, out_cap;
     double stalled_since; /* when its output last waited for a window; 0 if not */
+    nghttp2_nv *trailers; /* with S_TRAILERS: sent once the body is out (PyMem, */
+    size_t ntrailers;     /* names and values in the same block) */
 } ol_h2_stream;
 
 typedef struct ol_h2 {
@@ -90,7 +93,8 @@ typedef struct ol_h2 {
     int flushing;
     int dead;     /* the connection closed: free at depth 0 */
     int goaway;   /* GOAWAY sent (shutdown or error): close when done */
-    int shutdown; /* the server drains */
+    int shutdown; /* the server drains: 1 notice sent, 2 final GOAWAY sent */
+    int failed;   /* a connection error: input is dropped */
     /* Rapid Reset budget: a token bucket of client resets. */
     double reset_tokens, reset_refilled;
     unsigned continuations; /* CONTINUATION frames of the header block in progress */
@@ -105,6 +109,7 @@ typedef struct ol_h2 {
 
 static void process_queue(ol_h2 *h);
 static void flush(ol_h2 *h);
+static int await_client(ol_h2 *h, struct ol_h2_stream *s, double timeout);
 
 /* ------------------------------------------------------------------------ */
 /* Entering and leaving                                                     */
@@ -123,6 +128,7 @@ static void free_stream(ol_h2_stream *s)
     PyMem_Free(s->fields);
     PyMem_Free(s->in);
     PyMem_Free(s->out);
+    PyMem_Free(s->trailers);
     PyMem_Free(s);
 }
 
@@ -274,7 +280,6 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     (void)flags;
     ol_h2 *h = user;
     ol_h2_stream *s = stream_of(h, frame->hd.stream_id);
-    (void)session;
     if (s == NULL || frame->hd.type != NGHTTP2_HEADERS)
         return 0;
     if (s->flags & S_HEADERS_DONE) /* trailers: checked by nghttp2, not kept */
@@ -284,8 +289,10 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     /* A header list decoding far past its limit (an HPACK bomb) is not
      * worth decoding on: the connection ends. Past the limit only, the
      * request is answered 431, and nothing more of it is kept. */
-    if (s->list_size > 16 * (limit > 4096 ? limit : 4096))
+    if (s->list_size > 16 * (limit > 4096 ? limit : 4096)) {
+        nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     if (s->list_size > limit || (s->flags & S_TOO_LARGE)) {
         s->flags |= S_TOO_LARGE;
         return 0;
@@ -322,7 +329,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
  * server a stream set-up; past a budget the connection ends. */
 static int over_reset_budget(ol_h2 *h)
 {
-    double now = h->conn->server->now;
+    ol_server *srv = h->conn->server;
+    double now = srv->threaded ? ol_now() : srv->now;
     h->reset_tokens += (now - h->reset_refilled) * RESET_RATE;
     if (h->reset_tokens > RESET_BURST)
         h->reset_tokens = RESET_BURST;
@@ -432,8 +440,6 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
 static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
                          uint32_t *data_flags, nghttp2_data_source *source, void *user)
 {
-    (void)session;
-    (void)id;
     ol_h2 *h = user;
     ol_h2_stream *s = source->ptr;
     size_t avail = s->out_len - s->out_off;
@@ -446,8 +452,13 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
     s->out_off += n;
     if (s->out_off == s->out_len)
         s->out_off = s->out_len = 0;
-    if (s->out_len == 0 && (s->flags & S_OUT_DONE))
+    if (s->out_len == 0 && (s->flags & S_OUT_DONE)) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        /* The trailers' HEADERS frame ends the stream instead. */
+        if ((s->flags & S_TRAILERS) &&
+            nghttp2_submit_trailer(session, id, s->trailers, s->ntrailers) == 0)
+            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+    }
     s->stalled_since = 0;
     if (s->req != NULL && s->out_len - s->out_off <= h->conn->server->cfg.write_low_water)
         enqueue(h, s, S_DRAINED);
@@ -818,6 +829,35 @@ static ol_h2_stream *held(ol_req *r, ol_h2 **hp)
     return s;
 }
 
+/* A blocking holder's send returns once the stream's queue is below the
+ * high-water mark: what the windows allow goes out now, and the client is
+ * waited for (up to --timeout-send without progress) to open them. */
+static int send_blocking(ol_h2 *h, ol_h2_stream *s)
+{
+    ol_server *srv = h->conn->server;
+    size_t queued;
+    while ((queued = s->out_len - s->out_off) > 0) {
+        flush(h);
+        if (h->conn->flags & CONN_CLOSED)
+            return -1;
+        if (s->out_len - s->out_off <= srv->cfg.write_high_water)
+            return 0;
+        if (s->out_len - s->out_off < queued)
+            continue; /* progress */
+        int e = await_client(h, s, srv->cfg.send_timeout);
+        if (e == OL_ETIMEOUT) {
+            ol_log_debug(srv, "HTTP/2: a stream's client stopped reading");
+            nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+            s->flags |= S_RESET;
+        }
+        if (e < 0) {
+            PyErr_Clear();
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int h2_send(ol_req *r, const char *data, size_t len, int more)
 {
     ol_h2 *h;
@@ -834,6 +874,66 @@ static int h2_send(ol_req *r, const char *data, size_t len, int more)
     }
     if (e == 0 && !(s->flags & S_OUT_DONE))
         e = queue_body(h, s, data, len, more);
+    if (e == 0 && r->server->threaded)
+        e = send_blocking(h, s);
+    leave(h);
+    return e;
+}
+
+/* The trailer fields as nghttp2 takes them: names lower-cased, the
+ * connection-specific ones left out, all in one PyMem block. */
+static nghttp2_nv *trailer_block(PyObject *fields, size_t *count)
+{
+    Py_ssize_t n = PyList_GET_SIZE(fields);
+    size_t bytes = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(fields, i);
+        bytes += (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) +
+                 (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 1));
+    }
+    nghttp2_nv *nva = PyMem_Malloc((size_t)n * sizeof(nghttp2_nv) + bytes + 1);
+    if (nva == NULL)
+        return NULL;
+    char *p = (char *)(nva + n);
+    size_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(fields, i);
+        PyObject *name = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        size_t nl = (size_t)PyBytes_GET_SIZE(name), vl = (size_t)PyBytes_GET_SIZE(value);
+        const char *nm = PyBytes_AS_STRING(name);
+        if (is_hop_by_hop(nm, nl))
+            continue;
+        for (size_t j = 0; j < nl; j++)
+            p[j] = (char)(nm[j] >= 'A' && nm[j] <= 'Z' ? nm[j] | 0x20 : nm[j]);
+        memcpy(p + nl, PyBytes_AS_STRING(value), vl);
+        nva[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)p + nl, nl, vl, NGHTTP2_NV_FLAG_NONE};
+        p += nl + vl;
+    }
+    *count = k;
+    return nva;
+}
+
+static int h2_send_trailers(ol_req *r, PyObject *fields)
+{
+    ol_h2 *h;
+    ol_h2_stream *s = held(r, &h);
+    if (s == NULL)
+        return -1;
+    int e = 0;
+    if (s->flags & S_OUT_DONE) { /* a body-less response (HEAD, 304): no trailers */
+        leave(h);
+        return 0;
+    }
+    s->trailers = trailer_block(fields, &s->ntrailers);
+    if (s->trailers == NULL) {
+        PyErr_NoMemory();
+        e = -1;
+    } else {
+        s->flags |= S_TRAILERS;
+        e = queue_body(h, s, "", 0, 0);
+    }
+    if (e == 0 && r->server->threaded)
+        e = send_blocking(h, s);
     leave(h);
     return e;
 }
@@ -900,6 +1000,19 @@ static int h2_take_body(ol_req *r, PyObject **out)
     return result;
 }
 
+static int h2_await_body(ol_req *r)
+{
+    ol_h2 *h;
+    ol_h2_stream *s = held(r, &h);
+    if (s == NULL)
+        return OL_EDISCONNECTED;
+    int e = 0;
+    if (s->in_len == 0 && !(s->flags & (S_IN_DONE | S_BODY_LARGE)))
+        e = await_client(h, s, r->server->cfg.body_timeout);
+    leave(h);
+    return e;
+}
+
 static int h2_send_continue(ol_req *r)
 {
     (void)r; /* HTTP/2 clients do not hold a body back for 100 Continue */
@@ -922,6 +1035,8 @@ const ol_carrier ol_h2_carrier = {
     .take_body = h2_take_body,
     .send_continue = h2_send_continue,
     .pending = h2_pending,
+    .await_body = h2_await_body,
+    .send_trailers = h2_send_trailers,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -979,7 +1094,7 @@ static nghttp2_session *new_session(ol_h2 *h, ol_server *srv)
     return session;
 }
 
-void ol_h2_start(ol_conn *c)
+static ol_h2 *new_h2(ol_conn *c)
 {
     ol_server *srv = c->server;
     ol_h2 *h = PyMem_Calloc(1, sizeof(*h));
@@ -989,13 +1104,19 @@ void ol_h2_start(ol_conn *c)
     }
     if (h == NULL) {
         ol_log_error(srv, "cannot start an HTTP/2 session");
-        ol_conn_abort(c);
-        return;
+        return NULL;
     }
     h->conn = c;
     h->queue_tail = &h->queue;
     h->reset_tokens = RESET_BURST;
     h->reset_refilled = srv->now;
+    return h;
+}
+
+/* c speaks HTTP/2 from now on; what is buffered is processed. */
+static void install(ol_conn *c, ol_h2 *h)
+{
+    ol_server *srv = c->server;
     c->h2 = h;
     c->proto = &ol_h2_protocol;
     c->flags &= ~CONN_IDLE;
@@ -1005,6 +1126,156 @@ void ol_h2_start(ol_conn *c)
     if (srv->draining)
         ol_h2_shutdown(c);
     ol_h2_protocol.on_data(c);
+}
+
+void ol_h2_start(ol_conn *c)
+{
+    ol_h2 *h = new_h2(c);
+    if (h == NULL)
+        ol_conn_abort(c);
+    else
+        install(c, h);
+}
+
+/* The base64url (RFC 4648, 5; padding optional) of HTTP2-Settings. Returns
+ * the length decoded into out (room for len * 3 / 4 bytes), or -1. */
+static Py_ssize_t base64url_decode(const char *in, size_t len, uint8_t *out)
+{
+    while (len > 0 && in[len - 1] == '=')
+        len--;
+    if (len % 4 == 1)
+        return -1;
+    uint32_t acc = 0;
+    int bits = 0;
+    Py_ssize_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = in[i];
+        int v = ch >= 'A' && ch <= 'Z'   ? ch - 'A'
+                : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26
+                : ch >= '0' && ch <= '9' ? ch - '0' + 52
+                : ch == '-'              ? 62
+                : ch == '_'              ? 63
+                                         : -1;
+        if (v < 0)
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[n++] = (uint8_t)(acc >> bits);
+        }
+    }
+    return n;
+}
+
+/* A SETTINGS payload whose values are all allowed (RFC 9113, 6.5.2);
+ * nghttp2_session_upgrade2() takes them as they are. */
+static int valid_settings(const uint8_t *p, size_t n)
+{
+    if (n % 6 != 0)
+        return 0;
+    for (size_t i = 0; i < n; i += 6) {
+        unsigned id = (unsigned)p[i] << 8 | p[i + 1];
+        uint32_t v = (uint32_t)p[i + 2] << 24 | (uint32_t)p[i + 3] << 16 | (uint32_t)p[i + 4] << 8 |
+                     p[i + 5];
+        if ((id == NGHTTP2_SETTINGS_ENABLE_PUSH && v > 1) ||
+            (id == NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE && v > NGHTTP2_MAX_WINDOW_SIZE) ||
+            (id == NGHTTP2_SETTINGS_MAX_FRAME_SIZE && (v < 16384 || v > 16777215)))
+            return 0;
+    }
+    return 1;
+}
+
+/* Fields of an HTTP/1.1 head that say nothing in HTTP/2 (RFC 9113, 8.2.2). */
+static int is_h1_only(ol_span name)
+{
+    static const char *const names[] = {"connection",
+                                        "keep-alive",
+                                        "proxy-connection",
+                                        "transfer-encoding",
+                                        "upgrade",
+                                        "http2-settings",
+                                        "host",
+                                        "te"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (name.len == strlen(names[i]) && strncasecmp(name.base, names[i], name.len) == 0)
+            return 1;
+    return 0;
+}
+
+/* Stream 1 of an upgraded connection: the HTTP/1.1 request, complete. */
+static ol_h2_stream *upgraded_stream(ol_h2 *h, const ol_request *head)
+{
+    ol_h2_stream *s = PyMem_Calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->id = 1;
+    int e = keep_field(s, &s->method, (const uint8_t *)":method", 7,
+                       (const uint8_t *)head->method.base, head->method.len) ||
+            keep_field(s, &s->path, (const uint8_t *)":path", 5, (const uint8_t *)head->target.base,
+                       head->target.len) ||
+            keep_field(s, &s->authority, (const uint8_t *)":authority", 10,
+                       (const uint8_t *)head->host.base, head->host.len);
+    for (size_t i = 0; e == 0 && i < head->num_headers; i++) {
+        const ol_header *f = &head->headers[i];
+        if (is_h1_only(f->name))
+            continue;
+        if (s->nfields == s->fields_cap) {
+            size_t cap = s->fields_cap ? 2 * s->fields_cap : 16;
+            field *p = PyMem_Realloc(s->fields, cap * sizeof(field));
+            if (p == NULL) {
+                e = -1;
+                break;
+            }
+            s->fields = p;
+            s->fields_cap = cap;
+        }
+        field *kept = &s->fields[s->nfields++];
+        e = keep_field(s, kept, (const uint8_t *)f->name.base, f->name.len,
+                       (const uint8_t *)f->value.base, f->value.len);
+        for (uint32_t k = 0; e == 0 && k < kept->name_len; k++) {
+            char *ch = s->head + kept->name + k;
+            if (*ch >= 'A' && *ch <= 'Z')
+                *ch = (char)(*ch | 0x20);
+        }
+    }
+    if (e != 0 || nghttp2_session_set_stream_user_data(h->session, 1, s) != 0) {
+        free_stream(s);
+        return NULL;
+    }
+    s->flags |= S_HEADERS_DONE | S_IN_DONE;
+    h->streams = s;
+    return s;
+}
+
+int ol_h2_upgrade(ol_conn *c, const ol_request *head, ol_span settings, size_t head_len)
+{
+    uint8_t payload[256];
+    if (settings.len > sizeof(payload) * 4 / 3)
+        return 0;
+    Py_ssize_t n = base64url_decode(settings.base, settings.len, payload);
+    if (n < 0 || !valid_settings(payload, (size_t)n))
+        return 0; /* malformed: served as HTTP/1.1 */
+    ol_h2 *h = new_h2(c);
+    if (h == NULL)
+        return 0;
+    ol_h2_stream *s = NULL;
+    if (nghttp2_session_upgrade2(h->session, payload, (size_t)n, head->method_id == OL_M_HEAD,
+                                 NULL) != 0 ||
+        (s = upgraded_stream(h, head)) == NULL) {
+        free_h2(h);
+        return 0;
+    }
+    static const char switching[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                                    "Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+    if (ol_conn_write(c, switching, sizeof(switching) - 1) < 0) {
+        free_h2(h);
+        return -1;
+    }
+    ol_conn_consume(c, head_len);
+    enqueue(h, s, S_START | S_BODY);
+    install(c, h);
+    return 1;
 }
 
 /* Decide what the connection waits for: idle (no exchange) runs the
@@ -1050,13 +1321,14 @@ static void settle(ol_h2 *h)
     ol_conn_update_events(c);
 }
 
-static void h2_on_data(ol_conn *c)
+/* Hand the input buffer to nghttp2. */
+static void feed(ol_h2 *h)
 {
-    ol_h2 *h = enter(c);
-    if (h == NULL)
-        return;
+    ol_conn *c = h->conn;
     size_t len = c->rlen;
-    if (len > 0) {
+    if (h->in_session)
+        return; /* never re-entered */
+    if (len > 0 && !h->failed) {
         h->in_session = 1;
         ssize_t n = nghttp2_session_mem_recv(h->session, (const uint8_t *)c->rbuf, len);
         h->in_session = 0;
@@ -1064,19 +1336,68 @@ static void h2_on_data(ol_conn *c)
             /* A connection error: nghttp2 has queued its GOAWAY where it
              * could (it, or a callback of ours, ended the session). */
             ol_log_debug(c->server, nghttp2_strerror((int)n));
+            if (n == NGHTTP2_ERR_FLOODED) { /* answers the client does not read */
+                ol_conn_abort(c);
+                return;
+            }
             if (n != NGHTTP2_ERR_CALLBACK_FAILURE || !nghttp2_session_want_write(h->session))
                 nghttp2_session_terminate_session(h->session, n == NGHTTP2_ERR_BAD_CLIENT_MAGIC
                                                                   ? NGHTTP2_PROTOCOL_ERROR
                                                                   : NGHTTP2_INTERNAL_ERROR);
-            h->goaway = 1;
+            h->goaway = h->failed = 1;
             c->flags &= ~CONN_READING;
             ol_conn_consume(c, len);
         } else {
             ol_conn_consume(c, (size_t)n);
         }
-        ol_conn_release_idle_buffers(c);
     }
+    if (h->failed)
+        c->rlen = 0; /* after a connection error, input is dropped */
+    ol_conn_release_idle_buffers(c);
+}
+
+static void h2_on_data(ol_conn *c)
+{
+    ol_h2 *h = enter(c);
+    if (h == NULL)
+        return;
+    feed(h);
     leave(h);
+}
+
+void ol_h2_process(ol_conn *c, PyThreadState **ts)
+{
+    PyEval_RestoreThread(*ts);
+    ol_server_set_now(c->server);
+    h2_on_data(c);
+    *ts = PyEval_SaveThread();
+}
+
+/*
+ * A blocking holder (a WSGI thread, in the middle of its app) needs the
+ * client: to open a window for its output, or to send body bytes. Read
+ * and process what comes, up to `timeout`; streams that begin meanwhile
+ * are queued, to run after this one. 0, or a negative OL_E*.
+ */
+static int await_client(ol_h2 *h, ol_h2_stream *s, double timeout)
+{
+    ol_conn *c = h->conn;
+    flush(h);
+    if (c->flags & CONN_CLOSED)
+        return OL_EDISCONNECTED;
+    Py_ssize_t n = ol_conn_recv(c);
+    if (n == -1)
+        return ol_conn_wait_readable(c, timeout) < 0 ? OL_ETIMEOUT : 0;
+    if (n <= 0) {
+        c->flags |= CONN_PEER_CLOSED;
+        ol_conn_abort(c);
+        return OL_EDISCONNECTED;
+    }
+    feed(h);
+    flush(h);
+    if ((c->flags & CONN_CLOSED) || (s->flags & S_CLOSED) || h->failed)
+        return OL_EDISCONNECTED;
+    return 0;
 }
 
 static void h2_on_drained(ol_conn *c)

@@ -13,7 +13,10 @@
  * protocol's reference to its exchange until the response is complete or
  * the stream ends; the stream itself lives until nghttp2 closes it.
  *
- * Threads: the event loop only (the interface must be ASGI).
+ * Threads: on the event loop (ASGI), every call; in threaded mode (WSGI),
+ * the thread holding the connection, with the GIL, and it runs the apps of
+ * the connection's streams one at a time (a stream's app blocks that
+ * thread, as an HTTP/1.1 request does).
  */
 #ifndef OL_H2_H
 #define OL_H2_H
@@ -28,6 +31,19 @@ extern const ol_proto ol_h2_protocol;
 
 /* Switch c to HTTP/2 and process what its buffer holds. GIL. */
 void ol_h2_start(ol_conn *c);
+
+/*
+ * An HTTP/1.1 request asked to switch (Upgrade: h2c, with its
+ * HTTP2-Settings value): answer 101, and serve it as stream 1 of HTTP/2.
+ * The caller checked it has no body. 1 if switched; 0 if the settings are
+ * malformed (serve it as HTTP/1.1); -1 if the connection is gone. GIL.
+ */
+int ol_h2_upgrade(ol_conn *c, const ol_request *head, ol_span settings, size_t head_len);
+
+/* A pool thread (WSGI) processes what it received, GIL released on entry
+ * and exit (*ts its state). Each stream's app runs on this thread, one
+ * after the other. */
+void ol_h2_process(ol_conn *c, PyThreadState **ts);
 
 /* The server drains: tell the client which streams will be served
  * (GOAWAY), serve them, then close. GIL. */

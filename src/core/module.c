@@ -322,6 +322,9 @@ static const char *const interned_names[] = {
     "ws",
     "wss",
     "websocket.http.response",
+    "trailers",
+    "more_trailers",
+    "http.response.trailers",
 };
 
 static PyObject **interned_slots(ol_state *st, size_t i)
@@ -381,6 +384,9 @@ static PyObject **interned_slots(ol_state *st, size_t i)
         &st->s_ws,
         &st->s_wss,
         &st->s_ws_http_response,
+        &st->s_trailers,
+        &st->s_more_trailers,
+        &st->s_http_response_trailers,
     };
     return slots[i];
 }
@@ -458,6 +464,7 @@ static const char *const env_strings[] = {
     "gunicorn.socket",
     "HTTP/1.1",
     "HTTP/1.0",
+    "HTTP/2",
     "http",
     "https",
     "80",

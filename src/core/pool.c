@@ -259,7 +259,10 @@ static void serve_conn(ol_conn *c, uint32_t events, PyThreadState **ts)
         abort_conn(c, ts);
         return;
     }
-    ol_h1_process(c, ts);
+    if (c->proto == &ol_h2_protocol)
+        ol_h2_process(c, ts);
+    else
+        ol_h1_process(c, ts);
 }
 
 static void serve_event(ol_server *srv, int kind, void *object, uint32_t events, PyThreadState **ts)

@@ -119,8 +119,8 @@ static int get_u32(PyObject *cfg, const char *name, uint32_t *out, uint32_t lo, 
 }
 
 /* --http and the --h2-* options; a config object without them (an
- * embedding) gets the defaults. HTTP/2 is served to ASGI apps only. */
-static int read_h2_config(ol_server *srv, ol_config *c, PyObject *cfg)
+ * embedding) gets the defaults. */
+static int read_h2_config(ol_config *c, PyObject *cfg)
 {
     c->http = OL_HTTP_AUTO;
     c->h2_max_streams = 100;
@@ -146,7 +146,7 @@ static int read_h2_config(ol_server *srv, ol_config *c, PyObject *cfg)
         get_u32(cfg, "h2_max_header_list_size", &header_list, 1024, 1u << 24) < 0)
         return -1;
     c->h2_max_header_list = header_list;
-    c->h2 = srv->interface != OL_WSGI && c->http != OL_HTTP_1;
+    c->h2 = c->http != OL_HTTP_1;
     return 0;
 }
 
@@ -170,7 +170,7 @@ static int read_config(ol_server *srv, PyObject *cfg)
         get_bool(cfg, "server_header", &c->server_header) < 0 ||
         get_bool(cfg, "date_header", &c->date_header) < 0 ||
         get_bool(cfg, "multiprocess", &c->multiprocess) < 0 || read_ws_config(c, cfg) < 0 ||
-        read_h2_config(srv, c, cfg) < 0)
+        read_h2_config(c, cfg) < 0)
         return -1;
     if (c->limits.max_fields > 32768 || c->limits.max_request_line > (1u << 20) ||
         c->limits.max_field_size > (1u << 20)) {

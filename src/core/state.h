@@ -49,6 +49,7 @@ enum ol_env {
     /* values */
     E_HTTP_1_1,
     E_HTTP_1_0,
+    E_HTTP_2,
     E_V_HTTP,
     E_V_HTTPS,
     E_V_80,
@@ -95,6 +96,8 @@ typedef struct ol_state {
         *s_ws_close, *s_ws_response_start, *s_ws_response_body, *s_text, *s_bytes, *s_code,
         *s_reason, *s_subprotocol, *s_subprotocols, *s_extensions, *s_ws, *s_wss,
         *s_ws_http_response;
+    /* ... of http.response.trailers (HTTP/2). */
+    PyObject *s_trailers, *s_more_trailers, *s_http_response_trailers;
     /* ... and of the bridge's attribute lookups. */
     PyObject *s_thread_id, *s_ready, *s_scheduled, *s_debug, *s_write_to_self, *s_thread_executor,
         *s_set_running_or_notify_cancel, *s_set_result, *s_set_exception;

@@ -36,20 +36,6 @@ typedef struct {
     PyObject *sock; /* while the socket is lent: environ["gunicorn.socket"] (strong) */
 } ol_input;
 
-/* Wait (GIL released) for the client to send more; 0, or -1 on timeout. */
-static int wait_readable(ol_conn *c)
-{
-    struct pollfd p = {.fd = c->fd, .events = POLLIN};
-    int timeout = ol_poll_ms(c->server->cfg.body_timeout);
-    int r;
-    Py_BEGIN_ALLOW_THREADS
-    do
-        r = poll(&p, 1, timeout);
-    while (r < 0 && errno == EINTR);
-    Py_END_ALLOW_THREADS
-    return r > 0 ? 0 : -1;
-}
-
 static int input_append(ol_input *in, const char *data, size_t n)
 {
     if (in->pos == in->len)
@@ -111,10 +97,12 @@ static int input_fill(ol_input *in, size_t want)
     ol_req *r = in->request;
     ol_conn *c = r->conn;
     while (in->len - in->pos < want) {
-        if (c == NULL || (c->flags & CONN_CLOSED))
-            return (c == NULL || c->body_done) ? 0 : body_failed(in, OL_EDISCONNECTED);
-        if (c->body_done)
+        if ((r->flags & REQ_BODY_DONE) || c == NULL)
             return 0;
+        /* Closed: an HTTP/1.1 body already read in full still ends well. */
+        if (c->flags & CONN_CLOSED)
+            return (c->body_done && !(r->flags & REQ_HTTP2)) ? 0
+                                                             : body_failed(in, OL_EDISCONNECTED);
         if (r->carrier->send_continue(r) < 0)
             return body_failed(in, OL_EDISCONNECTED);
         PyObject *piece = NULL;
@@ -128,20 +116,13 @@ static int input_fill(ol_input *in, size_t want)
         }
         if (done < 0)
             return PyErr_Occurred() ? -1 : body_failed(in, done);
+        if (done)
+            r->flags |= REQ_BODY_DONE;
         if (done || in->len - in->pos >= want || got)
             continue; /* got something: there may be more already buffered */
-        /* Size lines and trailers are capped by the decoder, so the buffer
-         * cannot grow without bound while a line is incomplete. */
-        Py_ssize_t n = ol_conn_recv(c);
-        if (n == -1) {
-            if (wait_readable(c) < 0)
-                return body_failed(in, OL_ETIMEOUT);
-            continue;
-        }
-        if (n <= 0) {
-            c->flags |= CONN_PEER_CLOSED;
-            return body_failed(in, n == 0 ? OL_EBODY_CUT : OL_EDISCONNECTED);
-        }
+        int e = r->carrier->await_body(r);
+        if (e < 0)
+            return body_failed(in, e);
     }
     return 0;
 }
@@ -154,7 +135,7 @@ static int input_fill(ol_input *in, size_t want)
 int ol_wsgi_buffer_body(ol_req *r)
 {
     ol_conn *c = r->conn;
-    if (r->input == NULL || c == NULL || c->body_done)
+    if (r->input == NULL || c == NULL || (r->flags & REQ_BODY_DONE))
         return 0;
     return input_fill((ol_input *)r->input, BUFFER_BODY_MAX);
 }
@@ -911,7 +892,9 @@ static PyObject *build_environ(ol_conn *c, const ol_request *h, ol_req *r)
         ol_dict_put(env, e[E_QUERY_STRING], latin1(t.query.base, t.query.len)) ||
         ol_dict_put(env, e[E_RAW_URI], latin1(h->target.base, h->target.len)) ||
         ol_dict_put(env, e[E_SERVER_PROTOCOL],
-                    Py_NewRef(e[h->version_minor ? E_HTTP_1_1 : E_HTTP_1_0])) ||
+                    Py_NewRef(e[h->version_major == 2 ? E_HTTP_2
+                                : h->version_minor    ? E_HTTP_1_1
+                                                      : E_HTTP_1_0])) ||
         add_server_name(st, env, c, h) || add_remote(st, env, r->client) ||
         add_headers(st, env, h) ||
         ol_dict_put(env, e[E_WSGI_VERSION], Py_NewRef(e[E_V_WSGI_VERSION])) ||
@@ -1043,7 +1026,9 @@ static int iterate_body(ol_req *r, PyObject *result)
     ol_state *st = r->server->state;
     off_t offset, size;
     int fd = sendfile_fd(result, st, &offset, &size);
-    if (fd >= 0 && r->conn != NULL && r->conn->tls == NULL && (r->flags & REQ_STARTED)) {
+    /* sendfile() writes to the socket itself: HTTP/1.1 without TLS only. */
+    if (fd >= 0 && r->conn != NULL && r->conn->tls == NULL && (r->flags & REQ_STARTED) &&
+        !(r->flags & REQ_HTTP2)) {
         settle_socket(r);
         return send_file(r, fd, offset, size) < 0 ? -2 : ol_response_body(r, "", 0, 0);
     }

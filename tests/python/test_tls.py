@@ -236,10 +236,11 @@ def test_cipher_list_applies(serve, certs):
     [
         ("cli_apps:asgi_fn", [], "h2"),
         ("cli_apps:asgi_fn", ["--http", "1"], "http/1.1"),
-        ("cli_apps:wsgi_fn", [], "http/1.1"),  # HTTP/2 is served to ASGI apps only
+        ("cli_apps:wsgi_fn", [], "h2"),
+        ("cli_apps:wsgi_fn", ["--http", "1"], "http/1.1"),
     ],
 )
-def test_alpn_offers_h2_to_asgi_apps(serve, certs, app, options, chosen):
+def test_alpn_offers_h2_unless_http_1(serve, certs, app, options, chosen):
     server = serve(app, *tls_options(certs), *options)
     ctx = client_context(certs)
     ctx.set_alpn_protocols(["h2", "http/1.1"])
