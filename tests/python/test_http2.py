@@ -847,12 +847,30 @@ def test_http_2_only(fresh, certs):
 
 
 @oneloop_only
-def test_wsgi_app_is_served_http1_only_for_now(fresh, certs):
-    server = fresh("h2_apps:wsgi_app", certs=(certs / "cert.pem", certs / "key.pem"))
-    assert alpn_of(server, certs, ("h2", "http/1.1")) == "http/1.1"
+def test_wsgi_app_over_h2(fresh, certs):
+    tls = fresh("h2_apps:wsgi_app", certs=(certs / "cert.pem", certs / "key.pem"))
+    assert alpn_of(tls, certs, ("h2", "http/1.1")) == "h2"
     clear = fresh("h2_apps:wsgi_app")
-    answered_as_http1(raw_exchange(clear, PREFACE + settings())[0])
-    assert httpx.get(clear.url + "/").text == "wsgi HTTP/1.1"
+    for server, kw in ((clear, {"http1": False}), (tls, {"verify": tls_context(certs)})):
+        base = https(server) if server is tls else server.url
+        with httpx.Client(http2=True, base_url=base, timeout=30, **kw) as client:
+            r = client.get("/")
+            assert (r.http_version, r.text) == ("HTTP/2", "wsgi HTTP/2")
+            info = client.get("/environ").json()
+            assert info["SERVER_PROTOCOL"] == "HTTP/2"
+            assert info["HTTP_HOST"] == f"127.0.0.1:{server.port}"
+            assert info["wsgi.url_scheme"] == ("https" if server is tls else "http")
+            upload = os.urandom(1 << 20) * 8
+
+            def pieces(body: bytes):
+                for i in range(0, len(body), 50_000):
+                    yield body[i : i + 50_000]
+
+            r = client.post("/sha256", content=pieces(upload))
+            assert r.json() == {"size": len(upload), "sha256": hashlib.sha256(upload).hexdigest()}
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                texts = list(pool.map(lambda _: client.get("/").text, range(40)))
+            assert texts == ["wsgi HTTP/2"] * 40
 
 
 # -- frameworks over h2 --------------------------------------------------------------------
