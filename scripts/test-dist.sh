@@ -4,9 +4,10 @@
 #  1. `python -m build` makes the sdist, then the wheel from that sdist --
 #     so a file the build needs and the sdist lacks fails here;
 #  2. `auditwheel repair` checks the wheel against the manylinux policies
-#     and tags it (the one library it links beyond libc, zlib, is on their
-#     list of libraries every system has; the tag's glibc version is the
-#     build machine's: build in a manylinux image for an older one);
+#     and tags it (zlib is on their list of libraries every system has;
+#     libnghttp2 is not, so the repaired wheel carries its own copy in
+#     oneloop.libs/, as wheels do; the tag's glibc version is the build
+#     machine's: build in a manylinux image for an older one);
 #  3. each wheel is installed into a clean virtualenv, away from the source
 #     tree, where `oneloop --version`, `python -m oneloop --version` and a
 #     served app must work, and the extension must be the installed one.

@@ -7,7 +7,8 @@ Python allocation is checked too) for an ASGI app, a WSGI app and a Flask
 app with async views (the bridge, on uvloop and on the gated asyncio loop,
 whose WSGI threads run first steps themselves), sends each a mix of requests -- keep-alive,
 pipelined, chunked and Content-Length bodies, a malformed request, a client
-that hangs up mid-body -- and, to an ASGI app with WebSocket routes (on
+that hangs up mid-body; over HTTP/2 with prior knowledge and by Upgrade: h2c, and a
+stream reset -- and, to an ASGI app with WebSocket routes (on
 both loops), WebSocket sessions: text and binary echo, fragments, pings
 both ways, permessage-deflate, protocol errors, closes from either side,
 clients that vanish before the accept, mid-frame or while the app waits in
@@ -107,6 +108,33 @@ def traffic(port: int, path: str, method: str) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # hang up mid-body
         s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode())
         s.sendall(b"y" * 1000)
+    time.sleep(1)
+
+
+def http2_traffic(port: int, path: str, method: str) -> None:
+    """HTTP/2 with prior knowledge (many streams, bodies both ways), the
+    same by Upgrade: h2c, and a client that resets a stream and vanishes."""
+    url = f"http://127.0.0.1:{port}{path}"
+    data = ["-d", "/etc/services"] if method == "POST" else []
+    out = subprocess.run(
+        ["h2load", "-n", "60", "-c", "2", "-m", "8", *data, url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    assert "60 succeeded" in out, out
+    curl = ["curl", "-sf", "--http2", "-o", "/dev/null", url]
+    subprocess.run([*curl, "-d", ""] if method == "POST" else curl, check=True, timeout=120)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        headers = b"\x82\x86\x84\x41\x01x"  # GET, http, /, :authority x (HPACK)
+        s.sendall(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+            + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # SETTINGS
+            + len(headers).to_bytes(3, "big")
+            + b"\x01\x05\x00\x00\x00\x01"
+            + headers
+            + b"\x00\x00\x04\x03\x00\x00\x00\x00\x01\x00\x00\x00\x08"  # RST_STREAM CANCEL
+        )
     time.sleep(1)
 
 
@@ -351,6 +379,7 @@ def main() -> None:
             proc = start(app, app_dir, options, port, log)
             try:
                 traffic(port, path, method)
+                http2_traffic(port, path, method)
                 if websockets:
                     ws_traffic(port)
             finally:
