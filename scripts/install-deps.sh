@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what oneloop's tests need on a fresh Debian/Ubuntu machine: the
 # system packages pip cannot provide (clang with libFuzzer, valgrind, curl,
-# nginx, redis-server, wrk, the zlib headers), then the package itself with its test
-# extras.
+# nghttp2-client (nghttp, h2load), nginx, redis-server, wrk, the zlib headers), then
+# the package itself with its test extras.
 #
 #     scripts/install-deps.sh [test|example]
 #
@@ -25,7 +25,7 @@ case "$MODE" in
         ;;
 esac
 
-packages=(clang libclang-rt-14-dev clang-format valgrind curl nginx redis-server wrk zlib1g-dev)
+packages=(clang libclang-rt-14-dev clang-format valgrind curl nghttp2-client nginx redis-server wrk zlib1g-dev)
 if [ "$MODE" = example ]; then packages=("${build[@]}"); else packages+=("${build[@]}"); fi
 missing=()
 for p in "${packages[@]}"; do
