@@ -99,6 +99,7 @@ typedef struct ol_h2 {
     /* Rapid Reset budget: a token bucket of client resets. */
     double reset_tokens, reset_refilled;
     unsigned continuations; /* CONTINUATION frames of the header block in progress */
+    int32_t last_opened;    /* the highest stream id a client's HEADERS opened */
     /* Deadlines (settle, h2_on_timeout): the earliest is the connection's. */
     double idle_since; /* no stream open since; 0 while there are */
     double heard;      /* when the client last sent anything */
@@ -237,6 +238,8 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     if (s == NULL)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     s->id = frame->hd.stream_id;
+    if (s->id > h->last_opened)
+        h->last_opened = s->id;
     s->next = h->streams;
     if (h->streams != NULL)
         h->streams->prev = s;
@@ -358,6 +361,15 @@ static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, 
     ol_h2 *h = user;
     if (hd->type == NGHTTP2_HEADERS) {
         h->continuations = 0;
+        /* A new stream's id must be above every one the client opened
+         * (RFC 9113, 5.1.1): a HEADERS frame for a lower id that is not an
+         * open stream (trailers are) is a connection error. nghttp2 would
+         * ignore it, leaving the client waiting for an answer. */
+        if ((hd->stream_id & 1) && hd->stream_id < h->last_opened &&
+            nghttp2_session_find_stream(session, hd->stream_id) == NULL) {
+            nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR);
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
     } else if (hd->type == NGHTTP2_CONTINUATION && ++h->continuations > MAX_CONTINUATIONS) {
         /* CONTINUATION flood (CVE-2024-27316): a header block that never ends. */
         nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM);
