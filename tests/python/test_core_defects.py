@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import random
 import select
 import signal
 import socket
@@ -674,3 +675,70 @@ def test_shutdown_does_not_let_a_bridge_wake_up_land_in_a_reused_fd(serve, tmp_p
     log = assert_clean_exit(server)
     assert "core_defect_delays: an eventfd write" in log, "the wake-up never paused"
     assert verdict == "untouched", verdict
+
+
+# ---------------------------------------------------------------- 8. stress (WSGI)
+
+
+def assert_serves_clean(server: Server) -> None:
+    """Serves, and logged no sanitizer report (a crash is reported as one)."""
+    try:
+        assert_serves(server)
+    except (OSError, AssertionError):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.proc.wait(2)  # a crash in progress: its report reaches the log
+        if not sanitizer_report(server.log()):
+            raise
+    report = sanitizer_report(server.log())
+    if report:
+        pytest.fail(f"sanitizer report in the server log:\n{report}", pytrace=False)
+
+
+def test_stress_wsgi_connections_expire_as_their_bytes_arrive(serve):
+    """Round after round, a few hundred kept-alive connections go idle
+    together, are closed gracefully together at their keep-alive deadline
+    (lingering: the write side shut, input dropped), and are freed together
+    by one tick when the lingering ends (2 s later) -- while each client
+    sends more bytes at a moment spread around that tick. So the tick's
+    frees meet those connections' readable events in the batch it came in,
+    and in the batch of another pool thread that polls while the tick is
+    busy (the monitor hands it the token). Under scripts/test-py-asan.sh an
+    event delivered to a freed connection is a report. (WSGI has no
+    counterpart of an ASGI app answering another connection's request:
+    a connection's response is written by the one thread that holds it.)"""
+    server = serve(
+        f"{APP}:wsgi", *ALONE, "--threads", "4", "--timeout-keep-alive", "0.2", "--no-access-log"
+    )
+    rng = random.Random(20261203)
+    n, linger = 250, 2.0
+    budget = time.monotonic() + 40
+    rounds = freed = 0
+    while time.monotonic() < budget and rounds < 12:
+        rounds += 1
+        clients = [connect(server, timeout=10) for _ in range(n)]
+        try:
+            for i, c in enumerate(clients):
+                c.send(get(f"/p/{rounds}-{i}"))
+            for i, c in enumerate(clients):
+                assert c.response()[2] == f"GET /p/{rounds}-{i}".encode()
+            # the keep-alive deadline passes: each is closed gracefully (EOF)
+            ready, _, _ = select.select([clients[0].sock], [], [], 5)
+            assert ready and clients[0].sock.recv(1) == b"", "no graceful close"
+            lingering_since = time.monotonic()
+            # in bursts (so one wake-up has several), around the tick that
+            # ends the lingering
+            bursts = [clients[i : i + 25] for i in range(0, n, 25)]
+            offsets = sorted(linger + rng.uniform(-0.25, 0.1) for _ in bursts)
+            for offset, burst in zip(offsets, bursts, strict=True):
+                delay = lingering_since + offset - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                for c in burst:
+                    with contextlib.suppress(OSError):
+                        c.sock.send(b"x" * 512)
+            freed += n
+        finally:
+            for c in clients:
+                c.sock.close()
+        assert_serves_clean(server)
+    assert rounds >= 6, f"only {rounds} rounds ({freed} connections) in the time budget"
