@@ -26,7 +26,7 @@ WIRE_HDR    := $(wildcard src/wire/*.h)
 TEST_SRC    := $(wildcard tests/c/*.c) src/core/reactor.c
 TEST_HDR    := $(wildcard tests/c/*.h) src/core/reactor.h $(BUILD)/gen/llhttp_cases.h
 C_FILES     := $(WIRE_SRC) $(WIRE_HDR) $(wildcard tests/c/*.[ch]) $(wildcard tests/fuzz/*.c) \
-               $(wildcard bench/*.c) $(wildcard src/core/*.[ch])
+               $(wildcard bench/*.c) $(wildcard src/core/*.[ch]) $(wildcard tests/python/apps/*.c)
 
 STD         := -std=c11 -D_POSIX_C_SOURCE=200809L
 WARN        := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \

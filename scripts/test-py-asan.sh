@@ -17,7 +17,7 @@ CC=${CC:-gcc}
 
 flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1"
 CC=$CC CFLAGS="$flags" LDFLAGS="-fsanitize=address,undefined" \
-    "$PYTHON" setup.py -q build_clib -b build/asan build_ext -b build/asan/lib -t build/asan/tmp \
+    "$PYTHON" setup.py -q build_clib -b build/asan -t build/asan/tmp build_ext -b build/asan/lib -t build/asan/tmp \
     > build/asan.log 2>&1 || { cat build/asan.log; exit 1; }
 
 pkg=build/asan/pkg

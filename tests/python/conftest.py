@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import signal
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 APPS = Path(__file__).parent / "apps"
+SANITIZER_MARKS = ("AddressSanitizer", "runtime error", "LeakSanitizer")
 
 
 @dataclass
@@ -283,3 +285,17 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with redis_server(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+def sanitizer_report(log: str) -> str:
+    """The gist of a sanitizer report in a log: its first lines, the
+    summary; empty if there is none."""
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if any(mark in line for mark in SANITIZER_MARKS):
+            gist = [x for x in lines[i:] if x.strip() and not x.startswith("  0x")]
+            # each stack to its innermost frames
+            gist = [x for x in gist if not re.match(r"\s+#([6-9]|\d\d+) ", x)]
+            end = next((k for k, x in enumerate(gist) if x.startswith("SUMMARY:")), 40)
+            return "\n".join(gist[: min(end, 40)] + gist[end : end + 1])
+    return ""

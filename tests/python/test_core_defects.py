@@ -14,6 +14,17 @@ real sockets against a real server process (apps/core_defect_apps.py):
 5. wsgi.file_wrapper over a file whose read() returns no sized object, and
    start_response(exc_info) with a value that is not an exception, fail with a
    clean TypeError for the app, not a SystemError or worse.
+6. WSGI: an event a pool thread fetched (the pool lock dropped around the
+   wait) never reaches a connection another thread closed and freed before
+   the batch was taken over.
+7. At shutdown, past the pool threads' join timeout: no descriptor a thread
+   still uses (its connection's socket, the bridge's eventfd) is closed under
+   it, so no write of that thread lands in a file that reused the number.
+
+6 and 7 widen a window of a few microseconds by preloading
+apps/core_defect_delays.c into the server, which pauses one thread at the
+point named (built with the system's C compiler); 6 shows its failure as a
+sanitizer report under scripts/test-py-asan.sh.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import random
 import select
 import signal
 import socket
@@ -33,9 +45,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import APPS, Client, Server, connect, listening_socket, request, wait_ready
+from conftest import (
+    APPS,
+    Client,
+    Server,
+    connect,
+    listening_socket,
+    request,
+    sanitizer_report,
+    wait_ready,
+)
 
 APP = "core_defect_apps"
+# One process, no supervisor: the one started serves (and a worker outliving
+# its join timeout is not killed by a supervisor first).
+ALONE = ("--workers", "0")
 CHUNK = 65536
 
 
@@ -491,3 +515,230 @@ def test_start_response_exc_info_without_an_exception_is_a_type_error(serve, tb)
     assert "APP-START-RESPONSE-RAISED TypeError" in log, log
     log = server.wait_log("Exception in WSGI application")[mark:]
     assert "SystemError" not in log, log
+
+
+# ---------------------------------------------------------------- 6. stale events (WSGI)
+
+
+@pytest.fixture(scope="module")
+def delays_lib(tmp_path_factory) -> Path:
+    """apps/core_defect_delays.c built as a preloadable library."""
+    out = tmp_path_factory.mktemp("delays") / "core_defect_delays.so"
+    cc = os.environ.get("CC", "cc")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # no sanitizer in cc
+    subprocess.run(
+        [cc, "-shared", "-fPIC", "-O1", "-o", str(out), str(APPS / "core_defect_delays.c"), "-ldl"],
+        check=True,
+        env=env,
+    )
+    return out
+
+
+@pytest.fixture
+def delays(delays_lib, tmp_path) -> tuple[Path, dict[str, str]]:
+    """The trigger file core_defect_delays.c reads (absent: no delay) and
+    the environment of a server with the library preloaded, after the
+    sanitizer runtimes when scripts/test-py-asan.sh preloads them."""
+    trigger = tmp_path / "delay"
+    preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD", ""), str(delays_lib)]))
+    return trigger, {"LD_PRELOAD": preload, "ONELOOP_TEST_DELAY": str(trigger)}
+
+
+def assert_clean_exit(server: Server, timeout: float = 20.0) -> str:
+    """The server exits by itself with status 0 and logged no sanitizer
+    report; returns its log."""
+    try:
+        code = server.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        code = None
+    log = server.log()
+    report = sanitizer_report(log)
+    if report:
+        pytest.fail(f"sanitizer report in the server log:\n{report}", pytrace=False)
+    assert code == 0, f"server exit status {code}:\n{log[-3000:]}"
+    return log
+
+
+def test_wsgi_pool_poll_window_sees_no_connection_freed_meanwhile(serve, delays):
+    """A pool thread waits in epoll_wait without the pool lock. Events it
+    has fetched name connections that another thread may close and free
+    before the thread takes its lock again: then the batch held pointers to
+    freed memory, read in run() (scrubbing the batch, as closing did, misses
+    a batch not copied in yet). Here the polling thread is made to pause
+    right after its wait returns (core_defect_delays.c) with kept-alive
+    connections' next requests in the batch, and the loop's thread shuts the
+    server down meanwhile (it closed idle connections then), while a request
+    in flight on the other thread keeps the pool running past the pause. An
+    event must never reach a connection closed after it was fetched (the
+    reactor's handles: reactor.h), and the requests that arrived are
+    answered. Under scripts/test-py-asan.sh the read of a freed connection
+    is a report."""
+    trigger, env = delays
+    server = serve(
+        f"{APP}:wsgi", *ALONE, "--threads", "2", "--timeout-graceful-shutdown", "10", env=env
+    )
+    clients = [connect(server, timeout=15) for _ in range(16)]
+    sleeper = connect(server, timeout=15)
+    try:
+        for i, c in enumerate(clients):
+            c.send(get(f"/p/first-{i}"))
+            assert c.response()[2] == f"GET /p/first-{i}".encode()
+        sleeper.send(get("/sleep?s=4"))  # the other thread polls meanwhile
+        server.wait_log("APP-SLEEPING")
+        time.sleep(0.1)
+        trigger.write_text("poll 1500")  # from now on the poller pauses after each wait
+        for i, c in enumerate(clients):  # kept alive and idle, they ask again ...
+            c.send(get(f"/p/second-{i}"))
+        time.sleep(0.3)  # ... the poller has their events, and pauses
+        server.proc.send_signal(signal.SIGTERM)  # the loop's thread shuts down now
+        time.sleep(0.5)
+        trigger.unlink()  # the pause in progress ends in 0.7 s
+        answers = []
+        for c in [*clients, sleeper]:
+            try:
+                answers.append(c.response()[2])
+            except OSError as exc:
+                answers.append(exc)
+        log = assert_clean_exit(server)
+        assert "core_defect_delays: a pool thread's poll" in log, "the poll never paused"
+        assert answers == [*(f"GET /p/second-{i}".encode() for i in range(16)), b"slept"], answers
+    finally:
+        for c in [*clients, sleeper]:
+            c.sock.close()
+
+
+# ---------------------------------------------------------------- 7. fds at shutdown
+
+
+def reused_fds_server(serve, tmp_path: Path, env: dict[str, str], *options: str) -> Server:
+    """A WSGI server whose shutdown hook takes the descriptor numbers the
+    core frees at close (apps/core_defect_apps.py: CORE_DEFECT_FD_DIR); a
+    graceful shutdown of 0.5 s, so a thread still in a view at 2 s (the
+    join's timeout, graceful + 1 s) is left behind when the core closes."""
+    fd_dir = tmp_path / "fds"
+    fd_dir.mkdir()
+    env = {**env, "CORE_DEFECT_FD_DIR": str(fd_dir), "CORE_DEFECT_FD_WAIT": "3"}
+    return serve(
+        f"{APP}:wsgi",
+        *ALONE,
+        "--threads",
+        "1",
+        "--timeout-graceful-shutdown",
+        "0.5",
+        *options,
+        env=env,
+    )
+
+
+def fds_verdict(server: Server) -> str:
+    log = server.wait_log("APP-FDS ", timeout=20)
+    return log.split("APP-FDS ", 1)[1].splitlines()[0]
+
+
+def test_shutdown_does_not_close_the_socket_a_pool_thread_writes_to(serve, tmp_path, delays):
+    """A view is writing its response when the join of the pool threads
+    times out (the thread has the socket's descriptor in hand, made to
+    pause there by core_defect_delays.c): closing the socket under that
+    thread frees its number, which the process may reuse at once (here: the
+    shutdown hook's files), and the thread's write then lands in someone
+    else's file. The socket must be shut down instead (the write fails) and
+    closed by the thread when it lets go."""
+    _, env = delays
+    server = reused_fds_server(serve, tmp_path, env)
+    with connect(server, timeout=15) as c:
+        c.send(get("/write-at?ms=3000"))
+        server.wait_log("APP-WRITING")
+        server.proc.send_signal(signal.SIGTERM)
+        verdict = fds_verdict(server)
+    log = assert_clean_exit(server)
+    assert "core_defect_delays: a socket write" in log, "the write never paused"
+    assert verdict == "untouched", verdict
+
+
+def test_shutdown_does_not_let_a_bridge_wake_up_land_in_a_reused_fd(serve, tmp_path, delays):
+    """A view that calls a coroutine on the worker's loop wakes the loop by
+    writing 8 bytes to the bridge's eventfd, with the GIL released: if the
+    core closes that eventfd meanwhile (the join timed out while the thread
+    was about to write) and the number is reused, the 8 bytes land in
+    someone else's file. The write and the close are serialized (under the
+    bridge lock). The thread is made to pause before its write
+    (core_defect_delays.c) for longer than the shutdown takes to close the
+    core and the hook to take the numbers. (uvloop: a gated asyncio loop
+    lets the thread start the call itself, without the wake-up.)"""
+    _, env = delays
+    server = reused_fds_server(serve, tmp_path, env, "--loop", "uvloop")
+    with connect(server, timeout=15) as c:
+        c.send(get("/bridge-call?ms=3000"))
+        server.wait_log("APP-CALLING")
+        server.proc.send_signal(signal.SIGTERM)
+        verdict = fds_verdict(server)
+    log = assert_clean_exit(server)
+    assert "core_defect_delays: an eventfd write" in log, "the wake-up never paused"
+    assert verdict == "untouched", verdict
+
+
+# ---------------------------------------------------------------- 8. stress (WSGI)
+
+
+def assert_serves_clean(server: Server) -> None:
+    """Serves, and logged no sanitizer report (a crash is reported as one)."""
+    try:
+        assert_serves(server)
+    except (OSError, AssertionError):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.proc.wait(2)  # a crash in progress: its report reaches the log
+        if not sanitizer_report(server.log()):
+            raise
+    report = sanitizer_report(server.log())
+    if report:
+        pytest.fail(f"sanitizer report in the server log:\n{report}", pytrace=False)
+
+
+def test_stress_wsgi_connections_expire_as_their_bytes_arrive(serve):
+    """Round after round, a few hundred kept-alive connections go idle
+    together, are closed gracefully together at their keep-alive deadline
+    (lingering: the write side shut, input dropped), and are freed together
+    by one tick when the lingering ends (2 s later) -- while each client
+    sends more bytes at a moment spread around that tick. So the tick's
+    frees meet those connections' readable events in the batch it came in,
+    and in the batch of another pool thread that polls while the tick is
+    busy (the monitor hands it the token). Under scripts/test-py-asan.sh an
+    event delivered to a freed connection is a report. (WSGI has no
+    counterpart of an ASGI app answering another connection's request:
+    a connection's response is written by the one thread that holds it.)"""
+    server = serve(
+        f"{APP}:wsgi", *ALONE, "--threads", "4", "--timeout-keep-alive", "0.2", "--no-access-log"
+    )
+    rng = random.Random(20261203)
+    n, linger = 250, 2.0
+    budget = time.monotonic() + 40
+    rounds = freed = 0
+    while time.monotonic() < budget and rounds < 12:
+        rounds += 1
+        clients = [connect(server, timeout=10) for _ in range(n)]
+        try:
+            for i, c in enumerate(clients):
+                c.send(get(f"/p/{rounds}-{i}"))
+            for i, c in enumerate(clients):
+                assert c.response()[2] == f"GET /p/{rounds}-{i}".encode()
+            # the keep-alive deadline passes: each is closed gracefully (EOF)
+            ready, _, _ = select.select([clients[0].sock], [], [], 5)
+            assert ready and clients[0].sock.recv(1) == b"", "no graceful close"
+            lingering_since = time.monotonic()
+            # in bursts (so one wake-up has several), around the tick that
+            # ends the lingering
+            bursts = [clients[i : i + 25] for i in range(0, n, 25)]
+            offsets = sorted(linger + rng.uniform(-0.25, 0.1) for _ in bursts)
+            for offset, burst in zip(offsets, bursts, strict=True):
+                delay = lingering_since + offset - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                for c in burst:
+                    with contextlib.suppress(OSError):
+                        c.sock.send(b"x" * 512)
+            freed += n
+        finally:
+            for c in clients:
+                c.sock.close()
+        assert_serves_clean(server)
+    assert rounds >= 6, f"only {rounds} rounds ({freed} connections) in the time budget"

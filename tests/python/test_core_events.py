@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import re
 import select
 import socket
 import struct
@@ -35,12 +34,11 @@ import time
 from typing import NamedTuple
 
 import pytest
-from conftest import Client, connect, request
+from conftest import Client, connect, request, sanitizer_report
 
 ASGI = "core_event_apps:app"
 WSGI = "core_event_apps:wsgi"
 ALONE = ("--workers", "0", "--no-access-log")
-SANITIZER_MARKS = ("AddressSanitizer", "runtime error", "LeakSanitizer")
 
 
 def get(path: str, *extra: str) -> bytes:
@@ -81,20 +79,6 @@ def crash_reported(server):
         if report:
             pytest.fail(f"sanitizer report in the server log:\n{report}", pytrace=False)
         raise
-
-
-def sanitizer_report(log: str) -> str:
-    """The gist of a sanitizer report in a log: its first lines, the
-    summary; empty if there is none."""
-    lines = log.splitlines()
-    for i, line in enumerate(lines):
-        if any(mark in line for mark in SANITIZER_MARKS):
-            gist = [x for x in lines[i:] if x.strip() and not x.startswith("  0x")]
-            # each stack to its innermost frames
-            gist = [x for x in gist if not re.match(r"\s+#([6-9]|\d\d+) ", x)]
-            end = next((k for k, x in enumerate(gist) if x.startswith("SUMMARY:")), 40)
-            return "\n".join(gist[: min(end, 40)] + gist[end : end + 1])
-    return ""
 
 
 def wait_until(condition, timeout: float = 5.0, what: str = "condition"):

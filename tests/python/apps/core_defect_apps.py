@@ -34,15 +34,38 @@
                           call raises, then re-raises.
   /ints                   collects garbage, then "ok" if the small ints (-5..256)
                           all still have type int
+  /sleep?s=S              says "APP-SLEEPING", sleeps S seconds, answers "slept"
+  /write-at?ms=MS         starts a response of 5 bytes; writes "write <its thread
+                          id> MS socket" to the file ONELOOP_TEST_DELAY names
+                          (core_defect_delays.c: its next write to a socket
+                          waits MS ms before it is made), says "APP-WRITING",
+                          then writes the body (write()); says "APP-WRITE-ENDED
+                          <how>"
+  /bridge-call?ms=MS      the same for the thread's next 8-byte write to an
+                          eventfd ("write <id> MS eventfd"), says "APP-CALLING",
+                          then runs a coroutine on the worker's loop
+                          (oneloop.bridge.run_coroutine), whose wake-up of the
+                          loop is that write; says "APP-CALL-ENDED <how>"
+
+With CORE_DEFECT_FD_DIR in the environment, a shutdown hook (run after the
+core has closed) opens 32 files there, taking the lowest free descriptor
+numbers -- those the core just closed among them -- and says "APP-FDS-TAKEN
+<fds>"; CORE_DEFECT_FD_WAIT seconds later (default 3) it says "APP-FDS
+untouched", or what happened to them: "fd N closed under the app" (someone
+closed that number), "fd N got <bytes>" (someone wrote to it).
 """
 
+import asyncio
 import gc
 import os
 import socket
 import sys
+import threading
 import time
 
 from app_helpers import answer, query, report
+
+from oneloop import bridge
 
 CHUNK = 65536
 
@@ -155,6 +178,11 @@ class _Stream:
             report(f"APP-STREAM-STOPPED after {self.sent}")
 
 
+def _delay_next_write(ms, kind):
+    with open(os.environ["ONELOOP_TEST_DELAY"], "w") as f:
+        f.write(f"write {threading.get_native_id()} {ms} {kind}")
+
+
 def wsgi(environ, start_response):
     path = environ["PATH_INFO"]
     q = query(environ.get("QUERY_STRING", ""))
@@ -200,8 +228,66 @@ def wsgi(environ, start_response):
             raise
         report("APP-START-RESPONSE-RETURNED")
         return [b"after"]
+    if path == "/sleep":
+        report("APP-SLEEPING")
+        time.sleep(float(q["s"]))
+        return _answer_wsgi(start_response, b"slept")
+    if path == "/write-at":
+        write = start_response("200 OK", [("Content-Length", "5")])
+        _delay_next_write(q["ms"], "socket")
+        report("APP-WRITING")
+        try:
+            write(b"hello")
+            report("APP-WRITE-ENDED returned")
+        except Exception as exc:
+            report(f"APP-WRITE-ENDED {type(exc).__name__}")
+            raise
+        return []
+    if path == "/bridge-call":
+        _delay_next_write(q["ms"], "eventfd")
+        report("APP-CALLING")
+        try:
+            bridge.run_coroutine(asyncio.sleep(0.05))
+            report("APP-CALL-ENDED returned")
+        except Exception as exc:
+            report(f"APP-CALL-ENDED {type(exc).__name__}")
+            raise
+        return _answer_wsgi(start_response, b"called")
     if path == "/ints":
         gc.collect()  # what the last requests left in cycles is freed now
         wrong = [i for i in range(-5, 257) if type(i) is not int]
         return _answer_wsgi(start_response, f"wrong types: {wrong!r}".encode() if wrong else b"ok")
     return _answer_wsgi(start_response, b"not found", "404 Not Found")
+
+
+# -- descriptors reused after the core closed ------------------------------
+
+
+async def _watch_reused_fds():
+    where = os.environ["CORE_DEFECT_FD_DIR"]
+    held = []
+    for i in range(32):
+        path = os.path.join(where, f"fd{i}")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        held.append((fd, path, os.fstat(fd).st_ino))
+    report("APP-FDS-TAKEN " + " ".join(str(fd) for fd, _, _ in held))
+    await asyncio.sleep(float(os.environ.get("CORE_DEFECT_FD_WAIT", "3")))
+    problems = []
+    for fd, path, inode in held:
+        try:
+            ours = os.fstat(fd).st_ino == inode
+        except OSError:
+            ours = False
+        if ours:
+            os.close(fd)
+        else:
+            problems.append(f"fd {fd} closed under the app")
+        with open(path, "rb") as f:
+            data = f.read()
+        if data:
+            problems.append(f"fd {fd} got {data[:60]!r}")
+    report("APP-FDS " + ("; ".join(problems) if problems else "untouched"))
+
+
+if os.environ.get("CORE_DEFECT_FD_DIR"):
+    bridge.on_shutdown(_watch_reused_fds)
