@@ -121,11 +121,17 @@ static int await_client(ol_h2 *h, struct ol_h2_stream *s, double timeout);
 /* ------------------------------------------------------------------------ */
 /* Entering and leaving                                                     */
 
+/* Every call into this module enters and leaves. Entering holds a
+ * reference to the connection, so that one closed meanwhile (a failed
+ * write, an app's error) is still there to leave: its exchanges, detached
+ * by the close, may have held the last references. */
 static ol_h2 *enter(ol_conn *c)
 {
     ol_h2 *h = c->h2;
-    if (h != NULL)
+    if (h != NULL) {
         h->depth++;
+        ol_conn_incref(c);
+    }
     return h;
 }
 
@@ -158,6 +164,7 @@ static void settle(ol_h2 *h);
 
 static void leave(ol_h2 *h)
 {
+    ol_conn *c = h->conn;
     if (h->depth == 1 && !h->dead) {
         /* Flushing may close streams (their last frame went out): their
          * closing is processed before the connection settles. */
@@ -171,6 +178,7 @@ static void leave(ol_h2 *h)
     }
     if (--h->depth == 0 && h->dead)
         free_h2(h);
+    ol_conn_decref(c);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -291,17 +299,18 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     ol_h2_stream *s = stream_of(h, frame->hd.stream_id);
     if (s == NULL || frame->hd.type != NGHTTP2_HEADERS)
         return 0;
-    if (s->flags & S_HEADERS_DONE) /* trailers: checked by nghttp2, not kept */
-        return 0;
     size_t limit = h->conn->server->cfg.h2_max_header_list;
     s->list_size += nlen + vlen + 32;
     /* A header list decoding far past its limit (an HPACK bomb) is not
      * worth decoding on: the connection ends. Past the limit only, the
-     * request is answered 431, and nothing more of it is kept. */
+     * request is answered 431, and nothing more of it is kept. Trailers
+     * count too, and are never kept (nghttp2 checks them). */
     if (s->list_size > 16 * (limit > 4096 ? limit : 4096)) {
         nghttp2_session_terminate_session(session, NGHTTP2_ENHANCE_YOUR_CALM);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
+    if (s->flags & S_HEADERS_DONE)
+        return 0;
     if (s->list_size > limit || (s->flags & S_TOO_LARGE)) {
         s->flags |= S_TOO_LARGE;
         return 0;
@@ -334,14 +343,14 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     return 0;
 }
 
-/* Rapid Reset (CVE-2023-44487): every stream a client resets costs the
- * server a stream set-up; past a budget the connection ends. */
 /* The clock: the wake-up's on the event loop, a fresh one on pool threads. */
 static double now_of(ol_server *srv)
 {
     return srv->threaded ? ol_now() : srv->now;
 }
 
+/* Rapid Reset (CVE-2023-44487): every stream a client resets costs the
+ * server a stream set-up; past a budget the connection ends. */
 static int over_reset_budget(ol_h2 *h)
 {
     ol_server *srv = h->conn->server;

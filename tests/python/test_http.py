@@ -579,8 +579,9 @@ def test_websocket_upgrade_to_a_wsgi_app_is_plain_http(serve):
     assert_serves(server)
 
 
-def test_h2c_upgrade_is_ignored(serve, app):
-    server = serve(app)
+def test_h2c_upgrade_is_ignored_with_http_1(serve, app):
+    # (By default the upgrade is taken: tests/python/test_http2_edges.py.)
+    server = serve(app, "--http", "1")
     with connect(server) as c:
         c.send(
             get("/p/h2c", "Upgrade: h2c", "Connection: Upgrade, HTTP2-Settings", "HTTP2-Settings: ")
