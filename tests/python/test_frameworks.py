@@ -162,6 +162,28 @@ def test_django_stream_and_async_view(django_server):
     assert r.json()["async"] is True
 
 
+def test_django_over_http2(django_server):
+    """The same Django project, ASGI and WSGI, over HTTP/2 with prior knowledge."""
+    url = django_server.url
+    with httpx.Client(http1=False, http2=True, timeout=10) as client:
+        r = client.get(url + "/")
+        assert (r.http_version, r.status_code, r.text) == ("HTTP/2", 200, "Hello from Django")
+        info = client.get(url + "/json?x=1").json()
+        assert info["get"] == {"x": "1"} and info["absolute"] == f"{url}/x"
+        payload = os.urandom(300_000)
+        r = client.post(url + "/upload", files={"file": ("f.bin", payload)}, data={"note": "n"})
+        assert r.json() == {"filename": "f.bin", "size": len(payload), "note": "n"}
+        r = client.post(url + "/form", data={"a": "1", "b": ["x", "y"]})
+        assert r.json() == {"post": {"a": ["1"], "b": ["x", "y"]}}
+        assert client.get(url + "/stream").text == "".join(f"line {i}\n" for i in range(4))
+        assert client.get(url + "/async").json()["async"] is True
+        assert client.get(url + "/boom").status_code == 500
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            texts = list(pool.map(lambda _: client.get(url + "/").text, range(32)))
+        assert texts == ["Hello from Django"] * 32
+    django_server.wait_log('"GET /boom HTTP/2" 500')
+
+
 def test_django_404_and_500(django_server):
     r = httpx.get(django_server.url + "/nope")
     assert r.status_code == 404
