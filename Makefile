@@ -94,7 +94,8 @@ test: deps
 	wait $$autobahn; autobahn_status=$$?; \
 	echo "== test-autobahn (exit status $$autobahn_status)"; tail -30 $(BUILD)/test-autobahn.log; \
 	[ $$status -eq 0 ] && [ $$autobahn_status -eq 0 ]
-	$(MAKE) --no-print-directory test-py PYTEST_ARGS=--ignore=tests/python/test_autobahn.py
+	$(MAKE) --no-print-directory test-py \
+		PYTEST_ARGS="--ignore=tests/python/test_autobahn.py -m 'not asan_stress'"
 	$(MAKE) --no-print-directory test-py-versions
 
 # ---------------------------------------------------------------- wire layer

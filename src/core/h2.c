@@ -821,7 +821,7 @@ static void answer(ol_h2 *h, ol_h2_stream *s, int status, const char *text, int 
     snprintf(length, sizeof(length), "%zu", strlen(text) + 1);
     char code[3];
     status_digits(code, status);
-    nghttp2_nv nva[6];
+    nghttp2_nv nva[7];
     size_t n = 0;
     nva[n++] = NV(":status", code, 3);
     nva[n++] = NV("content-type", "text/plain; charset=utf-8", 25);
@@ -830,6 +830,8 @@ static void answer(ol_h2 *h, ol_h2_stream *s, int status, const char *text, int 
         nva[n++] = NV("retry-after", "1", 1);
     if (status == 200 || status == 503)
         nva[n++] = NV("cache-control", "no-store", 8);
+    if (srv->cfg.date_header)
+        nva[n++] = NV("date", ol_date_cache_get(&srv->date, time(NULL)), OL_HTTP_DATE_LEN);
     if (srv->cfg.server_header)
         nva[n++] = NV("server", "oneloop", 7);
     s->flags |= S_OUT_DONE | S_SUBMITTED;

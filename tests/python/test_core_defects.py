@@ -694,6 +694,7 @@ def assert_serves_clean(server: Server) -> None:
         pytest.fail(f"sanitizer report in the server log:\n{report}", pytrace=False)
 
 
+@pytest.mark.asan_stress
 def test_stress_wsgi_connections_expire_as_their_bytes_arrive(serve):
     """Round after round, a few hundred kept-alive connections go idle
     together, are closed gracefully together at their keep-alive deadline

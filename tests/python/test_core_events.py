@@ -224,6 +224,7 @@ def test_app_frees_another_connection_whose_event_is_later_in_the_batch(serve, l
             wait_stats(server, "the held requests to end", held=0)
 
 
+@pytest.mark.asan_stress
 def test_stress_stale_events_in_one_wake_up(serve):
     """Round after round of short blocks of the loop, each ending in a
     wake-up that sees ticks expiring connections whose next body bytes are in
