@@ -83,6 +83,9 @@ def _uvicorn(t: Target, port: int) -> list[str]:
     argv = [sys.executable, "-m", "uvicorn", "--app-dir", APPS, "--port", str(port)]
     argv += ["--interface", "asgi3" if t.interface == "asgi" else "wsgi"]
     argv += ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+    if t.tls:
+        cert, key = tls_files()
+        argv += ["--ssl-certfile", cert, "--ssl-keyfile", key]
     return [*argv, "--log-level", "warning", "--timeout-keep-alive", KEEP_ALIVE, t.app]
 
 
@@ -234,7 +237,8 @@ def running(
                 wait_ready(r.port, r.proc, timeout=60, target=t)
             except RuntimeError as e:
                 stop(r)
-                started[t] = RuntimeError(f"{t.label}: {e} (log: {r.log})")
+                log = os.path.relpath(r.log, os.path.join(HERE, "..", ".."))
+                started[t] = RuntimeError(f"{t.label}: {e} (log: {log})")
         yield started
     finally:
         for r in started.values():
