@@ -134,7 +134,7 @@ def run(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
 def need(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        pytest.skip(f"{tool} is not installed (scripts/install-deps.sh installs it)")
+        pytest.fail(f"{tool} is not installed (scripts/install-deps.sh installs it)")
     return path
 
 
