@@ -83,6 +83,10 @@ typedef struct ol_h2_stream {
     size_t ntrailers;     /* names and values in the same block) */
 } ol_h2_stream;
 
+/* How many of the client's stream ids below the highest it opened are
+ * remembered as opened or skipped (a bit each, by id / 2 modulo this). */
+#define OPENED_IDS 1024
+
 typedef struct ol_h2 {
     nghttp2_session *session;
     ol_conn *conn;
@@ -98,8 +102,9 @@ typedef struct ol_h2 {
     int failed;   /* a connection error: input is dropped */
     /* Rapid Reset budget: a token bucket of client resets. */
     double reset_tokens, reset_refilled;
-    unsigned continuations; /* CONTINUATION frames of the header block in progress */
-    int32_t last_opened;    /* the highest stream id a client's HEADERS opened */
+    unsigned continuations;           /* CONTINUATION frames of the header block in progress */
+    int32_t last_opened;              /* the highest stream id a client's HEADERS opened */
+    uint64_t opened[OPENED_IDS / 64]; /* which of the ids below it were opened */
     /* Deadlines (settle, h2_on_timeout): the earliest is the connection's. */
     double idle_since; /* no stream open since; 0 while there are */
     double heard;      /* when the client last sent anything */
@@ -237,6 +242,47 @@ static int append(char **buf, size_t *len, size_t *cap, const void *data, size_t
 /* ------------------------------------------------------------------------ */
 /* nghttp2's callbacks: record, queue, never run the app                    */
 
+static uint64_t *opened_word(ol_h2 *h, int32_t id, uint64_t *bit)
+{
+    unsigned i = (unsigned)(id >> 1) % OPENED_IDS;
+    *bit = (uint64_t)1 << (i % 64);
+    return &h->opened[i / 64];
+}
+
+/* The client opened stream `id`, above every one before: the ids it
+ * skipped on the way can never be opened any more. */
+static void note_opened(ol_h2 *h, int32_t id)
+{
+    uint64_t bit, *word;
+    int32_t from = h->last_opened ? h->last_opened + 2 : 1;
+    if (id <= h->last_opened)
+        return;
+    if (id - from >= 2 * OPENED_IDS) {
+        memset(h->opened, 0, sizeof(h->opened));
+    } else {
+        for (int32_t k = from; k < id; k += 2) {
+            word = opened_word(h, k, &bit);
+            *word &= ~bit;
+        }
+    }
+    word = opened_word(h, id, &bit);
+    *word |= bit;
+    h->last_opened = id;
+}
+
+/* A client's HEADERS for an id below the highest it opened, on no open
+ * stream: one it skipped (a new stream out of order: RFC 9113, 5.1.1 makes
+ * that a connection error), or one that has closed -- trailers sent before
+ * the client saw our RST_STREAM, which nghttp2 drops, as it should. Ids
+ * too far below to be remembered count as closed. */
+static int skipped(ol_h2 *h, int32_t id)
+{
+    uint64_t bit;
+    if (h->last_opened - id >= 2 * OPENED_IDS)
+        return 0;
+    return !(*opened_word(h, id, &bit) & bit);
+}
+
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     ol_h2 *h = user;
@@ -246,8 +292,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     if (s == NULL)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     s->id = frame->hd.stream_id;
-    if (s->id > h->last_opened)
-        h->last_opened = s->id;
+    note_opened(h, s->id);
     s->next = h->streams;
     if (h->streams != NULL)
         h->streams->prev = s;
@@ -371,11 +416,11 @@ static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, 
     if (hd->type == NGHTTP2_HEADERS) {
         h->continuations = 0;
         /* A new stream's id must be above every one the client opened
-         * (RFC 9113, 5.1.1): a HEADERS frame for a lower id that is not an
-         * open stream (trailers are) is a connection error. nghttp2 would
-         * ignore it, leaving the client waiting for an answer. */
+         * (RFC 9113, 5.1.1): nghttp2 would ignore one that is not, leaving
+         * the client waiting for an answer that never comes. */
         if ((hd->stream_id & 1) && hd->stream_id < h->last_opened &&
-            nghttp2_session_find_stream(session, hd->stream_id) == NULL) {
+            nghttp2_session_find_stream(session, hd->stream_id) == NULL &&
+            skipped(h, hd->stream_id)) {
             nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR);
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
@@ -1286,6 +1331,7 @@ static ol_h2_stream *upgraded_stream(ol_h2 *h, const ol_request *head)
     }
     s->flags |= S_HEADERS_DONE | S_IN_DONE;
     h->streams = s;
+    note_opened(h, 1);
     return s;
 }
 
