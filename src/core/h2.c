@@ -316,6 +316,33 @@ static int keep_field(ol_h2_stream *s, field *where, const uint8_t *name, size_t
     return 0;
 }
 
+/* Copy n bytes of a header name, lower-cased (HTTP/2 names are). */
+static void copy_lower(char *to, const char *from, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        to[i] = (char)(from[i] >= 'A' && from[i] <= 'Z' ? from[i] | 0x20 : from[i]);
+}
+
+/* Keep a regular field of the request head, its name lower-cased. */
+static int add_field(ol_h2_stream *s, const uint8_t *name, size_t nlen, const uint8_t *value,
+                     size_t vlen)
+{
+    if (s->nfields == s->fields_cap) {
+        size_t cap = s->fields_cap ? 2 * s->fields_cap : 16;
+        field *p = PyMem_Realloc(s->fields, cap * sizeof(field));
+        if (p == NULL)
+            return -1;
+        s->fields = p;
+        s->fields_cap = cap;
+    }
+    field *kept = &s->fields[s->nfields];
+    if (keep_field(s, kept, name, nlen, value, vlen) < 0)
+        return -1;
+    copy_lower(s->head + kept->name, s->head + kept->name, kept->name_len);
+    s->nfields++;
+    return 0;
+}
+
 static int is_name(const uint8_t *name, size_t len, const char *literal)
 {
     size_t n = strlen(literal);
@@ -374,18 +401,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         if (parse_length(value, vlen, &s->content_length) == 0)
             s->has_length = 1;
     }
-    if (s->nfields == s->fields_cap) {
-        size_t cap = s->fields_cap ? 2 * s->fields_cap : 16;
-        field *p = PyMem_Realloc(s->fields, cap * sizeof(field));
-        if (p == NULL)
-            return NGHTTP2_ERR_CALLBACK_FAILURE;
-        s->fields = p;
-        s->fields_cap = cap;
-    }
-    if (keep_field(s, &s->fields[s->nfields], name, nlen, value, vlen) < 0)
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-    s->nfields++;
-    return 0;
+    return add_field(s, name, nlen, value, vlen) < 0 ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
 }
 
 /* The clock: the wake-up's on the event loop, a fresh one on pool threads. */
@@ -815,8 +831,7 @@ static int submit_head(ol_h2 *h, ol_h2_stream *s, ol_req *r, int has_body)
         const char *nm = PyBytes_AS_STRING(name);
         if (is_hop_by_hop(nm, nl))
             continue;
-        for (size_t k = 0; k < nl; k++)
-            p[k] = (char)(nm[k] >= 'A' && nm[k] <= 'Z' ? nm[k] | 0x20 : nm[k]);
+        copy_lower(p, nm, nl);
         nva[n++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)PyBytes_AS_STRING(value), nl,
                                 (size_t)PyBytes_GET_SIZE(value), NGHTTP2_NV_FLAG_NONE};
         p += nl;
@@ -984,8 +999,7 @@ static nghttp2_nv *trailer_block(PyObject *fields, size_t *count)
         const char *nm = PyBytes_AS_STRING(name);
         if (is_hop_by_hop(nm, nl))
             continue;
-        for (size_t j = 0; j < nl; j++)
-            p[j] = (char)(nm[j] >= 'A' && nm[j] <= 'Z' ? nm[j] | 0x20 : nm[j]);
+        copy_lower(p, nm, nl);
         memcpy(p + nl, PyBytes_AS_STRING(value), vl);
         nva[k++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)p + nl, nl, vl, NGHTTP2_NV_FLAG_NONE};
         p += nl + vl;
@@ -1304,26 +1318,9 @@ static ol_h2_stream *upgraded_stream(ol_h2 *h, const ol_request *head)
                        (const uint8_t *)head->host.base, head->host.len);
     for (size_t i = 0; e == 0 && i < head->num_headers; i++) {
         const ol_header *f = &head->headers[i];
-        if (is_h1_only(f->name))
-            continue;
-        if (s->nfields == s->fields_cap) {
-            size_t cap = s->fields_cap ? 2 * s->fields_cap : 16;
-            field *p = PyMem_Realloc(s->fields, cap * sizeof(field));
-            if (p == NULL) {
-                e = -1;
-                break;
-            }
-            s->fields = p;
-            s->fields_cap = cap;
-        }
-        field *kept = &s->fields[s->nfields++];
-        e = keep_field(s, kept, (const uint8_t *)f->name.base, f->name.len,
-                       (const uint8_t *)f->value.base, f->value.len);
-        for (uint32_t k = 0; e == 0 && k < kept->name_len; k++) {
-            char *ch = s->head + kept->name + k;
-            if (*ch >= 'A' && *ch <= 'Z')
-                *ch = (char)(*ch | 0x20);
-        }
+        if (!is_h1_only(f->name))
+            e = add_field(s, (const uint8_t *)f->name.base, f->name.len,
+                          (const uint8_t *)f->value.base, f->value.len);
     }
     if (e != 0 || nghttp2_session_set_stream_user_data(h->session, 1, s) != 0) {
         free_stream(s);
