@@ -39,7 +39,7 @@ static void watch_locked(ol_server *srv, int on)
     for (int i = 0; i < srv->nlisteners; i++) {
         ol_listener *l = &srv->listeners[i];
         if (on && l->handle == 0 && ol_reactor_is_open(&srv->reactor))
-            l->handle = ol_reactor_add(&srv->reactor, l->fd, OL_H_LISTENER, l, EPOLLIN);
+            ol_reactor_add(&srv->reactor, l->fd, OL_H_LISTENER, l, EPOLLIN, &l->handle);
         else if (!on && l->handle != 0) {
             ol_reactor_remove(&srv->reactor, l->fd, l->handle);
             l->handle = 0;
@@ -117,8 +117,9 @@ static ol_conn *admit(ol_server *srv, ol_listener *lst, int fd, struct sockaddr_
     /* Not srv->now: pool threads accept without the GIL that guards it. */
     c->deadline = ol_deadline(ol_now(), srv->cfg.header_timeout);
     ol_conn_register(srv, c);
-    c->handle = ol_reactor_add(&srv->reactor, fd, OL_H_CONN, c, c->events);
-    if (c->handle == 0) {
+    /* Last: once the socket is in the set, a pool thread may serve it (and
+     * re-arm it with c->handle, which ol_reactor_add stores first). */
+    if (ol_reactor_add(&srv->reactor, fd, OL_H_CONN, c, c->events, &c->handle) < 0) {
         ol_conn_abort(c);
         return NULL;
     }

@@ -62,31 +62,38 @@ static void retire_slot(ol_reactor *r, uint32_t i)
     r->free_head = i + 1;
 }
 
-ol_handle ol_reactor_add(ol_reactor *r, int fd, int kind, void *object, uint32_t events)
+int ol_reactor_add(ol_reactor *r, int fd, int kind, void *object, uint32_t events,
+                   ol_handle *handle)
 {
     lock(r);
     int64_t i = take_slot(r);
     if (i < 0) {
         unlock(r);
+        *handle = 0;
         errno = ENOMEM;
-        return 0;
+        return -1;
     }
     ol_slot *s = &r->slots[i];
     s->kind = kind;
     s->u.object = object;
     ol_handle h = HANDLE(i, s->generation);
     unlock(r);
-    /* The slot is live before the fd is in the set, so the first event can
-     * already resolve; if adding fails the slot is retired unused. */
+    /* The slot is live and the handle published before the fd is in the
+     * set, so the first event can already resolve and be acted on (the
+     * store is ordered before the epoll_ctl call, which another thread's
+     * epoll_wait must follow to see the fd); if adding fails the slot is
+     * retired unused. */
+    __atomic_store_n(handle, h, __ATOMIC_RELEASE);
     struct epoll_event ev = {.events = events, .data.u64 = h};
     if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
-        return h;
+        return 0;
     int err = errno;
+    *handle = 0;
     lock(r);
     retire_slot(r, (uint32_t)i);
     unlock(r);
     errno = err;
-    return 0;
+    return -1;
 }
 
 int ol_reactor_modify(ol_reactor *r, int fd, ol_handle h, uint32_t events)
@@ -165,8 +172,8 @@ int ol_reactor_open(ol_reactor *r, int threaded)
     struct itimerspec tick = {{0, TICK_NS}, {0, TICK_NS}};
     if (r->epfd < 0 || r->tickfd < 0 || r->wakefd < 0 ||
         timerfd_settime(r->tickfd, 0, &tick, NULL) < 0 ||
-        (r->tick = ol_reactor_add(r, r->tickfd, OL_H_TICK, r, EPOLLIN)) == 0 ||
-        (r->wake = ol_reactor_add(r, r->wakefd, OL_H_WAKE, r, EPOLLIN)) == 0) {
+        ol_reactor_add(r, r->tickfd, OL_H_TICK, r, EPOLLIN, &r->tick) < 0 ||
+        ol_reactor_add(r, r->wakefd, OL_H_WAKE, r, EPOLLIN, &r->wake) < 0) {
         int err = errno;
         ol_reactor_close(r);
         errno = err;

@@ -82,9 +82,13 @@ static inline int ol_reactor_is_open(const ol_reactor *r)
     return r->epfd >= 0;
 }
 
-/* Register fd for `events` naming (kind, object): the handle, or 0 with
- * errno set (the fd is then not in the set). */
-ol_handle ol_reactor_add(ol_reactor *r, int fd, int kind, void *object, uint32_t events);
+/* Register fd for `events` naming (kind, object). The handle is stored in
+ * *handle before the fd enters the set: from that moment another thread
+ * polling the set can get the fd's events and act on them (re-arm it with
+ * that handle), so the handle must already be where that thread looks.
+ * 0; or -1 with errno set, *handle 0 and the fd not in the set. */
+int ol_reactor_add(ol_reactor *r, int fd, int kind, void *object, uint32_t events,
+                   ol_handle *handle);
 
 /* Change the events of a registered fd. */
 int ol_reactor_modify(ol_reactor *r, int fd, ol_handle h, uint32_t events);

@@ -36,8 +36,10 @@ static void check_removed_handle_does_not_resolve(int threaded)
     CHECK(ol_reactor_open(&r, threaded) == 0, "open");
     int a = ready_fd(), b = ready_fd();
     int obj_a = 1, obj_b = 2, kind;
-    ol_handle ha = ol_reactor_add(&r, a, OL_H_CONN, &obj_a, EPOLLIN);
-    ol_handle hb = ol_reactor_add(&r, b, OL_H_CONN, &obj_b, EPOLLIN);
+    ol_handle ha;
+    CHECK(ol_reactor_add(&r, a, OL_H_CONN, &obj_a, EPOLLIN, &ha) == 0, "add");
+    ol_handle hb;
+    CHECK(ol_reactor_add(&r, b, OL_H_CONN, &obj_b, EPOLLIN, &hb) == 0, "add");
     CHECK(ha != 0 && hb != 0 && ha != hb, "two handles");
     struct epoll_event ev[2];
     CHECK(poll_for(&r, ev, 2) == 2, "both ready in one batch");
@@ -53,7 +55,8 @@ static void check_removed_handle_does_not_resolve(int threaded)
     /* The slot and the fd number are reused: the old event stays stale. */
     int c = ready_fd();
     int obj_c = 3;
-    ol_handle hc = ol_reactor_add(&r, c, OL_H_CONN, &obj_c, EPOLLIN);
+    ol_handle hc;
+    CHECK(ol_reactor_add(&r, c, OL_H_CONN, &obj_c, EPOLLIN, &hc) == 0, "add");
     CHECK(hc != 0 && hc != hb, "a reused slot gets a new generation");
     CHECK(ol_reactor_resolve(&r, &ev[1 - first], &kind) == NULL,
           "an old event never names the slot's next object");
@@ -76,7 +79,7 @@ static void check_handles_survive_table_growth(void)
     for (int i = 0; i < N; i++) {
         fds[i] = ready_fd();
         objects[i] = i;
-        handles[i] = ol_reactor_add(&r, fds[i], OL_H_CONN, &objects[i], EPOLLIN);
+        ok &= ol_reactor_add(&r, fds[i], OL_H_CONN, &objects[i], EPOLLIN, &handles[i]) == 0;
         ok &= handles[i] != 0;
     }
     CHECK(ok, "%d handles", N);

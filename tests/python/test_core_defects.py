@@ -20,8 +20,12 @@ real sockets against a real server process (apps/core_defect_apps.py):
 7. At shutdown, past the pool threads' join timeout: no descriptor a thread
    still uses (its connection's socket, the bridge's eventfd) is closed under
    it, so no write of that thread lands in a file that reused the number.
+8. WSGI: a connection's events can reach another pool thread as soon as its
+   socket is in the epoll set, so its handle must be known before it is
+   added; else the thread that served it re-armed it with no handle and its
+   next request went unanswered until the keep-alive timeout.
 
-6 and 7 widen a window of a few microseconds by preloading
+6, 7 and 8 widen a window of a few microseconds by preloading
 apps/core_defect_delays.c into the server, which pauses one thread at the
 point named (built with the system's C compiler); 6 shows its failure as a
 sanitizer report under scripts/test-py-asan.sh.
@@ -605,6 +609,37 @@ def test_wsgi_pool_poll_window_sees_no_connection_freed_meanwhile(serve, delays)
     finally:
         for c in [*clients, sleeper]:
             c.sock.close()
+
+
+def test_wsgi_connection_served_while_being_admitted_keeps_its_events(serve, delays):
+    """Another pool thread may serve a connection the moment its socket is
+    in the epoll set, while the accepting thread has not yet stored the
+    connection's reactor handle. It re-arms the socket when done, and it
+    used to re-arm it with the handle still unset (0): the next request's
+    event resolved to nothing and was dropped, and the request waited for
+    the keep-alive timeout, which closed the connection under it -- a lost
+    request (seen under reloads: test_zero_loss). The accepting thread is
+    made to pause right after the socket enters the set
+    (core_defect_delays.c); the monitor passes polling to the other thread,
+    which serves the first request; the second must be answered at once."""
+    trigger, env = delays
+    server = serve(f"{APP}:wsgi", *ALONE, "--threads", "2", "--timeout-keep-alive", "30", env=env)
+    assert_serves(server)
+    trigger.write_text("add 500")
+    c = connect(server, timeout=10)
+    try:
+        c.send(get("/p/first"))
+        assert c.response()[2] == b"GET /p/first"
+        server.wait_log("core_defect_delays: a connection's entry into the set")
+        c.send(get("/p/second"))
+        c.sock.settimeout(3)
+        try:
+            status, _, body = c.response()
+        except (TimeoutError, OSError) as exc:
+            pytest.fail(f"the second request on the connection was not answered: {exc!r}")
+        assert (status, body) == (200, b"GET /p/second")
+    finally:
+        c.sock.close()
 
 
 # ---------------------------------------------------------------- 7. fds at shutdown

@@ -17,6 +17,12 @@
  *       eventfd, "socket") sleeps MS milliseconds before it is made: the
  *       window between taking the descriptor in hand and writing to it.
  *       Once: the file is removed then.
+ *   add MS
+ *       the next epoll_ctl(EPOLL_CTL_ADD) of a connected socket (a
+ *       connection entering the set) sleeps MS milliseconds after it is
+ *       made, before returning: the window between the descriptor being in
+ *       the set (another thread may get its events) and the caller's
+ *       next step. Once: the file is removed then.
  *
  * Each pause is said on stderr ("core_defect_delays: ..."), so a test can
  * check that the window was opened.
@@ -38,6 +44,7 @@
 #include <unistd.h>
 
 static int (*real_epoll_wait)(int, struct epoll_event *, int, int);
+static int (*real_epoll_ctl)(int, int, int, struct epoll_event *);
 static ssize_t (*real_write)(int, const void *, size_t);
 static ssize_t (*real_writev)(int, const struct iovec *, int);
 static ssize_t (*real_send)(int, const void *, size_t, int);
@@ -56,9 +63,12 @@ static void find_real(void)
             (int (*)(int, struct epoll_event *, int, int))dlsym(RTLD_NEXT, "epoll_wait");
     if (real_write == NULL)
         real_write = (ssize_t(*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+    if (real_epoll_ctl == NULL)
+        real_epoll_ctl =
+            (int (*)(int, int, int, struct epoll_event *))dlsym(RTLD_NEXT, "epoll_ctl");
 }
 
-/* What the trigger file asks for: 1 = poll, 2 = write; 0 = nothing. */
+/* What the trigger file asks for: 1 = poll, 2 = write, 3 = add; 0 = nothing. */
 static int read_trigger(long *tid, long *ms, char *kind)
 {
     const char *path = getenv("ONELOOP_TEST_DELAY");
@@ -77,6 +87,8 @@ static int read_trigger(long *tid, long *ms, char *kind)
         return 1;
     if (sscanf(buf, "write %ld %ld %15s", tid, ms, kind) == 3)
         return 2;
+    if (sscanf(buf, "add %ld", ms) == 1)
+        return 3;
     return 0;
 }
 
@@ -167,4 +179,26 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     find_real();
     maybe_pause_write(fd, -1);
     return real_sendmsg(fd, msg, flags);
+}
+
+/* A connected socket: a socket that is not listening. */
+static int is_connection(int fd)
+{
+    int listening = 0;
+    socklen_t len = sizeof(listening);
+    return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && !listening;
+}
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
+{
+    find_real();
+    int r = real_epoll_ctl(epfd, op, fd, event);
+    long tid = 0, ms = 0;
+    char kind[16];
+    if (r == 0 && op == EPOLL_CTL_ADD && read_trigger(&tid, &ms, kind) == 3 && is_connection(fd)) {
+        unlink(getenv("ONELOOP_TEST_DELAY")); /* once */
+        sleep_ms(ms);
+        say("a connection's entry into the set", fd, ms);
+    }
+    return r;
 }
