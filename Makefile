@@ -84,19 +84,24 @@ example:
 test: deps
 	$(MAKE) --no-print-directory lint
 	@mkdir -p $(BUILD)
-	@$(MAKE) --no-print-directory test-autobahn > $(BUILD)/test-autobahn.log 2>&1 & autobahn=$$!; \
+	@timed() { start=$$SECONDS; "$$@"; code=$$?; echo "== $$* took $$((SECONDS - start)) s"; return $$code; }; \
+	start=$$SECONDS; \
+	$(MAKE) --no-print-directory test-autobahn > $(BUILD)/test-autobahn.log 2>&1 & autobahn=$$!; \
 	echo "test-autobahn: running beside the C tests, fuzzing and test-dist (pid $$autobahn)"; \
 	status=0; \
-	{ $(MAKE) --no-print-directory test-c && $(MAKE) --no-print-directory fuzz && \
-	  $(MAKE) --no-print-directory diff-fuzz && $(MAKE) --no-print-directory test-dist && \
-	  $(MAKE) --no-print-directory test-py-asan-core && \
-	  scripts/test-py-versions.sh --setup-only $(PY_VERSIONS); } || status=$$?; \
+	{ timed $(MAKE) --no-print-directory test-c && timed $(MAKE) --no-print-directory fuzz && \
+	  timed $(MAKE) --no-print-directory diff-fuzz && timed $(MAKE) --no-print-directory test-dist && \
+	  timed $(MAKE) --no-print-directory test-py-asan-core && \
+	  timed scripts/test-py-versions.sh --setup-only $(PY_VERSIONS); } || status=$$?; \
 	wait $$autobahn; autobahn_status=$$?; \
-	echo "== test-autobahn (exit status $$autobahn_status)"; tail -30 $(BUILD)/test-autobahn.log; \
+	echo "== test-autobahn (exit status $$autobahn_status) done at $$((SECONDS - start)) s"; \
+	tail -30 $(BUILD)/test-autobahn.log; \
 	[ $$status -eq 0 ] && [ $$autobahn_status -eq 0 ]
-	$(MAKE) --no-print-directory test-py \
-		PYTEST_ARGS="--ignore=tests/python/test_autobahn.py -m 'not asan_stress'"
-	$(MAKE) --no-print-directory test-py-versions
+	@start=$$SECONDS; $(MAKE) --no-print-directory test-py \
+		PYTEST_ARGS="--ignore=tests/python/test_autobahn.py -m 'not asan_stress'"; \
+	code=$$?; echo "== test-py took $$((SECONDS - start)) s"; exit $$code
+	@start=$$SECONDS; $(MAKE) --no-print-directory test-py-versions; \
+	code=$$?; echo "== test-py-versions took $$((SECONDS - start)) s"; exit $$code
 
 # ---------------------------------------------------------------- wire layer
 
