@@ -24,6 +24,12 @@
 
 #include <string.h>
 
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>
+#define Py_T_PYSSIZET T_PYSSIZET
+#define Py_READONLY   READONLY
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* Ready: an awaitable whose result is known when it is created.            */
 
@@ -455,10 +461,149 @@ static PyObject *asgi_send(ol_req *r, PyObject *message)
     return NULL;
 }
 
-static PyMethodDef receive_def = {"receive", (PyCFunction)asgi_receive, METH_NOARGS,
-                                  "Await the next ASGI message from the client."};
-static PyMethodDef send_def = {"send", (PyCFunction)asgi_send, METH_O,
-                               "Send an ASGI message to the client."};
+/* ------------------------------------------------------------------------ */
+/* The receive and send callables the app gets                              */
+
+/*
+ * One small object each, holding its request: 48 bytes (the collector's
+ * header included) where a bound built-in method takes 72. An app holds
+ * both for as long as it runs, a whole WebSocket session. Called through
+ * vectorcall, as a built-in method is; __self__ (the Request) and __name__
+ * are a bound method's.
+ */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    ol_req *req; /* strong; NULL once cleared by the collector */
+} ol_channel;
+
+static ol_req *channel_req(PyObject *self, size_t nargsf, PyObject *kwnames, Py_ssize_t nargs)
+{
+    ol_channel *ch = (ol_channel *)self;
+    const char *name = nargs ? "send" : "receive";
+    if (PyVectorcall_NARGS(nargsf) != nargs || (kwnames && PyTuple_GET_SIZE(kwnames) > 0)) {
+        PyErr_Format(PyExc_TypeError,
+                     nargs ? "%s() takes exactly one argument" : "%s() takes no arguments", name);
+        return NULL;
+    }
+    if (ch->req == NULL)
+        PyErr_Format(PyExc_RuntimeError, "%s() of a request that no longer exists", name);
+    return ch->req;
+}
+
+static PyObject *receive_call(PyObject *self, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames)
+{
+    (void)args;
+    ol_req *r = channel_req(self, nargsf, kwnames, 0);
+    if (r == NULL)
+        return NULL;
+    return (r->flags & REQ_WEBSOCKET) ? ol_asgi_ws_receive(r) : asgi_receive(r, NULL);
+}
+
+static PyObject *send_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    ol_req *r = channel_req(self, nargsf, kwnames, 1);
+    if (r == NULL)
+        return NULL;
+    return (r->flags & REQ_WEBSOCKET) ? ol_asgi_ws_send(r, args[0]) : asgi_send(r, args[0]);
+}
+
+static int channel_traverse(ol_channel *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT((PyObject *)self->req);
+    return 0;
+}
+
+static int channel_clear(ol_channel *self)
+{
+    Py_CLEAR(self->req);
+    return 0;
+}
+
+static void channel_dealloc(ol_channel *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    channel_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyObject *channel_get_self(ol_channel *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(self->req ? (PyObject *)self->req : Py_None);
+}
+
+static PyObject *channel_get_name(ol_channel *self, void *closure)
+{
+    (void)closure;
+    return PyUnicode_FromString(self->vectorcall == receive_call ? "receive" : "send");
+}
+
+static PyGetSetDef channel_getset[] = {
+    {"__self__", (getter)channel_get_self, NULL, "The Request it belongs to.", NULL},
+    {"__name__", (getter)channel_get_name, NULL, "receive or send.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef channel_members[] = {
+    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(ol_channel, vectorcall), Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot receive_slots[] = {
+    {Py_tp_doc, "receive(): await the next ASGI event."},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_getset, channel_getset},
+    {Py_tp_members, channel_members},
+    {Py_tp_traverse, channel_traverse},
+    {Py_tp_clear, channel_clear},
+    {Py_tp_dealloc, channel_dealloc},
+    {0, NULL},
+};
+
+static PyType_Slot send_slots[] = {
+    {Py_tp_doc, "send(message): send an ASGI message."},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_getset, channel_getset},
+    {Py_tp_members, channel_members},
+    {Py_tp_traverse, channel_traverse},
+    {Py_tp_clear, channel_clear},
+    {Py_tp_dealloc, channel_dealloc},
+    {0, NULL},
+};
+
+#define CHANNEL_FLAGS                                                                              \
+    (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |                          \
+     Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_HAVE_VECTORCALL)
+
+static PyType_Spec receive_spec = {
+    .name = "oneloop._core.Receive",
+    .basicsize = sizeof(ol_channel),
+    .flags = CHANNEL_FLAGS,
+    .slots = receive_slots,
+};
+
+static PyType_Spec send_spec = {
+    .name = "oneloop._core.Send",
+    .basicsize = sizeof(ol_channel),
+    .flags = CHANNEL_FLAGS,
+    .slots = send_slots,
+};
+
+static PyObject *channel_new(PyTypeObject *type, vectorcallfunc call, ol_req *r)
+{
+    ol_channel *ch = PyObject_GC_New(ol_channel, type);
+    if (ch == NULL)
+        return NULL;
+    ch->vectorcall = call;
+    ch->req = (ol_req *)Py_NewRef((PyObject *)r);
+    PyObject_GC_Track(ch);
+    return (PyObject *)ch;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Events from the connection                                               */
@@ -551,10 +696,10 @@ static void asgi_on_drain(ol_req *r)
 /* ------------------------------------------------------------------------ */
 /* The scope                                                                */
 
-/* Lower-cased header name, shared for the common ones. */
-static PyObject *header_name(ol_state *st, ol_span name)
+/* Lower-cased header name, shared for the common ones (known: its index
+ * in st->header_names, or -1). */
+static PyObject *header_name(ol_state *st, int known, ol_span name)
 {
-    int known = ol_common_header(st, name);
     if (known >= 0)
         return Py_NewRef(st->header_names[known]);
     PyObject *b = PyBytes_FromStringAndSize(name.base, (Py_ssize_t)name.len);
@@ -567,19 +712,49 @@ static PyObject *header_name(ol_state *st, ol_span name)
     return b;
 }
 
+/* Values at most this long of a common header share their (name, value)
+ * pair with the last request that sent the same. */
+#define SHARED_VALUE_MAX 64
+
+/*
+ * One (name, value) pair of scope["headers"]. A field with a common name
+ * and a short value (Host, Upgrade, Connection, Sec-WebSocket-Version,
+ * User-Agent, Accept, ...) is usually the same from request to request:
+ * the last pair made for each common name is kept, and a request that
+ * sends the same value gets that pair rather than a tuple and a bytes
+ * object of its own (both are immutable). An idle WebSocket holds its
+ * headers for the whole session: about 100 bytes less for each field
+ * shared.
+ */
+static PyObject *header_pair(ol_state *st, const ol_header *f)
+{
+    int known = ol_common_header(st, f->name);
+    int shared = known >= 0 && f->value.len <= SHARED_VALUE_MAX;
+    PyObject *last = shared ? st->header_pairs[known] : NULL;
+    if (last != NULL) {
+        PyObject *v = PyTuple_GET_ITEM(last, 1);
+        if ((size_t)PyBytes_GET_SIZE(v) == f->value.len &&
+            memcmp(PyBytes_AS_STRING(v), f->value.base, f->value.len) == 0)
+            return Py_NewRef(last);
+    }
+    PyObject *name = header_name(st, known, f->name);
+    PyObject *value =
+        name ? PyBytes_FromStringAndSize(f->value.base, (Py_ssize_t)f->value.len) : NULL;
+    PyObject *pair = value ? PyTuple_Pack(2, name, value) : NULL;
+    Py_XDECREF(name);
+    Py_XDECREF(value);
+    if (pair != NULL && shared)
+        Py_XSETREF(st->header_pairs[known], Py_NewRef(pair));
+    return pair;
+}
+
 static PyObject *scope_headers(ol_state *st, const ol_request *h)
 {
     PyObject *list = PyList_New((Py_ssize_t)h->num_headers);
     if (list == NULL)
         return NULL;
     for (size_t i = 0; i < h->num_headers; i++) {
-        PyObject *name = header_name(st, h->headers[i].name);
-        PyObject *value = name ? PyBytes_FromStringAndSize(h->headers[i].value.base,
-                                                           (Py_ssize_t)h->headers[i].value.len)
-                               : NULL;
-        PyObject *pair = value ? PyTuple_Pack(2, name, value) : NULL;
-        Py_XDECREF(name);
-        Py_XDECREF(value);
+        PyObject *pair = header_pair(st, &h->headers[i]);
         if (pair == NULL) {
             Py_DECREF(list);
             return NULL;
@@ -859,9 +1034,9 @@ static PyObject *as_steppable(PyObject *awaitable)
 static void start_app(ol_conn *c, ol_req *r, PyObject *scope)
 {
     ol_server *srv = c->server;
-    int ws = (r->flags & REQ_WEBSOCKET) != 0;
-    PyObject *receive = PyCFunction_New(ws ? &ol_asgi_ws_receive_def : &receive_def, (PyObject *)r);
-    PyObject *send = PyCFunction_New(ws ? &ol_asgi_ws_send_def : &send_def, (PyObject *)r);
+    ol_state *st = srv->state;
+    PyObject *receive = channel_new(st->receive_type, receive_call, r);
+    PyObject *send = receive ? channel_new(st->send_type, send_call, r) : NULL;
     PyObject *coro = (receive && send) ? call_app(srv, scope, receive, send) : NULL;
     Py_XDECREF(receive);
     Py_XDECREF(send);
@@ -939,7 +1114,10 @@ int ol_asgi_init_types(PyObject *module, ol_state *st)
 {
     st->ready_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ready_spec, NULL);
     st->driver_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &ol_driver_spec, NULL);
-    if (st->ready_type == NULL || st->driver_type == NULL)
+    st->receive_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &receive_spec, NULL);
+    st->send_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &send_spec, NULL);
+    if (st->ready_type == NULL || st->driver_type == NULL || st->receive_type == NULL ||
+        st->send_type == NULL)
         return -1;
     st->done = ready_new(st, Py_NewRef(Py_None));
     return st->done == NULL ? -1 : 0;

@@ -35,7 +35,8 @@ PyObject *ol_asgi_send_start(ol_req *r, PyObject *message); /* http.response.sta
 PyObject *ol_asgi_send_body(ol_req *r, PyObject *message);  /* http.response.body */
 
 /* The websocket scope (asgi_ws.c). */
-extern PyMethodDef ol_asgi_ws_receive_def, ol_asgi_ws_send_def;
+PyObject *ol_asgi_ws_receive(ol_req *r);                 /* the app's receive() */
+PyObject *ol_asgi_ws_send(ol_req *r, PyObject *message); /* the app's send(message) */
 int ol_asgi_ws_scope(ol_req *r, PyObject *scope);
 int ol_asgi_ws_finished(ol_req *r, PyObject *exc);
 void ol_asgi_ws_disconnected(ol_req *r);

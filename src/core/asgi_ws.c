@@ -118,9 +118,8 @@ void ol_asgi_ws_end(ol_req *r)
 /* ------------------------------------------------------------------------ */
 /* receive()                                                                */
 
-static PyObject *ws_receive(ol_req *r, PyObject *unused)
+PyObject *ol_asgi_ws_receive(ol_req *r)
 {
-    (void)unused;
     ol_state *st = r->server->state;
     if (r->receive_waiter != NULL && ol_future_is_done(r->receive_waiter))
         Py_CLEAR(r->receive_waiter);
@@ -364,7 +363,7 @@ static PyObject *send_response(ol_req *r, PyObject *message, int start)
     return ol_asgi_send_body(r, message);
 }
 
-static PyObject *ws_send(ol_req *r, PyObject *message)
+PyObject *ol_asgi_ws_send(ol_req *r, PyObject *message)
 {
     ol_state *st = r->server->state;
     PyObject *type = ol_asgi_message_type(st, message);
@@ -383,11 +382,6 @@ static PyObject *ws_send(ol_req *r, PyObject *message)
     PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message type %R", type);
     return NULL;
 }
-
-PyMethodDef ol_asgi_ws_receive_def = {"receive", (PyCFunction)ws_receive, METH_NOARGS,
-                                      "Await the next ASGI websocket event."};
-PyMethodDef ol_asgi_ws_send_def = {"send", (PyCFunction)ws_send, METH_O,
-                                   "Send an ASGI websocket message."};
 
 /* ------------------------------------------------------------------------ */
 /* The scope's own keys, and the end of the app                             */

@@ -85,6 +85,19 @@ void ol_conn_decref(ol_conn *c)
     free(c);
 }
 
+/* The host of a client address as str. Connections from one address (a
+ * proxy's, a load balancer's, or a client's many) share one object. */
+static PyObject *client_host(ol_server *srv, const char *host)
+{
+    PyObject *last = srv->conns.last_host;
+    if (last != NULL && PyUnicode_CompareWithASCIIString(last, host) == 0)
+        return Py_NewRef(last);
+    PyObject *s = PyUnicode_FromString(host);
+    if (s != NULL)
+        Py_XSETREF(srv->conns.last_host, Py_NewRef(s));
+    return s;
+}
+
 /* The client's address as scope["client"] wants it: (host, port), or None
  * for UNIX sockets. Cached on the connection. Needs the GIL. */
 PyObject *ol_conn_client(ol_conn *c)
@@ -100,7 +113,8 @@ PyObject *ol_conn_client(ol_conn *c)
         const void *addr = mapped ? c->peer_addr + 12 : c->peer_addr;
         if (inet_ntop(mapped ? AF_INET : c->peer_family, addr, host, sizeof(host)) == NULL)
             strcpy(host, "?");
-        c->client = Py_BuildValue("(si)", host, (int)c->peer_port);
+        PyObject *h = client_host(c->server, host);
+        c->client = h ? Py_BuildValue("(Ni)", h, (int)c->peer_port) : NULL;
     } else {
         c->client = Py_NewRef(Py_None);
     }

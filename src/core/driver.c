@@ -338,6 +338,32 @@ PyType_Spec ol_driver_spec = {
 /* ------------------------------------------------------------------------ */
 /* The interface for the server                                             */
 
+/*
+ * The host task of d. Its own context is never the one a coroutine runs in
+ * (each gets its own, entered by run()), so with the loop's own task
+ * factory all host tasks share the server's one context rather than each
+ * holding a copy (64 bytes a connection). A task factory of the app's may
+ * not take a context: it is called as before.
+ */
+static PyObject *create_host_task(ol_server *srv, ol_driver *d)
+{
+    PyObject *factory = PyObject_CallMethod(srv->loop, "get_task_factory", NULL);
+    if (factory == NULL)
+        return NULL;
+    int shared = factory == Py_None && srv->task_context != NULL;
+    Py_DECREF(factory);
+    if (!shared)
+        return PyObject_CallMethod(srv->loop, "create_task", "O", d);
+    ol_state *st = srv->state;
+    PyObject *args[3] = {srv->loop, (PyObject *)d, srv->task_context};
+    PyObject *kwnames = PyTuple_Pack(1, st->s_context);
+    if (kwnames == NULL)
+        return NULL;
+    PyObject *task = PyObject_VectorcallMethod(st->s_create_task, args, 2, kwnames);
+    Py_DECREF(kwnames);
+    return task;
+}
+
 ol_driver *ol_driver_new(ol_server *srv)
 {
     ol_driver *d = PyObject_GC_New(ol_driver, srv->state->driver_type);
@@ -347,7 +373,7 @@ ol_driver *ol_driver_new(ol_server *srv)
     d->server = (ol_server *)Py_NewRef(srv);
     d->keep = 1;
     PyObject_GC_Track(d);
-    d->task = PyObject_CallMethod(srv->loop, "create_task", "O", d);
+    d->task = create_host_task(srv, d);
     if (d->task == NULL) {
         Py_DECREF(d);
         return NULL;

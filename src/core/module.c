@@ -325,6 +325,8 @@ static const char *const interned_names[] = {
     "trailers",
     "more_trailers",
     "http.response.trailers",
+    "context",
+    "create_task",
 };
 
 static PyObject **interned_slots(ol_state *st, size_t i)
@@ -387,6 +389,8 @@ static PyObject **interned_slots(ol_state *st, size_t i)
         &st->s_trailers,
         &st->s_more_trailers,
         &st->s_http_response_trailers,
+        &st->s_context,
+        &st->s_create_task,
     };
     return slots[i];
 }
@@ -430,6 +434,10 @@ static const char *const common_headers[] = {
     "upgrade",
     "x-request-id",
     "traceparent",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
 };
 
 static const char *const method_names[] = {
@@ -622,6 +630,8 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->request_type);
     Py_VISIT(st->driver_type);
     Py_VISIT(st->ready_type);
+    Py_VISIT(st->receive_type);
+    Py_VISIT(st->send_type);
     Py_VISIT(st->input_type);
     Py_VISIT(st->file_wrapper_type);
     Py_VISIT(st->call_type);
@@ -643,6 +653,8 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->request_type);
     Py_CLEAR(st->driver_type);
     Py_CLEAR(st->ready_type);
+    Py_CLEAR(st->receive_type);
+    Py_CLEAR(st->send_type);
     Py_CLEAR(st->input_type);
     Py_CLEAR(st->file_wrapper_type);
     Py_CLEAR(st->call_type);
@@ -668,6 +680,7 @@ static int module_clear(PyObject *module)
     for (int i = 0; i < st->n_header_names; i++) {
         Py_CLEAR(st->header_names[i]);
         Py_CLEAR(st->header_env[i]);
+        Py_CLEAR(st->header_pairs[i]);
     }
     for (size_t i = 0; i < OL_ENV_COUNT; i++)
         Py_CLEAR(st->env[i]);

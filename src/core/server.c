@@ -383,7 +383,8 @@ static PyObject *server_start(ol_server *srv, PyObject *unused)
     /* Requests start from a copy of this context, never from whatever
      * context happens to be current when the loop calls us. */
     srv->base_context = PyContext_CopyCurrent();
-    if (srv->base_context == NULL)
+    srv->task_context = srv->base_context ? PyContext_CopyCurrent() : NULL;
+    if (srv->task_context == NULL)
         return NULL;
     if (ol_bridge_open(srv) < 0) {
         if (!PyErr_Occurred())
@@ -577,7 +578,9 @@ static int server_traverse(ol_server *srv, visitproc visit, void *arg)
     Py_VISIT(srv->proxy_trusted);
     Py_VISIT(srv->create_future);
     Py_VISIT(srv->conns.run_pending);
+    Py_VISIT(srv->conns.last_host);
     Py_VISIT(srv->base_context);
+    Py_VISIT(srv->task_context);
     Py_VISIT(srv->bridge.drivers);
     Py_VISIT(srv->gate);
     Py_VISIT(srv->idle_drivers);
@@ -601,7 +604,9 @@ static int server_clear(ol_server *srv)
     Py_CLEAR(srv->proxy_trusted);
     Py_CLEAR(srv->create_future);
     Py_CLEAR(srv->conns.run_pending);
+    Py_CLEAR(srv->conns.last_host);
     Py_CLEAR(srv->base_context);
+    Py_CLEAR(srv->task_context);
     Py_CLEAR(srv->watch.on_stall);
     Py_CLEAR(srv->idle_drivers);
     Py_CLEAR(srv->gate);

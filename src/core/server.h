@@ -114,6 +114,7 @@ struct ol_server {
         ol_conn *pending;      /* event loop: to process on the next loop turn */
         PyObject *run_pending; /* bound _run_pending, handed to loop.call_soon */
         int scheduled;
+        PyObject *last_host; /* the host (str) of the last client address made (GIL) */
     } conns;
 
     /* HTTP/1.1 on the event loop (h1.c). */
@@ -126,6 +127,7 @@ struct ol_server {
     PyObject *loop;
     PyObject *create_future; /* loop.create_future */
     PyObject *base_context;  /* contextvars context at start(); each request gets a copy */
+    PyObject *task_context;  /* the context every host task is created with (driver.c) */
     PyObject *root_path;     /* str */
     PyObject *root_path_bytes;
     PyObject *asgi_info;      /* scope["asgi"] */

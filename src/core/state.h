@@ -67,6 +67,8 @@ typedef struct ol_state {
     PyTypeObject *request_type;
     PyTypeObject *driver_type;
     PyTypeObject *ready_type;
+    PyTypeObject *receive_type; /* the app's receive() and send() (asgi.c) */
+    PyTypeObject *send_type;
     PyTypeObject *input_type;
     PyTypeObject *file_wrapper_type;
     PyTypeObject *call_type;
@@ -98,12 +100,15 @@ typedef struct ol_state {
         *s_ws_http_response;
     /* ... of http.response.trailers (HTTP/2). */
     PyObject *s_trailers, *s_more_trailers, *s_http_response_trailers;
+    /* ... and of the host tasks' creation (driver.c). */
+    PyObject *s_context, *s_create_task;
     /* ... and of the bridge's attribute lookups. */
     PyObject *s_thread_id, *s_ready, *s_scheduled, *s_debug, *s_write_to_self, *s_thread_executor,
         *s_set_running_or_notify_cancel, *s_set_result, *s_set_exception;
     PyObject *methods[16];      /* the common methods as str, by enum ol_method */
     PyObject *header_names[48]; /* lower-cased bytes of common header names */
     PyObject *header_env[48];   /* ... and their environ keys (HTTP_HOST, ...) */
+    PyObject *header_pairs[48]; /* ... the last (name, value) made of each (asgi.c), or NULL */
     int n_header_names;
     int16_t header_slots[OL_HEADER_SLOTS]; /* hash table: index + 1 into header_names */
     PyObject *env[OL_ENV_COUNT];           /* interned environ keys and constant values */

@@ -1,7 +1,7 @@
 """ASGI WebSocket apps for test_websocket.py.
 
 `app` routes on the first path segment (after the root path): /scope,
-/echo, /accept, /reject, /end, /stall, /flood, and /edge (for
+/echo, /accept, /reject, /end, /stall, /flood, /held, and /edge (for
 test_websocket_edges.py). What an app cannot tell the client over the
 socket (the client is gone) it appends as JSON lines to the file named by
 the X-Record header. Lifespan startup puts a token in the
@@ -9,8 +9,11 @@ state every connection's scope gets a copy of.
 """
 
 import asyncio
+import contextvars
+import gc
 import json
 import os
+import sys
 import time
 from urllib.parse import parse_qsl
 
@@ -269,6 +272,39 @@ async def edge(scope, receive, send, rec):
         step(event="message", **_received(m))
 
 
+_HELD: list[dict] = []  # what the open /held sessions hold, oldest first
+
+
+async def held(scope, receive, send, rec):
+    """Accepts and tells what this session holds beside the last /held
+    session still open: which header pairs and client host are the same
+    objects, whether their host tasks share a context, and the sizes of
+    receive and send. Then waits for the client to go."""
+    assert (await receive())["type"] == "websocket.connect"
+    task = asyncio.current_task()
+    mine = {
+        "scope": scope,
+        "contexts": [o for o in gc.get_referents(task) if isinstance(o, contextvars.Context)],
+    }
+    report = {"channels": [sys.getsizeof(receive), sys.getsizeof(send)]}
+    if _HELD:
+        last = _HELD[-1]
+        report["shared_headers"] = sorted(
+            a[0].decode() for a in scope["headers"] for b in last["scope"]["headers"] if a is b
+        )
+        report["shared_client_host"] = scope["client"][0] is last["scope"]["client"][0]
+        report["shared_task_context"] = any(
+            a is b for a in mine["contexts"] for b in last["contexts"]
+        )
+    _HELD.append(mine)
+    try:
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": json.dumps(report)})
+        await _until_disconnect(receive, rec)
+    finally:
+        _HELD.remove(mine)
+
+
 ROUTES = {
     "scope": scope_route,
     "echo": echo,
@@ -278,6 +314,7 @@ ROUTES = {
     "stall": stall,
     "flood": flood,
     "edge": edge,
+    "held": held,
 }
 
 
