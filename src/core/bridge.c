@@ -466,8 +466,11 @@ static void run_call(ol_server *srv, ol_call *call, ol_handback *executor, ol_re
     if (srv->gate == NULL || !start_here(srv, call))
         wake_loop = enqueue(srv, call, 0);
     int reason = 0;
-    if (!__atomic_load_n(&call->done, __ATOMIC_ACQUIRE))
+    if (!__atomic_load_n(&call->done, __ATOMIC_ACQUIRE)) {
+        if (r != NULL)
+            ol_wsgi_send_gathered(r); /* nothing gathered waits on the loop */
         reason = wait_call(srv, call, executor, wake_loop, client_fd, timeout);
+    }
     if (!reason) {
         ol_meter_observe(&srv->meter, &srv->meter.m->bridge, (uint64_t)((ol_now() - began) * 1e6));
         return;

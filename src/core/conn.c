@@ -537,6 +537,13 @@ static int set_nonblocking(int fd, int on)
 
 int ol_conn_lend(ol_conn *c)
 {
+    /* Responses gathered before it (pipelined requests) go out first: the
+     * app's bytes must not overtake them. */
+    ol_conn_uncork(c);
+    if (c->flags & CONN_CLOSED) {
+        errno = EPIPE;
+        return -1;
+    }
     int fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0)
         return -1;
@@ -761,20 +768,30 @@ static int writev_blocking(ol_conn *c, struct iovec *iov, int n)
     return 0;
 }
 
-/* The blocking write of a thread that owns its connection: output left
- * over from before it took the connection first, then the iovecs, in
- * batches (writev_blocking consumes its copy as it goes). */
+/* The blocking write of a thread that owns its connection: the output
+ * pending (left over from before it took the connection, or gathered while
+ * corked) and the first iovecs in one call, then the rest in batches
+ * (writev_blocking consumes its copy as it goes). On failure the pending
+ * output is dropped: the connection is done for, and what went out of it
+ * is not known. */
 static int write_blocking(ol_conn *c, const struct iovec *iov, int n)
 {
-    if (ol_conn_pending(c) > 0) {
-        struct iovec pending = {c->wbuf + c->woff, ol_conn_pending(c)};
-        if (writev_blocking(c, &pending, 1) < 0)
-            return -1;
-        c->woff = c->wlen = 0;
-    }
     enum { BATCH = 16 };
-    struct iovec copy[BATCH];
-    for (int done = 0; done < n;) {
+    struct iovec copy[1 + BATCH];
+    int done = 0;
+    size_t pending = ol_conn_pending(c);
+    if (pending > 0) {
+        int k = n < BATCH ? n : BATCH;
+        copy[0] = (struct iovec){c->wbuf + c->woff, pending};
+        if (k > 0)
+            memcpy(copy + 1, iov, (size_t)k * sizeof(*iov));
+        int e = writev_blocking(c, copy, 1 + k);
+        c->woff = c->wlen = 0;
+        if (e < 0)
+            return -1;
+        done = k;
+    }
+    while (done < n) {
         int k = n - done < BATCH ? n - done : BATCH;
         memcpy(copy, iov + done, (size_t)k * sizeof(*iov));
         if (writev_blocking(c, copy, k) < 0)
@@ -824,13 +841,13 @@ int ol_conn_raw_writev(ol_conn *c, const struct iovec *iov, int n)
 {
     if (c->flags & CONN_CLOSED)
         return -1;
-    if (c->flags & CONN_BLOCKING)
-        return write_blocking(c, iov, n);
     size_t total = 0;
     for (int i = 0; i < n; i++)
         total += iov[i].iov_len;
     if ((c->flags & CONN_CORKED) && ol_conn_pending(c) + total <= CORK_MAX)
         return append_output(c, iov, n, 0); /* goes out with the rest at ol_conn_uncork() */
+    if (c->flags & CONN_BLOCKING) /* what the cork held goes out first, in the same call */
+        return write_blocking(c, iov, n);
     size_t written = 0;
     if (ol_conn_pending(c) == 0 || (c->flags & CONN_CORKED)) {
         ssize_t w = send_after_pending(c, iov, n);
@@ -884,7 +901,11 @@ void ol_conn_uncork(ol_conn *c)
     c->flags &= ~CONN_CORKED;
     if ((c->flags & CONN_CLOSED) || ol_conn_pending(c) == 0)
         return;
-    int r = ol_conn_flush(c);
+    /* A blocking holder waits for the client to take it all, as its
+     * writes do; anyone else leaves what the socket refuses to the
+     * reactor. */
+    int r =
+        (c->flags & CONN_BLOCKING) ? (write_blocking(c, NULL, 0) < 0 ? -1 : 1) : ol_conn_flush(c);
     if (r < 0) {
         ol_conn_abort(c);
     } else if (r == 1) {

@@ -175,7 +175,9 @@ int ol_conn_wait_writable(ol_conn *c);
 int ol_conn_wait_readable(ol_conn *c, double timeout);
 /* Gather small writes (up to 64 KiB) instead of sending each, then send
  * them in one call; uncorking may close the connection (a send error) or
- * find the output drained (the protocol is told). Non-blocking writers. */
+ * find the output drained (the protocol is told). A blocking holder's
+ * uncork waits for the client to take it all (GIL held, released while it
+ * waits); so does a write that would pass the limit. */
 void ol_conn_cork(ol_conn *c);
 void ol_conn_uncork(ol_conn *c);
 static inline size_t ol_conn_pending(const ol_conn *c)
@@ -189,7 +191,8 @@ static inline size_t ol_conn_pending(const ol_conn *c)
 void ol_conn_schedule(ol_conn *c);
 PyObject *ol_conns_run_pending(ol_server *srv, PyObject *unused);
 /*
- * Lend the socket to the app that takes the connection over: a duplicate
+ * Lend the socket to the app that takes the connection over (output
+ * gathered before goes out first): a duplicate
  * descriptor (close-on-exec), which the caller hands on and never closes
  * once handed, and the socket made blocking -- the mode belongs to the
  * socket, so both descriptors share it. Until ol_conn_take_back() the

@@ -269,6 +269,11 @@ static int h2c_upgrade(ol_conn *c, const ol_request *h, size_t head_len)
     if (!only_field(h, "http2-settings", &settings) || !only_field(h, "connection", &connection) ||
         !has_token(connection, "http2-settings"))
         return 0;
+    if (c->flags & CONN_BLOCKING) { /* a pool thread's HTTP/2 is not gathered */
+        ol_conn_uncork(c);
+        if (c->flags & CONN_CLOSED)
+            return -1;
+    }
     return ol_h2_upgrade(c, h, settings, head_len);
 }
 
@@ -416,6 +421,12 @@ static int begin_exchange(ol_conn *c, const ol_request *h, size_t head_len,
         r->flags |= REQ_CONTINUE;
     c->request = (ol_req *)Py_NewRef(r);
     ol_conn_set_phase(c, OL_PHASE_APP);
+    /* A pool thread gathers only while a later request is already here:
+     * the last response of a read is written as the app makes it (taking
+     * along what was gathered), as an unpipelined one always is. */
+    if ((c->flags & CONN_BLOCKING) &&
+        c->rlen <= (c->body_framing == OL_BODY_LENGTH ? c->body_left : 0))
+        c->flags &= ~CONN_CORKED;
     srv->handler->run(r);
     srv->handler->release(r);
     return 0;
@@ -572,11 +583,12 @@ void ol_h1_process(ol_conn *c, PyThreadState **ts)
     if (switched(c, ts))
         return;
     c->flags |= CONN_PROCESSING;
-    /* On the event loop the responses to pipelined requests are gathered
-     * and leave together (a pool thread writes as the app runs: it may
-     * block on the client, and must not hold a 100 Continue back). */
-    if (ts == NULL)
-        ol_conn_cork(c);
+    /* The responses to pipelined requests are gathered and leave together:
+     * at 64 KiB, after the last request the buffer holds, and before
+     * anything that waits for the client or writes past the buffer (a
+     * pool thread's wait for body bytes, sendfile, a streamed body, the
+     * socket lent to the app, a call to the loop). */
+    ol_conn_cork(c);
     while (!(c->flags & CONN_CLOSING) && c->proto == &ol_h1_protocol) {
         if (!c->body_done || c->request != NULL) {
             if (feed_body(c, ts) <= 0)
@@ -600,6 +612,14 @@ void ol_h1_process(ol_conn *c, PyThreadState **ts)
         ol_conn_uncork(c);
         if (c->rlen == 0 && !(c->flags & CONN_CLOSED))
             ol_conn_release_idle_buffers(c);
+    } else {
+        if (ol_conn_pending(c) > 0 && !(c->flags & CONN_CLOSED)) {
+            take_gil(ts); /* the holder sends it (and may close) with the GIL */
+            ol_server_set_now(c->server);
+            ol_conn_uncork(c);
+            drop_gil(ts);
+        }
+        c->flags &= ~CONN_CORKED;
     }
     if (!(c->flags & CONN_CLOSED) && c->proto == &ol_h1_protocol) {
         c->flags = wants_input(c) ? (c->flags | CONN_READING) : (c->flags & ~CONN_READING);
@@ -614,17 +634,21 @@ void ol_h1_request_done(ol_conn *c, int keep_alive)
 {
     ol_server *srv = c->server;
     /* Gathering pays only for a batch of pipelined requests: with no more
-     * input buffered, the response leaves now, not when the app's step ends
-     * (it may go on working after its response). */
-    if ((c->flags & CONN_CORKED) && c->rlen == 0) {
-        ol_conn_uncork(c);
-        if (c->flags & CONN_CLOSED)
-            return;
-        ol_conn_cork(c);
-    }
+     * input buffered, or the connection closing, the response leaves now,
+     * not when the app's step ends (it may go on working after its
+     * response). The next request of the batch is gathered again, also
+     * after a response that went out as it was made (streamed). */
     c->requests++;
     if (srv->cfg.max_keep_alive_requests && c->requests >= srv->cfg.max_keep_alive_requests)
         keep_alive = 0;
+    if (c->flags & CONN_PROCESSING) {
+        if (c->rlen == 0 || !keep_alive) {
+            ol_conn_uncork(c);
+            if (c->flags & CONN_CLOSED)
+                return;
+        }
+        ol_conn_cork(c);
+    }
     /* Closing is decided by what the head said (exchange.c, choose_framing),
      * never later: a response that promised keep-alive before a shutdown
      * began leaves the connection open, or the client, told it may, would

@@ -202,6 +202,11 @@ static int h1_take_body(ol_req *r, PyObject **out)
 static int h1_await_body(ol_req *r)
 {
     ol_conn *c = r->conn;
+    /* Responses gathered before it (pipelined requests, a 100 Continue)
+     * go out before the wait: the client may wait for them to go on. */
+    ol_conn_uncork(c);
+    if (c->flags & CONN_CLOSED)
+        return OL_EDISCONNECTED;
     Py_ssize_t n = ol_conn_recv(c);
     if (n == -1)
         return ol_conn_wait_readable(c, c->server->cfg.body_timeout) < 0 ? OL_ETIMEOUT : 0;

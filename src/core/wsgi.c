@@ -127,6 +127,20 @@ static int input_fill(ol_input *in, size_t want)
     return 0;
 }
 
+/* Responses to the pipelined requests before this one are gathered to
+ * leave in one write with the next ones (h1.c); what would make them wait
+ * on the app's pace or on the client sends them now: a body that streams (the write
+ * callable, an iterable that is not a list or tuple once its first piece
+ * is out), sendfile, a call to the loop. This response's own output then
+ * goes out as it is made. */
+void ol_wsgi_send_gathered(ol_req *r)
+{
+    ol_conn *c = r->conn;
+    if (c != NULL && !(r->flags & REQ_HTTP2) &&
+        ((c->flags & CONN_CORKED) || ol_conn_pending(c) > 0))
+        ol_conn_uncork(c);
+}
+
 /* A body read in full before a coroutine runs on the loop is kept in memory
  * up to this size; reading more than that from the loop thread waits for
  * the client (see docs/one-loop.md). */
@@ -645,6 +659,7 @@ static PyObject *wsgi_write(ol_req *r, PyObject *data)
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;
     settle_socket(r);
+    ol_wsgi_send_gathered(r); /* write() streams: nothing of it waits */
     int e = ol_response_body(r, view.buf, (size_t)view.len, 1);
     PyBuffer_Release(&view);
     if (e < 0) {
@@ -977,6 +992,7 @@ static ssize_t sendfile_nosignal(int out, int in, off_t *offset, size_t n)
 /* Send a file's bytes with sendfile(), GIL released. */
 static int send_file(ol_req *r, int fd, off_t offset, off_t size)
 {
+    ol_wsgi_send_gathered(r); /* sendfile() writes to the socket itself */
     ol_conn *c = r->conn;
     if (!(r->flags & REQ_HAS_LENGTH)) {
         r->flags |= REQ_HAS_LENGTH | REQ_ADDED_LENGTH;
@@ -1048,6 +1064,11 @@ static int iterate_body(ol_req *r, PyObject *result)
         r->content_length = total;
     }
 generic:;
+    /* A list or tuple holds its pieces already; any other iterable may
+     * wait between them (a stream): once its first item is taken, the
+     * output goes out before the next is asked for, unless the body is
+     * complete (its Content-Length sent). */
+    int in_hand = PyList_CheckExact(result) || PyTuple_CheckExact(result), asked = 0;
     PyObject *it = PyObject_GetIter(result);
     if (it == NULL) {
         if (!is_lent(r) || !PyErr_ExceptionMatches(PyExc_StopIteration))
@@ -1056,7 +1077,13 @@ generic:;
         return TAKEN_OVER;
     }
     PyObject *chunk;
-    while ((chunk = PyIter_Next(it)) != NULL) {
+    for (;;) {
+        if (!in_hand && asked++ > 0 &&
+            !((r->flags & (REQ_HAS_LENGTH | REQ_NO_BODY)) == REQ_HAS_LENGTH &&
+              r->sent >= r->content_length))
+            ol_wsgi_send_gathered(r);
+        if ((chunk = PyIter_Next(it)) == NULL)
+            break;
         if (!PyBytes_Check(chunk)) {
             PyErr_Format(PyExc_TypeError, "WSGI body items must be bytes, not %.100s",
                          Py_TYPE(chunk)->tp_name);

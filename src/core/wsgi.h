@@ -13,6 +13,9 @@ int ol_wsgi_init_types(PyObject *module, ol_state *st);
 /* Read the rest of the request's body into memory (up to a cap) so code on
  * the loop thread can read it without waiting for the client. */
 int ol_wsgi_buffer_body(ol_req *r);
+/* The thread is about to wait (a call to the loop): the responses gathered
+ * for earlier pipelined requests go out first. GIL held. */
+void ol_wsgi_send_gathered(ol_req *r);
 extern __thread ol_req *ol_current_request; /* the WSGI request this thread serves */
 
 void ol_pool_wake(ol_server *srv);

@@ -16,6 +16,8 @@ against both interfaces:
                       handed to the server so far
   /gated              waits until /open (another connection) is requested,
                       then reads the body and answers its length and sha256
+  /trickle            a body of unknown length: "first", then, once /open
+                      (another connection) is requested, "second"
   /watch              reads the body; prints to stderr what happened
                       ("APP-BODY-COMPLETE", "APP-SAW-DISCONNECT",
                       "APP-READ-ERROR") so a test can wait for it
@@ -137,6 +139,11 @@ async def asgi(scope, receive, send):
     elif path == "/open":
         _gate().set()
         await _answer(send, b"open")
+    elif path == "/trickle":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        await _gate().wait()
+        await send({"type": "http.response.body", "body": b"second"})
     elif path == "/watch":
         total = 0
         while True:
@@ -210,6 +217,15 @@ def wsgi(environ, start_response):
     if path == "/open":
         _thread_gate.set()
         return _wsgi_answer(start_response, b"open")
+    if path == "/trickle":
+        start_response("200 OK", [])
+
+        def pieces():
+            yield b"first"
+            _thread_gate.wait(10)
+            yield b"second"
+
+        return pieces()
     if path == "/watch":
         total = 0
         try:
