@@ -84,7 +84,7 @@ example:
 test: deps
 	$(MAKE) --no-print-directory lint
 	@mkdir -p $(BUILD)
-	@timed() { start=$$SECONDS; "$$@"; code=$$?; echo "== $$* took $$((SECONDS - start)) s"; return $$code; }; \
+	@timed() { local t0=$$SECONDS code; "$$@"; code=$$?; echo "== $$* took $$((SECONDS - t0)) s"; return $$code; }; \
 	start=$$SECONDS; \
 	$(MAKE) --no-print-directory test-autobahn > $(BUILD)/test-autobahn.log 2>&1 & autobahn=$$!; \
 	echo "test-autobahn: running beside the C tests, fuzzing and test-dist (pid $$autobahn)"; \
