@@ -75,27 +75,33 @@ example:
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/install-deps.sh example
 	$(PYTHON) -m oneloop --app-dir examples flask_async:app
 
-# The Autobahn cases (some 8 minutes of a WebSocket client and the server,
+# The Autobahn cases (some 10 minutes of a WebSocket client and the server,
 # judged on what goes over the wire, not on time) run beside the C tests,
 # fuzzing, the packaging test, the core's ASan tests and the other
 # Pythons' builds, which keep one core busy; the Python suites, whose
-# latency checks want the machine to themselves, come after.
-# Whatever fails, the Autobahn run is waited for and its output shown.
+# latency checks want the machine to themselves, come after. The
+# Autobahn configurations run as two processes (the full one, and the two
+# quick ones), so that both cores stay busy once the other chain is done.
+# Whatever fails, the Autobahn runs are waited for and their output shown.
 test: deps
 	$(MAKE) --no-print-directory lint
 	@mkdir -p $(BUILD)
 	@timed() { local t0=$$SECONDS code; "$$@"; code=$$?; echo "== $$* took $$((SECONDS - t0)) s"; return $$code; }; \
 	start=$$SECONDS; \
-	$(MAKE) --no-print-directory test-autobahn > $(BUILD)/test-autobahn.log 2>&1 & autobahn=$$!; \
-	echo "test-autobahn: running beside the C tests, fuzzing and test-dist (pid $$autobahn)"; \
+	$(AUTOBAHN) -k tcp-uvloop > $(BUILD)/test-autobahn-full.log 2>&1 & autobahn_full=$$!; \
+	$(AUTOBAHN) -k 'not tcp-uvloop' > $(BUILD)/test-autobahn-quick.log 2>&1 & autobahn_quick=$$!; \
+	echo "test-autobahn: running beside the C tests, fuzzing and test-dist"; \
 	status=0; \
 	{ timed $(MAKE) --no-print-directory test-c && timed $(MAKE) --no-print-directory fuzz && \
 	  timed $(MAKE) --no-print-directory diff-fuzz && timed $(MAKE) --no-print-directory test-dist && \
 	  timed $(MAKE) --no-print-directory test-py-asan-core && \
 	  timed scripts/test-py-versions.sh --setup-only $(PY_VERSIONS); } || status=$$?; \
-	wait $$autobahn; autobahn_status=$$?; \
-	echo "== test-autobahn (exit status $$autobahn_status) done at $$((SECONDS - start)) s"; \
-	tail -30 $(BUILD)/test-autobahn.log; \
+	autobahn_status=0; \
+	for run in full quick; do \
+	  if [ $$run = full ]; then wait $$autobahn_full; else wait $$autobahn_quick; fi || autobahn_status=1; \
+	  echo "== test-autobahn ($$run) done at $$((SECONDS - start)) s"; \
+	  tail -30 $(BUILD)/test-autobahn-$$run.log; \
+	done; \
 	[ $$status -eq 0 ] && [ $$autobahn_status -eq 0 ]
 	@start=$$SECONDS; $(MAKE) --no-print-directory test-py \
 		PYTEST_ARGS="--ignore=tests/python/test_autobahn.py -m 'not asan_stress'"; \
@@ -248,8 +254,9 @@ test-py:
 	$(PYTHON) -m pytest tests/python -q $(PYTEST_ARGS)
 
 # The Autobahn TestSuite's cases (tests/python/test_autobahn.py), alone.
+AUTOBAHN = $(PYTHON) -m pytest tests/python/test_autobahn.py -q
 test-autobahn:
-	$(PYTHON) -m pytest tests/python/test_autobahn.py -q
+	$(AUTOBAHN)
 
 # Every other supported CPython (pyenv's 3.12 and 3.13): a virtualenv each in
 # build/py<X.Y>, oneloop built with warnings as errors, and the HTTP, ASGI,
