@@ -25,7 +25,7 @@ import time
 
 import run
 import servers
-from scenarios import IDLE, SCENARIOS, Scenario
+from scenarios import H2_SCENARIOS, IDLE, SCENARIOS, Scenario
 
 
 def paired(targets, base_dir: str, this_dir: str) -> tuple[servers.Target, ...]:
@@ -98,7 +98,7 @@ def main() -> int:
     results: dict = {"scenarios": [], "idle": []}
     started = time.monotonic()
     with run.upstream_running(ctx):
-        for sc in SCENARIOS:
+        for sc in (*SCENARIOS, *H2_SCENARIOS):
             if args.only and sc.key not in args.only:
                 continue
             pair = Scenario(sc.key, sc.title, sc.what, paired(sc.targets, base, this), sc.load)

@@ -456,10 +456,12 @@ static void run_call(ol_server *srv, ol_call *call, ol_handback *executor, ol_re
                      double timeout)
 {
     /* Once the client is gone, later calls (an async teardown_request) run
-     * to the end: watching the hung-up socket would cancel them at once. */
+     * to the end: watching the hung-up socket would cancel them at once.
+     * An HTTP/2 stream's thread does not hold its connection (h2.c), which
+     * may close meanwhile: its socket is not watched. */
     int client_fd = -1;
-    if (r != NULL && r->conn != NULL && !(r->conn->flags & CONN_CLOSED) &&
-        !(r->flags & REQ_DISCONNECTED))
+    if (r != NULL && r->conn != NULL && !(r->flags & (REQ_DISCONNECTED | REQ_HTTP2)) &&
+        !(r->conn->flags & CONN_CLOSED))
         client_fd = r->conn->fd;
     int wake_loop = 0;
     double began = ol_now();

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -32,6 +33,8 @@
 #define RBUF_INITIAL   1024
 #define RECV_CHUNK     16384
 #define LINGER_SECONDS 2.0
+
+static void wake_waiters_locked(ol_conn *c);
 
 static void unlink_conn(ol_server *srv, ol_conn *c);
 static void watch_locked(ol_conn *c);
@@ -290,6 +293,7 @@ static void unlink_conn(ol_server *srv, ol_conn *c)
     c->prev = c->next = NULL;
     srv->conns.n--;
     ol_timer_disarm(&c->timer);
+    wake_waiters_locked(c); /* their wait is over: it closed */
     ol_conns_unlock(srv);
 }
 
@@ -312,12 +316,146 @@ ol_conn **ol_conns_claim(ol_server *srv, int (*test)(const ol_conn *), size_t *n
 }
 
 /* Let go of a held connection: its deadlines (which its holder set
- * without the lock) armed, and its events, unless it closed. */
+ * without the lock) armed, and its events, unless it closed; the threads
+ * waiting for it look again. */
 static void let_go_locked(ol_conn *c)
 {
     c->flags &= ~(CONN_HELD | CONN_BLOCKING);
     watch_locked(c);
     ol_conn_update_events(c);
+    wake_waiters_locked(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sharing a connection among threads (conn.h)                              */
+
+/*
+ * A waiter is on the connection's list (under the list lock) while it
+ * waits; whoever lets go of the connection, or closes it, empties the list
+ * and writes to each waiter's eventfd, so a waiter that registered before
+ * the let-go cannot miss it: its poll finds the counter set.
+ */
+struct ol_conn_waiter {
+    int efd;
+    struct ol_conn_waiter *next;
+};
+
+/* This thread's eventfd, made at its first wait; -1 if it cannot be. */
+static __thread int waiter_efd = -1;
+
+static int my_efd(void)
+{
+    if (waiter_efd < 0)
+        waiter_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    return waiter_efd;
+}
+
+void ol_conn_thread_exit(void)
+{
+    if (waiter_efd >= 0)
+        close(waiter_efd);
+    waiter_efd = -1;
+}
+
+static void wake_waiters_locked(ol_conn *c)
+{
+    static const uint64_t one = 1;
+    for (struct ol_conn_waiter *w = c->waiters; w != NULL; w = w->next) {
+        ssize_t n = write(w->efd, &one, sizeof(one));
+        (void)n; /* EAGAIN: its counter is set already */
+    }
+    c->waiters = NULL;
+}
+
+static void wait_on_locked(ol_conn *c, struct ol_conn_waiter *w)
+{
+    if (w->efd < 0)
+        return; /* no eventfd: it looks again after a while (wait_woken) */
+    w->next = c->waiters;
+    c->waiters = w;
+}
+
+static void unwait(ol_conn *c, struct ol_conn_waiter *w)
+{
+    ol_conns_lock(c->server);
+    for (struct ol_conn_waiter **p = &c->waiters; *p != NULL; p = &(*p)->next)
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    ol_conns_unlock(c->server);
+}
+
+/* Wait, GIL released, for the waiter's wake-up or for `events` on `fd`,
+ * up to `ms` (-1: no limit). Without an eventfd a wake-up cannot come:
+ * look again every 10 ms. >0 woken, 0 timed out. */
+static int wait_woken(const struct ol_conn_waiter *w, int fd, short events, int ms)
+{
+    struct pollfd fds[2] = {{.fd = w->efd, .events = POLLIN}, {.fd = fd, .events = events}};
+    if (w->efd < 0 && (ms < 0 || ms > 10))
+        ms = 10;
+    int n;
+    Py_BEGIN_ALLOW_THREADS
+    n = poll(w->efd >= 0 ? fds : fds + 1, (w->efd >= 0) + (events != 0), ms);
+    Py_END_ALLOW_THREADS
+    if (w->efd >= 0 && n > 0 && (fds[0].revents & POLLIN)) {
+        uint64_t v;
+        ssize_t r = read(w->efd, &v, sizeof(v));
+        (void)r;
+    }
+    return w->efd < 0 ? 1 : n != 0;
+}
+
+int ol_conn_hold(ol_conn *c)
+{
+    ol_server *srv = c->server;
+    struct ol_conn_waiter w = {my_efd(), NULL};
+    for (;;) {
+        ol_conns_lock(srv);
+        if (c->flags & CONN_CLOSED) {
+            ol_conns_unlock(srv);
+            return -1;
+        }
+        if (!(c->flags & CONN_HELD)) {
+            c->flags |= CONN_HELD;
+            ol_conns_unlock(srv);
+            return 0;
+        }
+        wait_on_locked(c, &w);
+        ol_conns_unlock(srv);
+        wait_woken(&w, -1, 0, -1);
+        unwait(c, &w);
+    }
+}
+
+void ol_conn_let_go(ol_conn *c)
+{
+    ol_conns_lock(c->server);
+    let_go_locked(c);
+    ol_conns_unlock(c->server);
+}
+
+int ol_conn_await(ol_conn *c, double timeout)
+{
+    ol_server *srv = c->server;
+    short events = 0;
+    if ((c->flags & CONN_READING) && !(c->flags & (CONN_PEER_CLOSED | CONN_CLOSING)))
+        events |= POLLIN;
+    if (ol_conn_pending(c) > 0)
+        events |= POLLOUT;
+    /* The descriptor is read while held; if c closes during the wait, the
+     * close wakes this thread (unlink_conn), whatever the poll sees. */
+    int fd = c->fd;
+    struct ol_conn_waiter w = {my_efd(), NULL};
+    ol_conns_lock(srv);
+    let_go_locked(c);
+    wait_on_locked(c, &w);
+    ol_conns_unlock(srv);
+    int woken = wait_woken(&w, fd, events, ol_poll_ms(timeout));
+    unwait(c, &w);
+    if (ol_conn_hold(c) < 0)
+        return -1;
+    return woken;
 }
 
 void ol_conns_release(ol_server *srv, ol_conn **list, size_t n)

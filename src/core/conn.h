@@ -125,6 +125,10 @@ struct ol_conn {
     unsigned requests;     /* requests served */
     ol_req *request;       /* the exchange in flight (a strong reference) */
 
+    /* Threads waiting to hold it or for news of it (ol_conn_await), under
+     * the list lock. */
+    struct ol_conn_waiter *waiters;
+
     void *ws;         /* WebSocket's state once switched (websocket.c), else NULL */
     void *h2;         /* HTTP/2's state once switched (h2.c), else NULL */
     PyObject *driver; /* the ASGI interface's host task driver (asgi.c), or NULL */
@@ -234,6 +238,28 @@ void ol_conns_release(ol_server *srv, ol_conn **list, size_t n);
  * done. */
 ol_conn *ol_conns_take_locked(void *object);
 void ol_conns_give_back_locked(ol_conn *c);
+/*
+ * Sharing a connection among threads (threaded mode; HTTP/2, whose
+ * streams' apps run on pool threads of their own): a thread that did not
+ * get the connection from an event holds it only while it touches it,
+ * never while it waits, so the others -- and the pool threads that serve
+ * its events -- go on meanwhile. The GIL is held on entry and on return of
+ * each, and released while they wait.
+ *
+ * ol_conn_hold() waits until nobody holds c and holds it: 0; -1 when c
+ * closed (not held then). ol_conn_let_go() lets go of it, re-armed as a
+ * pool thread lets go. ol_conn_await(), for a holder, lets go and waits
+ * until the socket has input or room for pending output, until another
+ * holder let go (it may have processed what the caller waits for), or for
+ * `timeout` seconds (0: no limit), then holds c again: 1 (woken), 0 (the
+ * time ran out), or -1 when c closed (not held then). The close of c wakes
+ * every waiter.
+ */
+int ol_conn_hold(ol_conn *c);
+void ol_conn_let_go(ol_conn *c);
+int ol_conn_await(ol_conn *c, double timeout);
+/* A thread that may have waited for a connection ends (its eventfd). */
+void ol_conn_thread_exit(void);
 /* Set the protocol's deadline (on the event loop, or by the connection's
  * holder in threaded mode; the timer follows). */
 void ol_conn_set_deadline(ol_conn *c, double deadline);

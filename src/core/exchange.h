@@ -112,6 +112,7 @@ extern const ol_carrier ol_h2_carrier;
 #define REQ_HAS_LENGTH   0x00200u /* Content-Length known */
 #define REQ_HTTP10       0x00400u
 #define REQ_LOGGED       0x00800u  /* its access-log line is written */
+#define REQ_POSTED       0x01000u  /* WSGI over HTTP/2: its app runs as a pool job (wsgi.h) */
 #define REQ_APP_CHUNKED  0x02000u  /* the app asked for chunked coding */
 #define REQ_APP_DATE     0x04000u  /* the app set Date */
 #define REQ_APP_SERVER   0x08000u  /* the app set Server */
@@ -147,6 +148,7 @@ struct ol_req {
     PyObject *send_waiter;    /* ASGI: Future of a send() held by flow control */
     PyObject *scope;          /* ASGI: between prepare and run */
     PyObject *environ;        /* WSGI */
+    struct ol_req *job_next;  /* WSGI over HTTP/2: the next posted job (pool.c) */
     PyObject *input;          /* WSGI: wsgi.input */
     /* ASGI websocket sessions (asgi_ws.c). */
     struct ol_ws_handshake *ws_handshake; /* until accepted (PyMem) */

@@ -121,7 +121,8 @@ typedef struct ol_h2 {
 
 static void process_queue(ol_h2 *h);
 static void flush(ol_h2 *h);
-static int await_client(ol_h2 *h, struct ol_h2_stream *s, double timeout);
+static void feed(ol_h2 *h);
+static void begin_shutdown(ol_h2 *h);
 
 /* ------------------------------------------------------------------------ */
 /* Entering and leaving                                                     */
@@ -171,6 +172,10 @@ static void leave(ol_h2 *h)
 {
     ol_conn *c = h->conn;
     if (h->depth == 1 && !h->dead) {
+        /* The server began to drain while another thread held c (the
+         * drain skips held connections): the notice goes now. */
+        if (!h->shutdown && ol_server_is_draining(c->server))
+            begin_shutdown(h);
         /* Flushing may close streams (their last frame went out): their
          * closing is processed before the connection settles. */
         do {
@@ -911,45 +916,153 @@ static void answer(ol_h2 *h, ol_h2_stream *s, int status, const char *text, int 
 /* ------------------------------------------------------------------------ */
 /* The carrier (exchange.h)                                                 */
 
-/* The stream carrying r, entered; NULL if the protocol let go of it. */
-static ol_h2_stream *held(ol_req *r, ol_h2 **hp)
+/*
+ * The stream carrying r, entered; NULL if the protocol let go of it. In
+ * threaded mode the caller is the stream's app, on a pool thread of its
+ * own (wsgi.c), which holds the connection only from here to uncarry():
+ * the connection is shared with the other streams' apps and with the pool
+ * threads that serve its events (conn.h).
+ */
+static ol_h2_stream *carry(ol_req *r, ol_h2 **hp)
 {
     ol_conn *c = r->conn;
-    if (c == NULL || (c->flags & CONN_CLOSED) || c->h2 == NULL)
+    if (c == NULL)
         return NULL;
+    int threaded = c->server->threaded;
+    if (threaded) {
+        ol_conn_incref(c); /* r may let go of c while this thread waits */
+        if (ol_conn_hold(c) < 0) {
+            ol_conn_decref(c);
+            return NULL;
+        }
+    }
     ol_h2 *h = c->h2;
-    ol_h2_stream *s = stream_of(h, r->stream_id);
-    if (s == NULL || s->req != r)
-        return NULL;
-    *hp = enter(c);
+    ol_h2_stream *s = NULL;
+    if (!(c->flags & CONN_CLOSED) && h != NULL) {
+        s = stream_of(h, r->stream_id);
+        if (s != NULL && s->req != r)
+            s = NULL;
+    }
+    if (s != NULL) {
+        *hp = enter(c);
+    } else if (threaded) {
+        ol_conn_let_go(c);
+        ol_conn_decref(c);
+    }
     return s;
 }
 
-/* A blocking holder's send returns once the stream's queue is below the
- * high-water mark: what the windows allow goes out now, and the client is
- * waited for (up to --timeout-send without progress) to open them. */
-static int send_blocking(ol_h2 *h, ol_h2_stream *s)
+/* The end of a carrier call: leave, and let go of the connection. */
+static void uncarry(ol_h2 *h)
 {
-    ol_server *srv = h->conn->server;
+    ol_conn *c = h->conn;
+    int threaded = c->server->threaded;
+    leave(h);
+    if (threaded) {
+        ol_conn_let_go(c);
+        ol_conn_decref(c);
+    }
+}
+
+/* Bytes that came or room that opened while a stream's app waited: read
+ * and process them, and send what is pending (never waiting: the
+ * connection is shared). 0, or -1 when the connection closed. */
+static int take_news(ol_h2 *h)
+{
+    ol_conn *c = h->conn;
+    if (ol_conn_pending(c) > 0) {
+        int sent = ol_conn_flush(c);
+        if (sent < 0) {
+            ol_conn_abort(c);
+            return -1;
+        }
+        if (sent > 0 && (c->flags & CONN_CLOSING)) /* as the transport does when drained */
+            ol_conn_close_gracefully(c);
+    }
+    if ((c->flags & CONN_READING) && !(c->flags & (CONN_CLOSING | CONN_PEER_CLOSED))) {
+        Py_ssize_t n = ol_conn_recv(c);
+        if (n == 0 || n == -2) {
+            c->flags |= CONN_PEER_CLOSED;
+            ol_conn_abort(c);
+            return -1;
+        }
+        if (n > 0)
+            feed(h);
+    }
+    flush(h);
+    return (c->flags & CONN_CLOSED) ? -1 : 0;
+}
+
+/*
+ * A stream's app waits for its client (to open a window for its output,
+ * or to send body bytes): leave, let go of the connection, wait for news
+ * of it up to `timeout`, hold it and enter again, and take the news. The
+ * stream again, still carried; or NULL when it or its connection is gone,
+ * with nothing carried any more. *timed_out: the time ran out, no news.
+ */
+static ol_h2_stream *await_client(ol_req *r, ol_h2 **hp, double timeout, int *timed_out)
+{
+    ol_conn *c = (*hp)->conn;
+    leave(*hp);
+    int woken = ol_conn_await(c, timeout);
+    *timed_out = woken == 0;
+    ol_h2 *h = c->h2;
+    ol_h2_stream *s = NULL;
+    if (woken >= 0 && !(c->flags & CONN_CLOSED) && h != NULL) {
+        s = stream_of(h, r->stream_id);
+        if (s != NULL && s->req == r) {
+            *hp = enter(c);
+            if (take_news(h) < 0 || stream_of(h, r->stream_id) != s || s->req != r) {
+                leave(h);
+                s = NULL;
+            }
+        } else {
+            s = NULL;
+        }
+    }
+    if (s == NULL) {
+        if (woken >= 0) /* held again */
+            ol_conn_let_go(c);
+        ol_conn_decref(c); /* carry()'s */
+    }
+    return s;
+}
+
+/*
+ * In threaded mode a stream's send returns once the stream's queue is
+ * below the high-water mark: what the windows allow goes out now, and the
+ * client is waited for (up to --timeout-send without progress) to open
+ * them. 0 with the stream still carried (*hp, *sp), or -1 with nothing
+ * carried any more.
+ */
+static int send_blocking(ol_req *r, ol_h2 **hp, ol_h2_stream **sp)
+{
+    ol_server *srv = r->server;
+    ol_conn *c = (*hp)->conn;
     size_t queued;
-    while ((queued = s->out_len - s->out_off) > 0) {
-        flush(h);
-        if (h->conn->flags & CONN_CLOSED)
-            return -1;
-        if (s->out_len - s->out_off <= srv->cfg.write_high_water)
+    while ((queued = (*sp)->out_len - (*sp)->out_off) > 0) {
+        flush(*hp);
+        if (c->flags & CONN_CLOSED)
+            break;
+        if ((*sp)->out_len - (*sp)->out_off <= srv->cfg.write_high_water)
             return 0;
-        if (s->out_len - s->out_off < queued)
+        if ((*sp)->out_len - (*sp)->out_off < queued)
             continue; /* progress */
-        int e = await_client(h, s, srv->cfg.send_timeout);
-        if (e == OL_ETIMEOUT) {
-            ol_log_debug(srv, "HTTP/2: a stream's client stopped reading");
-            nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
-            s->flags |= S_RESET;
-        }
-        if (e < 0) {
-            PyErr_Clear();
+        int timed_out;
+        ol_h2_stream *s = await_client(r, hp, srv->cfg.send_timeout, &timed_out);
+        if (s == NULL)
             return -1;
+        *sp = s;
+        if (timed_out) {
+            ol_log_debug(srv, "HTTP/2: a stream's client stopped reading");
+            nghttp2_submit_rst_stream((*hp)->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+            s->flags |= S_RESET;
+            break;
         }
+    }
+    if (c->flags & CONN_CLOSED || ((*sp)->flags & S_RESET)) {
+        uncarry(*hp);
+        return -1;
     }
     return 0;
 }
@@ -957,7 +1070,7 @@ static int send_blocking(ol_h2 *h, ol_h2_stream *s)
 static int h2_send(ol_req *r, const char *data, size_t len, int more)
 {
     ol_h2 *h;
-    ol_h2_stream *s = held(r, &h);
+    ol_h2_stream *s = carry(r, &h);
     if (s == NULL)
         return -1;
     int e = 0;
@@ -970,9 +1083,9 @@ static int h2_send(ol_req *r, const char *data, size_t len, int more)
     }
     if (e == 0 && !(s->flags & S_OUT_DONE))
         e = queue_body(h, s, data, len, more);
-    if (e == 0 && r->server->threaded)
-        e = send_blocking(h, s);
-    leave(h);
+    if (e == 0 && r->server->threaded && send_blocking(r, &h, &s) < 0)
+        return -1;
+    uncarry(h);
     return e;
 }
 
@@ -1011,12 +1124,12 @@ static nghttp2_nv *trailer_block(PyObject *fields, size_t *count)
 static int h2_send_trailers(ol_req *r, PyObject *fields)
 {
     ol_h2 *h;
-    ol_h2_stream *s = held(r, &h);
+    ol_h2_stream *s = carry(r, &h);
     if (s == NULL)
         return -1;
     int e = 0;
     if (s->flags & S_OUT_DONE) { /* a body-less response (HEAD, 304): no trailers */
-        leave(h);
+        uncarry(h);
         return 0;
     }
     s->trailers = trailer_block(fields, &s->ntrailers);
@@ -1027,9 +1140,9 @@ static int h2_send_trailers(ol_req *r, PyObject *fields)
         s->flags |= S_TRAILERS;
         e = queue_body(h, s, "", 0, 0);
     }
-    if (e == 0 && r->server->threaded)
-        e = send_blocking(h, s);
-    leave(h);
+    if (e == 0 && r->server->threaded && send_blocking(r, &h, &s) < 0)
+        return -1;
+    uncarry(h);
     return e;
 }
 
@@ -1037,7 +1150,7 @@ static int h2_release(ol_req *r, int reuse)
 {
     (void)reuse;
     ol_h2 *h;
-    ol_h2_stream *s = held(r, &h);
+    ol_h2_stream *s = carry(r, &h);
     if (s == NULL)
         return 0;
     s->req = NULL;
@@ -1047,14 +1160,14 @@ static int h2_release(ol_req *r, int reuse)
     if (s->in_len > 0)
         nghttp2_session_consume(h->session, s->id, s->in_len);
     s->in_len = 0;
-    leave(h);
+    uncarry(h);
     return 1;
 }
 
 static int h2_refuse(ol_req *r, int status, const char *text)
 {
     ol_h2 *h;
-    ol_h2_stream *s = held(r, &h);
+    ol_h2_stream *s = carry(r, &h);
     if (s == NULL)
         return OL_REFUSE_NOT_HELD;
     s->req = NULL;
@@ -1068,14 +1181,14 @@ static int h2_refuse(ol_req *r, int status, const char *text)
         nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
         done = OL_REFUSE_CUT;
     }
-    leave(h);
+    uncarry(h);
     return done;
 }
 
 static int h2_take_body(ol_req *r, PyObject **out)
 {
     ol_h2 *h;
-    ol_h2_stream *s = held(r, &h);
+    ol_h2_stream *s = carry(r, &h);
     *out = NULL;
     if (s == NULL)
         return OL_EDISCONNECTED;
@@ -1095,21 +1208,27 @@ static int h2_take_body(ol_req *r, PyObject **out)
             s->in_len = 0;
         }
     }
-    leave(h);
+    uncarry(h);
     return result;
 }
 
 static int h2_await_body(ol_req *r)
 {
     ol_h2 *h;
-    ol_h2_stream *s = held(r, &h);
+    ol_h2_stream *s = carry(r, &h);
     if (s == NULL)
         return OL_EDISCONNECTED;
-    int e = 0;
-    if (s->in_len == 0 && !(s->flags & (S_IN_DONE | S_BODY_LARGE)))
-        e = await_client(h, s, r->server->cfg.body_timeout);
-    leave(h);
-    return e;
+    if (s->in_len == 0 && !(s->flags & (S_IN_DONE | S_BODY_LARGE)) && r->server->threaded) {
+        int timed_out;
+        if (await_client(r, &h, r->server->cfg.body_timeout, &timed_out) == NULL)
+            return OL_EDISCONNECTED;
+        if (timed_out) {
+            uncarry(h);
+            return OL_ETIMEOUT;
+        }
+    }
+    uncarry(h);
+    return 0;
 }
 
 static int h2_send_continue(ol_req *r)
@@ -1486,33 +1605,6 @@ void ol_h2_process(ol_conn *c, PyThreadState **ts)
     *ts = PyEval_SaveThread();
 }
 
-/*
- * A blocking holder (a WSGI thread, in the middle of its app) needs the
- * client: to open a window for its output, or to send body bytes. Read
- * and process what comes, up to `timeout`; streams that begin meanwhile
- * are queued, to run after this one. 0, or a negative OL_E*.
- */
-static int await_client(ol_h2 *h, ol_h2_stream *s, double timeout)
-{
-    ol_conn *c = h->conn;
-    flush(h);
-    if (c->flags & CONN_CLOSED)
-        return OL_EDISCONNECTED;
-    Py_ssize_t n = ol_conn_recv(c);
-    if (n == -1)
-        return ol_conn_wait_readable(c, timeout) < 0 ? OL_ETIMEOUT : 0;
-    if (n <= 0) {
-        c->flags |= CONN_PEER_CLOSED;
-        ol_conn_abort(c);
-        return OL_EDISCONNECTED;
-    }
-    feed(h);
-    flush(h);
-    if ((c->flags & CONN_CLOSED) || (s->flags & S_CLOSED) || h->failed)
-        return OL_EDISCONNECTED;
-    return 0;
-}
-
 static void h2_on_drained(ol_conn *c)
 {
     ol_h2 *h = enter(c);
@@ -1590,24 +1682,29 @@ static void h2_on_timeout(ol_conn *c)
     leave(h);
 }
 
+/* Two steps (RFC 9113, 6.8): a GOAWAY naming no last stream, so the
+ * client opens no new ones, and a PING; its answer proves every stream
+ * opened before the notice has arrived, and the final GOAWAY names the
+ * last of them. Those are served; none is refused. */
+static void begin_shutdown(ol_h2 *h)
+{
+    if (h->shutdown)
+        return;
+    h->shutdown = 1;
+    if (nghttp2_submit_shutdown_notice(h->session) != 0 ||
+        nghttp2_submit_ping(h->session, NGHTTP2_FLAG_NONE, NULL) != 0) {
+        h->shutdown = 2;
+        h->goaway = 1;
+        nghttp2_session_terminate_session(h->session, NGHTTP2_NO_ERROR);
+    }
+}
+
 void ol_h2_shutdown(ol_conn *c)
 {
     ol_h2 *h = enter(c);
     if (h == NULL)
         return;
-    /* Two steps (RFC 9113, 6.8): a GOAWAY naming no last stream, so the
-     * client opens no new ones, and a PING; its answer proves every
-     * stream opened before the notice has arrived, and the final GOAWAY
-     * names the last of them. Those are served; none is refused. */
-    if (!h->shutdown) {
-        h->shutdown = 1;
-        if (nghttp2_submit_shutdown_notice(h->session) != 0 ||
-            nghttp2_submit_ping(h->session, NGHTTP2_FLAG_NONE, NULL) != 0) {
-            h->shutdown = 2;
-            h->goaway = 1;
-            nghttp2_session_terminate_session(h->session, NGHTTP2_NO_ERROR);
-        }
-    }
+    begin_shutdown(h);
     leave(h);
 }
 

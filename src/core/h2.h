@@ -13,10 +13,15 @@
  * protocol's reference to its exchange until the response is complete or
  * the stream ends; the stream itself lives until nghttp2 closes it.
  *
- * Threads: on the event loop (ASGI), every call; in threaded mode (WSGI),
- * the thread holding the connection, with the GIL, and it runs the apps of
- * the connection's streams one at a time (a stream's app blocks that
- * thread, as an HTTP/1.1 request does).
+ * Threads: on the event loop (ASGI), every call. In threaded mode (WSGI),
+ * with the GIL, by a thread holding the connection (conn.h): the pool
+ * thread serving its event, which processes frames and posts each new
+ * stream's app as a job to the pool; and each stream's app, on a pool
+ * thread of its own, which holds the connection only inside a carrier call
+ * and lets go while it waits for its client (its window, its body). So
+ * the streams of one connection run side by side, and a view that blocks
+ * holds up its own stream only. A carrier call is never made by a thread
+ * that holds the connection already.
  */
 #ifndef OL_H2_H
 #define OL_H2_H
@@ -40,9 +45,9 @@ void ol_h2_start(ol_conn *c);
  */
 int ol_h2_upgrade(ol_conn *c, const ol_request *head, ol_span settings, size_t head_len);
 
-/* A pool thread (WSGI) processes what it received, GIL released on entry
- * and exit (*ts its state). Each stream's app runs on this thread, one
- * after the other. */
+/* A pool thread (WSGI) holding c processes what it received, or frames
+ * what the streams queued once the socket has room; GIL released on entry
+ * and exit (*ts its state). New streams' apps are posted to the pool. */
 void ol_h2_process(ol_conn *c, PyThreadState **ts);
 
 /* The server drains: tell the client which streams will be served

@@ -56,9 +56,16 @@ struct ol_pool {
     int close_reactor_last; /* the server closed while threads were alive */
     struct epoll_event batch[BATCH];
     int nbatch, next;
+    int polling; /* the holder waits in epoll_wait */
+    /* HTTP/2 streams whose apps wait for a thread (ol_pool_post): a queue
+     * of strong references, linked through ->job_next. */
+    ol_req *jobs, **jobs_tail;
+    size_t njobs;
     pthread_t monitor;
     int monitor_started;
 };
+
+static ol_req *take_job_locked(ol_pool *p);
 
 /* Interrupt the poller (epoll_wait) and every waiting thread. */
 void ol_pool_wake(ol_server *srv)
@@ -195,9 +202,60 @@ void ol_pool_free(ol_server *srv)
         Py_END_ALLOW_THREADS
     }
     srv->pool = NULL;
+    /* Streams no thread took before the pool stopped: their connections
+     * are closed by now, and the apps never ran. */
+    for (;;) {
+        pthread_mutex_lock(p->lock);
+        ol_req *r = p->njobs > 0 ? take_job_locked(p) : NULL;
+        pthread_mutex_unlock(p->lock);
+        if (r == NULL)
+            break;
+        ol_wsgi_drop_job(r);
+    }
     pthread_cond_destroy(&p->token_cv);
     pthread_cond_destroy(&p->monitor_cv);
     free(p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Jobs: the apps of HTTP/2 streams                                         */
+
+/*
+ * The streams of one HTTP/2 connection run in parallel, each on a pool
+ * thread of its own, as requests on separate connections do: the thread
+ * that processed the frames posts each new stream as a job and lets go of
+ * the connection. Jobs are taken by the token holder, before it polls
+ * again, so a fast view runs right there with no thread switch; when a
+ * view blocks, the monitor hands the token on and the next thread takes
+ * the next job -- the same rule that spreads connections over threads.
+ */
+
+int ol_pool_post(ol_server *srv, ol_req *r)
+{
+    ol_pool *p = srv->pool;
+    if (p == NULL)
+        return -1;
+    r->job_next = NULL;
+    Py_INCREF(r);
+    pthread_mutex_lock(p->lock);
+    if (p->jobs == NULL)
+        p->jobs_tail = &p->jobs;
+    *p->jobs_tail = r;
+    p->jobs_tail = &r->job_next;
+    p->njobs++;
+    if (p->polling) /* the job is the poller's to take */
+        ol_reactor_wake(&srv->reactor);
+    pthread_mutex_unlock(p->lock);
+    return 0;
+}
+
+static ol_req *take_job_locked(ol_pool *p)
+{
+    ol_req *r = p->jobs;
+    p->jobs = r->job_next;
+    r->job_next = NULL;
+    p->njobs--;
+    return r;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -245,8 +303,13 @@ static void serve_conn(ol_conn *c, uint32_t events, PyThreadState **ts)
             abort_conn(c, ts);
         return;
     }
-    if (!(events & (EPOLLIN | EPOLLRDHUP)) || (c->flags & CONN_CLOSING))
+    int h2 = c->proto == &ol_h2_protocol;
+    if (!(events & (EPOLLIN | EPOLLRDHUP)) || (c->flags & CONN_CLOSING)) {
+        /* Room in the socket: HTTP/2 frames what its streams' apps queued. */
+        if (h2 && !(c->flags & (CONN_CLOSED | CONN_CLOSING)))
+            ol_h2_process(c, ts);
         return;
+    }
     Py_ssize_t n;
     if (c->listener->ssl_context != NULL) {
         PyEval_RestoreThread(*ts);
@@ -259,7 +322,7 @@ static void serve_conn(ol_conn *c, uint32_t events, PyThreadState **ts)
         abort_conn(c, ts);
         return;
     }
-    if (c->proto == &ol_h2_protocol)
+    if (h2)
         ol_h2_process(c, ts);
     else
         ol_h1_process(c, ts);
@@ -293,13 +356,37 @@ static void serve_event(ol_server *srv, int kind, void *object, uint32_t events,
 static void poll_batch(ol_server *srv, ol_pool *p)
 {
     struct epoll_event local[BATCH];
+    p->polling = 1;
     pthread_mutex_unlock(p->lock);
     int n = ol_reactor_poll(&srv->reactor, local, BATCH, -1);
     pthread_mutex_lock(p->lock);
+    p->polling = 0;
     p->nbatch = n > 0 ? n : 0;
     p->next = 0;
     if (n > 0)
         memcpy(p->batch, local, (size_t)n * sizeof(local[0]));
+}
+
+/* The holder runs the next job, busy as while it serves a connection
+ * (the monitor hands the token on if the app blocks). */
+static void run_job_locked(ol_server *srv, ol_pool *p, int id, PyThreadState **ts)
+{
+    ol_req *r = take_job_locked(p);
+    p->busy = 1;
+    p->busy_since = ol_now();
+    p->served++;
+    if (p->monitor_asleep)
+        pthread_cond_signal(&p->monitor_cv);
+    pthread_mutex_unlock(p->lock);
+    OL_COUNT(srv, pool_busy, 1);
+    PyEval_RestoreThread(*ts);
+    ol_server_set_now(srv);
+    ol_wsgi_run_job(r);
+    *ts = PyEval_SaveThread();
+    OL_COUNT(srv, pool_busy, -1);
+    pthread_mutex_lock(p->lock);
+    if (p->holder == id)
+        p->busy = 0;
 }
 
 /* The body of each pool thread; returns when the server stops. */
@@ -320,6 +407,10 @@ static void run(ol_server *srv, PyThreadState **ts)
         p->token_free = 0;
         p->holder = id;
         while (p->holder == id && !p->stopping) {
+            if (p->njobs > 0) {
+                run_job_locked(srv, p, id, ts);
+                continue;
+            }
             if (p->next == p->nbatch) {
                 poll_batch(srv, p);
                 continue;
@@ -329,7 +420,7 @@ static void run(ol_server *srv, PyThreadState **ts)
             void *object = ol_reactor_resolve(&srv->reactor, &ev, &kind);
             ol_conn *c = NULL;
             if (kind == OL_H_CONN && (c = ol_conns_take_locked(object)) == NULL)
-                continue; /* the tick holds it meanwhile */
+                continue; /* another holder has it meanwhile: re-armed as it lets go */
             /* Busy for the tick too: a tick that waits must not hold up
              * the polling either (the monitor passes the token on). */
             p->busy = 1;
@@ -379,5 +470,6 @@ PyObject *ol_pool_thread(ol_server *srv, PyObject *unused)
     run(srv, &ts);
     PyEval_RestoreThread(ts);
     ol_h1_thread_exit();
+    ol_conn_thread_exit();
     Py_RETURN_NONE;
 }

@@ -99,10 +99,11 @@ static int input_fill(ol_input *in, size_t want)
     while (in->len - in->pos < want) {
         if ((r->flags & REQ_BODY_DONE) || c == NULL)
             return 0;
-        /* Closed: an HTTP/1.1 body already read in full still ends well. */
-        if (c->flags & CONN_CLOSED)
-            return (c->body_done && !(r->flags & REQ_HTTP2)) ? 0
-                                                             : body_failed(in, OL_EDISCONNECTED);
+        /* Closed: an HTTP/1.1 body already read in full still ends well.
+         * (An HTTP/2 stream's thread does not hold its connection: its
+         * carrier tells.) */
+        if (!(r->flags & REQ_HTTP2) && (c->flags & CONN_CLOSED))
+            return c->body_done ? 0 : body_failed(in, OL_EDISCONNECTED);
         if (r->carrier->send_continue(r) < 0)
             return body_failed(in, OL_EDISCONNECTED);
         PyObject *piece = NULL;
@@ -1142,9 +1143,9 @@ static void close_result(ol_server *srv, PyObject *result)
 }
 
 /* Run the app for a request whose head is in the buffer. GIL held. */
-static void run_app(ol_conn *c, ol_req *r)
+static void run_app(ol_req *r)
 {
-    ol_server *srv = c->server;
+    ol_server *srv = r->server;
     ol_current_request = r;
     PyObject *start = PyCFunction_New(&start_response_def, (PyObject *)r);
     PyObject *args[2] = {r->environ, start};
@@ -1205,6 +1206,10 @@ static void run_app(ol_conn *c, ol_req *r)
  * (which would keep the connection alive until it runs), then let go. */
 static void drop_request(ol_req *r)
 {
+    if (r->flags & REQ_POSTED) { /* the job's reference goes on */
+        Py_DECREF(r);
+        return;
+    }
     if (r->input != NULL && is_lent(r)) /* prepared, never run */
         give_back(r);
     Py_CLEAR(r->environ);
@@ -1231,13 +1236,42 @@ static int wsgi_prepare(ol_req *r, const ol_request *h)
     return r->environ != NULL ? 0 : -1;
 }
 
-/* The app runs to its end here, on the pool thread. */
+/* The app runs to its end here, on the pool thread; an HTTP/2 stream's
+ * on a pool thread of its own, so that the connection's other streams go
+ * on meanwhile (pool.c, Jobs). */
 static void wsgi_run(ol_req *r)
 {
     ol_server *srv = r->server;
+    if (r->flags & REQ_HTTP2) {
+        r->flags |= REQ_POSTED;
+        if (ol_pool_post(srv, r) < 0) { /* shutting down: the stream ends unanswered */
+            r->flags &= ~REQ_POSTED;
+            r->flags |= REQ_DISCONNECTED;
+        }
+        return;
+    }
     ol_meter_set(&srv->meter.m->in_flight, ++srv->active);
-    run_app(r->conn, r);
+    run_app(r);
     ol_meter_set(&srv->meter.m->in_flight, --srv->active);
+}
+
+void ol_wsgi_run_job(ol_req *r)
+{
+    ol_server *srv = r->server;
+    r->flags &= ~REQ_POSTED;
+    /* A stream reset before its turn (the client gave up) is not run. */
+    if (!(r->flags & REQ_DISCONNECTED) && r->conn != NULL) {
+        ol_meter_set(&srv->meter.m->in_flight, ++srv->active);
+        run_app(r);
+        ol_meter_set(&srv->meter.m->in_flight, --srv->active);
+    }
+    drop_request(r);
+}
+
+void ol_wsgi_drop_job(ol_req *r)
+{
+    r->flags &= ~REQ_POSTED;
+    drop_request(r);
 }
 
 static void wsgi_ignore(ol_req *r)

@@ -18,6 +18,15 @@ int ol_wsgi_buffer_body(ol_req *r);
 void ol_wsgi_send_gathered(ol_req *r);
 extern __thread ol_req *ol_current_request; /* the WSGI request this thread serves */
 
+/* WSGI over HTTP/2: post the app of a stream to the pool, to run on a
+ * thread of its own (a new reference is taken). 0; -1 when the pool has
+ * stopped (nobody would run it). GIL. */
+int ol_pool_post(ol_server *srv, ol_req *r);
+/* A pool thread runs a posted stream's app, or drops it when the pool
+ * stops first; either consumes the posted reference. GIL. */
+void ol_wsgi_run_job(ol_req *r);
+void ol_wsgi_drop_job(ol_req *r);
+
 void ol_pool_wake(ol_server *srv);
 /* At close: 1 if pool threads still run, in which case the last of them
  * closes the reactor as it leaves; 0 if the caller must close it. */

@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import sys
+import threading
 from urllib.parse import parse_qs
 
 CHUNK = 65536
@@ -169,12 +170,35 @@ async def app(scope, receive, send):
         await _send(send, 200, b"hello", [(b"content-type", b"text/plain")])
 
 
+GATES: dict[str, threading.Event] = {}
+GATES_LOCK = threading.Lock()
+
+
+def gate(name: str) -> threading.Event:
+    with GATES_LOCK:
+        return GATES.setdefault(name, threading.Event())
+
+
 def wsgi_app(environ, start_response):
     """A WSGI app: / answers "wsgi <SERVER_PROTOCOL>"; /environ the protocol, host and
     scheme as JSON; /sha256 reads wsgi.input in pieces and answers its size and
-    digest."""
+    digest; /hold?name=X&timeout=T blocks its thread until /release?name=X (or T
+    seconds, 10 by default) and answers "released X" or "timed out X";
+    /download?size=N answers pattern(N) in 64 KiB pieces."""
     path = environ["PATH_INFO"]
-    if path == "/environ":
+    query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+    if path == "/hold":
+        released = gate(query["name"]).wait(float(query.get("timeout", "10")))
+        body = f"{'released' if released else 'timed out'} {query['name']}".encode()
+    elif path == "/release":
+        gate(query["name"]).set()
+        body = b"ok"
+    elif path == "/download":
+        size = int(query["size"])
+        whole = pattern(size)
+        start_response("200 OK", [("Content-Length", str(size))])
+        return (whole[i : i + CHUNK] for i in range(0, size, CHUNK))
+    elif path == "/environ":
         keys = ("SERVER_PROTOCOL", "HTTP_HOST", "wsgi.url_scheme", "REQUEST_METHOD")
         body = json.dumps({k: environ.get(k) for k in keys}).encode()
     elif path == "/sha256":
