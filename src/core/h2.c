@@ -96,6 +96,11 @@ typedef struct ol_h2 {
     int depth;          /* calls of this module on the stack */
     int in_session;     /* inside nghttp2_session_mem_recv/mem_send */
     int flushing;
+    /* Threaded: the carrier call in progress is a stream's app's while other
+     * streams' apps wait for their turn; its frames wait to leave with
+     * theirs (the last of them writes; ol_h2_flush if one blocks). */
+    int gather;
+    int gathered; /* frames wait that way (read under the GIL by ol_h2_flush) */
     int dead;     /* the connection closed: free at depth 0 */
     int goaway;   /* GOAWAY sent (shutdown or error): close when done */
     int shutdown; /* the server drains: 1 notice sent, 2 final GOAWAY sent */
@@ -172,6 +177,9 @@ static void leave(ol_h2 *h)
 {
     ol_conn *c = h->conn;
     if (h->depth == 1 && !h->dead) {
+        int gather = h->gather;
+        h->gather = 0;
+        h->gathered |= gather;
         /* The server began to drain while another thread held c (the
          * drain skips held connections): the notice goes now. */
         if (!h->shutdown && ol_server_is_draining(c->server))
@@ -180,9 +188,9 @@ static void leave(ol_h2 *h)
          * closing is processed before the connection settles. */
         do {
             process_queue(h);
-            if (!h->dead)
+            if (!h->dead && !gather)
                 flush(h);
-        } while (h->queue != NULL && !h->dead);
+        } while (h->queue != NULL && !h->dead && !gather);
         if (!h->dead)
             settle(h);
     }
@@ -582,8 +590,9 @@ static int write_out(ol_h2 *h)
 static void flush(ol_h2 *h)
 {
     ol_conn *c = h->conn;
-    if (h->in_session || h->flushing || h->dead)
+    if (h->in_session || h->flushing || h->dead || h->gather)
         return;
+    h->gathered = 0;
     h->flushing = 1;
     while (!(c->flags & CONN_CLOSED) && ol_conn_pending(c) <= c->server->cfg.write_high_water) {
         const uint8_t *data;
@@ -916,6 +925,18 @@ static void answer(ol_h2 *h, ol_h2_stream *s, int status, const char *text, int 
 /* ------------------------------------------------------------------------ */
 /* The carrier (exchange.h)                                                 */
 
+/* Threaded: does another stream's app wait for a thread (posted, not
+ * started, its client still there)? Their exchanges are few (at most
+ * --h2-max-concurrent-streams). */
+static int others_waiting(const ol_h2 *h, const ol_h2_stream *self)
+{
+    for (const ol_h2_stream *s = h->streams; s != NULL; s = s->next)
+        if (s != self && s->req != NULL &&
+            (s->req->flags & (REQ_POSTED | REQ_DISCONNECTED)) == REQ_POSTED)
+            return 1;
+    return 0;
+}
+
 /*
  * The stream carrying r, entered; NULL if the protocol let go of it. In
  * threaded mode the caller is the stream's app, on a pool thread of its
@@ -945,6 +966,7 @@ static ol_h2_stream *carry(ol_req *r, ol_h2 **hp)
     }
     if (s != NULL) {
         *hp = enter(c);
+        h->gather = threaded && others_waiting(h, s);
     } else if (threaded) {
         ol_conn_let_go(c);
         ol_conn_decref(c);
@@ -1003,6 +1025,7 @@ static int take_news(ol_h2 *h)
 static ol_h2_stream *await_client(ol_req *r, ol_h2 **hp, double timeout, int *timed_out)
 {
     ol_conn *c = (*hp)->conn;
+    (*hp)->gather = 0; /* what waits goes out before this thread sleeps */
     leave(*hp);
     int woken = ol_conn_await(c, timeout);
     *timed_out = woken == 0;
@@ -1041,6 +1064,9 @@ static int send_blocking(ol_req *r, ol_h2 **hp, ol_h2_stream **sp)
     ol_conn *c = (*hp)->conn;
     size_t queued;
     while ((queued = (*sp)->out_len - (*sp)->out_off) > 0) {
+        if ((*hp)->gather && queued <= srv->cfg.write_high_water)
+            return 0; /* leaves with the next streams' frames */
+        (*hp)->gather = 0;
         flush(*hp);
         if (c->flags & CONN_CLOSED)
             break;
@@ -1073,6 +1099,12 @@ static int h2_send(ol_req *r, const char *data, size_t len, int more)
     ol_h2_stream *s = carry(r, &h);
     if (s == NULL)
         return -1;
+    /* The whole body the head announced is here (a WSGI app's last piece,
+     * its end still to be said): the stream ends with it, not with an
+     * empty DATA frame in a write of its own. */
+    if (more && (r->flags & REQ_HAS_LENGTH) && r->sent >= r->content_length &&
+        !(r->flags & REQ_TRAILERS))
+        more = 0;
     int e = 0;
     if (!(s->flags & S_SUBMITTED)) {
         int has_body = !(r->flags & REQ_NO_BODY) && (len > 0 || more);
@@ -1697,6 +1729,19 @@ static void begin_shutdown(ol_h2 *h)
         h->goaway = 1;
         nghttp2_session_terminate_session(h->session, NGHTTP2_NO_ERROR);
     }
+}
+
+void ol_h2_flush(ol_conn *c)
+{
+    /* Nothing gathered, nothing to do: no hold. (Its state changes only
+     * under the GIL, which this thread holds.) */
+    ol_h2 *gathering = c->proto == &ol_h2_protocol ? c->h2 : NULL;
+    if (gathering == NULL || !gathering->gathered || ol_conn_hold(c) < 0)
+        return;
+    ol_h2 *h = c->proto == &ol_h2_protocol ? enter(c) : NULL;
+    if (h != NULL)
+        leave(h); /* at depth 1: processes, flushes, settles */
+    ol_conn_let_go(c);
 }
 
 void ol_h2_shutdown(ol_conn *c)

@@ -50,6 +50,11 @@ int ol_h2_upgrade(ol_conn *c, const ol_request *head, ol_span settings, size_t h
  * and exit (*ts its state). New streams' apps are posted to the pool. */
 void ol_h2_process(ol_conn *c, PyThreadState **ts);
 
+/* Threaded: a pool thread that holds no connection sends what c's
+ * streams gathered (a stream's app blocks while others' frames wait for
+ * it). GIL. */
+void ol_h2_flush(ol_conn *c);
+
 /* The server drains: tell the client which streams will be served
  * (GOAWAY), serve them, then close. GIL. */
 void ol_h2_shutdown(ol_conn *c);

@@ -61,6 +61,8 @@ struct ol_pool {
      * of strong references, linked through ->job_next. */
     ol_req *jobs, **jobs_tail;
     size_t njobs;
+    ol_conn *job_conn;   /* the connection of the job the holder runs (a reference) */
+    ol_conn *flush_conn; /* ... when that job blocked: its gathered frames go (ol_h2_flush) */
     pthread_t monitor;
     int monitor_started;
 };
@@ -127,7 +129,12 @@ static void *monitor_main(void *arg)
         struct timespec until = abs_time(STEAL_AFTER);
         pthread_cond_timedwait(&p->monitor_cv, p->lock, &until);
         if (p->busy && p->waiting > 0 && ol_now() - p->busy_since >= STEAL_AFTER) {
-            /* The holder is stuck in a view: an idle thread takes over polling. */
+            /* The holder is stuck in a view: an idle thread takes over polling,
+             * and sends first what the view's connection gathered. */
+            if (p->job_conn != NULL && p->flush_conn == NULL) {
+                p->flush_conn = p->job_conn;
+                ol_conn_incref(p->flush_conn);
+            }
             p->holder = -1;
             p->busy = 0;
             p->token_free = 1;
@@ -204,6 +211,8 @@ void ol_pool_free(ol_server *srv)
     srv->pool = NULL;
     /* Streams no thread took before the pool stopped: their connections
      * are closed by now, and the apps never ran. */
+    if (p->flush_conn != NULL)
+        ol_conn_decref(p->flush_conn);
     for (;;) {
         pthread_mutex_lock(p->lock);
         ol_req *r = p->njobs > 0 ? take_job_locked(p) : NULL;
@@ -367,11 +376,27 @@ static void poll_batch(ol_server *srv, ol_pool *p)
         memcpy(p->batch, local, (size_t)n * sizeof(local[0]));
 }
 
+/* Send what c's streams gathered; the lock is dropped meanwhile. */
+static void flush_conn_locked(ol_pool *p, ol_conn *c, PyThreadState **ts)
+{
+    pthread_mutex_unlock(p->lock);
+    PyEval_RestoreThread(*ts);
+    ol_h2_flush(c);
+    *ts = PyEval_SaveThread();
+    pthread_mutex_lock(p->lock);
+}
+
 /* The holder runs the next job, busy as while it serves a connection
- * (the monitor hands the token on if the app blocks). */
+ * (the monitor hands the token on if the app blocks). The frames of a
+ * job whose connection has more jobs waiting are gathered (h2.c); they go
+ * when this thread turns to another connection or loses the token. */
 static void run_job_locked(ol_server *srv, ol_pool *p, int id, PyThreadState **ts)
 {
     ol_req *r = take_job_locked(p);
+    ol_conn *c = r->conn;
+    if (c != NULL)
+        ol_conn_incref(c);
+    p->job_conn = c;
     p->busy = 1;
     p->busy_since = ol_now();
     p->served++;
@@ -385,8 +410,15 @@ static void run_job_locked(ol_server *srv, ol_pool *p, int id, PyThreadState **t
     *ts = PyEval_SaveThread();
     OL_COUNT(srv, pool_busy, -1);
     pthread_mutex_lock(p->lock);
+    if (p->job_conn == c)
+        p->job_conn = NULL;
+    int next_is_same = p->holder == id && p->jobs != NULL && p->jobs->conn == c;
     if (p->holder == id)
         p->busy = 0;
+    if (c != NULL && !next_is_same)
+        flush_conn_locked(p, c, ts);
+    if (c != NULL)
+        ol_conn_decref(c);
 }
 
 /* The body of each pool thread; returns when the server stops. */
@@ -407,6 +439,13 @@ static void run(ol_server *srv, PyThreadState **ts)
         p->token_free = 0;
         p->holder = id;
         while (p->holder == id && !p->stopping) {
+            if (p->flush_conn != NULL) { /* a job blocked: its gathered frames go */
+                ol_conn *c = p->flush_conn;
+                p->flush_conn = NULL;
+                flush_conn_locked(p, c, ts);
+                ol_conn_decref(c);
+                continue;
+            }
             if (p->njobs > 0) {
                 run_job_locked(srv, p, id, ts);
                 continue;

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 
@@ -24,7 +25,18 @@ import h2.events
 import h2.settings
 import pytest
 from conftest import APPS
-from h2_support import GOAWAY, h2_connect, h2_server, oneloop_only
+from h2_support import (
+    ACK,
+    DATA,
+    END_STREAM,
+    GOAWAY,
+    SETTINGS,
+    h2_connect,
+    h2_server,
+    headers_frame,
+    oneloop_only,
+    request_headers,
+)
 
 sys.path.insert(0, str(APPS))
 from h2_apps import pattern
@@ -57,6 +69,82 @@ def test_a_blocked_view_holds_up_only_its_own_stream(server):
             c.request(5, "/release?name=side-by-side")
             assert c.response(5, timeout=3)[1] == b"ok"
             assert c.response(1, timeout=3)[1] == b"released side-by-side"
+        finally:
+            c.close()
+
+
+def test_a_body_of_announced_length_ends_its_stream_with_its_last_bytes(server):
+    """A WSGI response with Content-Length ends the stream on the DATA frame that
+    carries its last bytes, not with an empty DATA frame written after it."""
+    with server() as s:
+        c = h2_connect(s.host, s.port)
+        try:
+            c.handshake()
+            c.request(1, "/")
+            assert c.response(1, timeout=3)[1] == b"wsgi HTTP/2"
+            frames = [f for f in c.frames if f.stream == 1 and f.type == DATA]
+            assert [(f.payload, f.flags & END_STREAM) for f in frames] == [
+                (b"wsgi HTTP/2", END_STREAM)
+            ]
+        finally:
+            c.close()
+
+
+# struct tcp_info (linux/tcp.h): tcpi_data_segs_in (see test_pipelined_writes.py).
+DATA_SEGS_IN = 152
+
+
+def data_segments_in(sock: socket.socket) -> int:
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+    if len(info) < DATA_SEGS_IN + 4:
+        pytest.fail("TCP_INFO has no tcpi_data_segs_in: this test needs Linux 4.6 or later")
+    return struct.unpack_from("I", info, DATA_SEGS_IN)[0]
+
+
+def test_responses_of_streams_that_came_together_leave_together(server):
+    """Twelve requests in one read: their views run one after the other on one
+    thread, and their twelve responses leave together (counted as the data
+    segments the client receives), not in a write each. Together is one write;
+    up to three are allowed because a view that the pool sees running past 1 ms
+    (a thread preempted on a loaded machine) sends what was gathered before it,
+    by design (the next test)."""
+    with server() as s:
+        c = h2_connect(s.host, s.port)
+        try:
+            c.handshake()
+            assert c.wait(lambda f: f.type == SETTINGS and f.flags & ACK, 3) is not None
+            for batch in range(3):
+                ids = [1 + 2 * (12 * batch + i) for i in range(12)]
+                before = data_segments_in(c.sock)
+                c.send(b"".join(headers_frame(i, c.block(request_headers("/"))) for i in ids))
+                for i in ids:
+                    assert c.response(i, timeout=3)[1] == b"wsgi HTTP/2"
+                writes = data_segments_in(c.sock) - before
+                assert writes <= 3, f"batch {batch}: {writes} writes for 12 responses"
+        finally:
+            c.close()
+
+
+def test_responses_gathered_before_a_blocked_view_are_not_held_by_it(server):
+    """Stream 1 is fast, stream 3's view blocks; both came in one read. Stream 1's
+    response, gathered to leave with stream 3's, goes as soon as stream 3's view
+    is seen to block (the pool hands polling on after 1 ms); a later stream is
+    answered meanwhile."""
+    with server() as s:
+        c = h2_connect(s.host, s.port)
+        try:
+            c.handshake()
+            paths = {1: "/", 3: "/hold?name=gathered&timeout=10"}
+            c.send(
+                b"".join(headers_frame(i, c.block(request_headers(p))) for i, p in paths.items())
+            )
+            assert c.response(1, timeout=1)[1] == b"wsgi HTTP/2"
+            c.request(5, "/")
+            assert c.response(5, timeout=1)[1] == b"wsgi HTTP/2"
+            assert not [f for f in c.frames if f.stream == 3], c.frames
+            c.request(7, "/release?name=gathered")
+            assert c.response(7, timeout=3)[1] == b"ok"
+            assert c.response(3, timeout=3)[1] == b"released gathered"
         finally:
             c.close()
 
