@@ -376,6 +376,17 @@ static void poll_batch(ol_server *srv, ol_pool *p)
         memcpy(p->batch, local, (size_t)n * sizeof(local[0]));
 }
 
+/* The holder begins to serve (an event, a job): the monitor watches how
+ * long, and wakes up to do so if it slept. */
+static void begin_busy_locked(ol_pool *p)
+{
+    p->busy = 1;
+    p->busy_since = ol_now();
+    p->served++;
+    if (p->monitor_asleep)
+        pthread_cond_signal(&p->monitor_cv);
+}
+
 /* Send what c's streams gathered; the lock is dropped meanwhile. */
 static void flush_conn_locked(ol_pool *p, ol_conn *c, PyThreadState **ts)
 {
@@ -397,11 +408,7 @@ static void run_job_locked(ol_server *srv, ol_pool *p, int id, PyThreadState **t
     if (c != NULL)
         ol_conn_incref(c);
     p->job_conn = c;
-    p->busy = 1;
-    p->busy_since = ol_now();
-    p->served++;
-    if (p->monitor_asleep)
-        pthread_cond_signal(&p->monitor_cv);
+    begin_busy_locked(p);
     pthread_mutex_unlock(p->lock);
     OL_COUNT(srv, pool_busy, 1);
     PyEval_RestoreThread(*ts);
@@ -462,11 +469,7 @@ static void run(ol_server *srv, PyThreadState **ts)
                 continue; /* another holder has it meanwhile: re-armed as it lets go */
             /* Busy for the tick too: a tick that waits must not hold up
              * the polling either (the monitor passes the token on). */
-            p->busy = 1;
-            p->busy_since = ol_now();
-            p->served++;
-            if (p->monitor_asleep)
-                pthread_cond_signal(&p->monitor_cv);
+            begin_busy_locked(p);
             pthread_mutex_unlock(p->lock);
             if (c != NULL)
                 OL_COUNT(srv, pool_busy, 1);
